@@ -1,0 +1,61 @@
+"""Packaging for covidspark.
+
+``pip install .`` installs the library, the ``covidspark`` command and the
+runtime dependencies; ``pip install .[test]`` adds what the test suite needs.
+"""
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    with open(os.path.join(HERE, "covidspark", "_version.py"), encoding="utf-8") as f:
+        return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+
+def read_readme():
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+INSTALL_REQUIRES = [
+    "pyspark>=3.5,<5",
+    # TensorFlow is the Keras backend; on GPU clusters the same wheel uses CUDA.
+    "tensorflow>=2.16",
+    "keras>=3",
+    "h5py",
+    # pyspark 4.x warns that pandas 3 is not fully supported; Databricks 16.4 ships 1.5.3.
+    "pandas>=1.5,<3",
+    "pyarrow>=11",
+    "pillow>=9.5",
+    "numpy>=1.23",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest>=7", "scikit-learn>=1.2"],
+}
+
+setup(
+    name="covidspark",
+    version=read_version(),
+    description=(
+        "Chest X-ray classification (COVID-19 / normal / pneumonia) at cluster "
+        "scale: Spark ingestion, a Keras DeepImageFeaturizer, MLlib classifiers."
+    ),
+    long_description=read_readme(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["covidspark", "covidspark.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["covidspark=covidspark.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+    ],
+)

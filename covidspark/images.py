@@ -207,6 +207,18 @@ def _strip_file_scheme(path):
     return path[len("file:"):] if path.startswith("file:") else path
 
 
+def read_bytes(path):
+    """Read a whole file: local paths directly, other URIs through ``pyarrow.fs``."""
+    if _is_local(path):
+        with open(_strip_file_scheme(path), "rb") as f:
+            return f.read()
+    from pyarrow import fs
+
+    filesystem, inner = fs.FileSystem.from_uri(path)
+    with filesystem.open_input_stream(inner) as stream:
+        return stream.read()
+
+
 def read_images(spark, path=None, manifest=None, label_map=None, source=None,
                 validate=True, max_pixels=DEFAULT_MAX_PIXELS):
     """Read labelled chest X-rays into a DataFrame.

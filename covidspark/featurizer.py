@@ -1,0 +1,410 @@
+"""``DeepImageFeaturizer``: pretrained Keras backbones as a Spark ML Transformer.
+
+The API is that of Databricks' retired ``sparkdl.DeepImageFeaturizer``
+(``inputCol``, ``outputCol``, ``modelName``, ``scaleHint``), plus ``weights``,
+``seed`` and ``batchSize``. What differs underneath:
+
+- Decoding, resizing, the model's own preprocessing and the forward pass run
+  together on the executors, in batches (an iterator pandas UDF over Arrow):
+  only encoded bytes travel from the JVM to Python, never decoded tensors.
+- The Keras model is built once per Python worker and cached in this module
+  (keyed by model and weights), which needs ``spark.python.worker.reuse=true``
+  (Spark's default). Inference is a compiled ``tf.function``, not
+  ``model.predict`` per batch.
+- Weights are resolved once on the driver and shipped with
+  ``SparkContext.addFile``; executors never download anything.
+- The stage is persistable (``DefaultParamsWritable``), alone or inside a
+  ``PipelineModel``.
+"""
+import collections
+import logging
+import os
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from covidspark import images
+from covidspark.models import get_backbone, resolve_weights
+
+logger = logging.getLogger(__name__)
+
+IMAGE_STRUCT_FIELDS = ("origin", "height", "width", "nChannels", "mode", "data")
+
+
+class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
+                          DefaultParamsReadable, DefaultParamsWritable):
+    """Turn chest X-ray images into deep features with a pretrained Keras network.
+
+    Each image is decoded on the executors (PNG/JPEG, 8 or 16 bit), converted to
+    grayscale and replicated to three channels, resized to the network's input
+    size, preprocessed with the network's own ``preprocess_input`` and passed
+    through the network without its classification top; global average pooling
+    gives one vector per image.
+
+    Parameters
+    ----------
+    inputCol : str
+        A binary column of encoded image files (``read_images``' ``content``), a
+        string column of file paths (read by the workers), or Spark's image struct
+        (``spark.read.format("image")``).
+    outputCol : str
+        Name of the ``Vector`` column to add (default ``"features"``).
+    modelName : str
+        A key of :data:`covidspark.models.BACKBONES`: ``"ResNet50"``,
+        ``"InceptionV3"``, ``"DenseNet121"``, ``"VGG16"``, ``"VGG19"``, ``"Xception"``.
+    scaleHint : str
+        Resize filter, by sparkdl's names: ``"SCALE_AREA_AVERAGING"`` (default)
+        or ``"SCALE_SMOOTH"`` (box filter); ``"SCALE_DEFAULT"``, ``"SCALE_FAST"``,
+        ``"SCALE_REPLICATE"`` (nearest neighbour).
+    weights : str
+        ``"imagenet"`` (default; downloaded once on the driver with Keras' hash
+        check), a path to a Keras weights file, or ``"random"`` (seeded random
+        weights: offline tests and demos only, not pretrained).
+    seed : int
+        Seed of ``"random"`` weights (default 0).
+    batchSize : int
+        Images per forward pass (default 32); also caps Arrow batches.
+
+    Examples
+    --------
+    >>> from covidspark import DeepImageFeaturizer, read_images
+    >>> df = read_images(spark, "/data/xrays")                     # doctest: +SKIP
+    >>> featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features",
+    ...                                  modelName="ResNet50", weights="random")
+    >>> features = featurizer.transform(df)                       # doctest: +SKIP
+    >>> featurizer.save("/tmp/featurizer")                        # doctest: +SKIP
+    >>> DeepImageFeaturizer.load("/tmp/featurizer").getModelName()  # doctest: +SKIP
+    'ResNet50'
+    """
+
+    modelName = Param(Params._dummy(), "modelName",
+                      "backbone network, one of covidspark.models.BACKBONES",
+                      typeConverter=TypeConverters.toString)
+    scaleHint = Param(Params._dummy(), "scaleHint",
+                      "resize filter: " + ", ".join(images.SCALE_HINTS),
+                      typeConverter=TypeConverters.toString)
+    weights = Param(Params._dummy(), "weights",
+                    "'imagenet', 'random' (seeded, not pretrained) or a weights file path",
+                    typeConverter=TypeConverters.toString)
+    seed = Param(Params._dummy(), "seed", "seed of 'random' weights",
+                 typeConverter=TypeConverters.toInt)
+    batchSize = Param(Params._dummy(), "batchSize", "images per forward pass",
+                      typeConverter=TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(self, *, inputCol=None, outputCol=None, modelName=None,
+                 scaleHint="SCALE_AREA_AVERAGING", weights="imagenet", seed=0, batchSize=32):
+        super().__init__()
+        self._setDefault(outputCol="features", scaleHint="SCALE_AREA_AVERAGING",
+                         weights="imagenet", seed=0, batchSize=32)
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, inputCol=None, outputCol=None, modelName=None,
+                  scaleHint="SCALE_AREA_AVERAGING", weights="imagenet", seed=0, batchSize=32):
+        """Set the params; see the class docstring."""
+        kwargs = self._input_kwargs
+        if "modelName" in kwargs and kwargs["modelName"] is not None:
+            get_backbone(kwargs["modelName"])  # fail early, listing supported names
+        if "scaleHint" in kwargs:
+            images._resample(kwargs["scaleHint"])
+        if kwargs.get("batchSize") is not None and kwargs["batchSize"] < 1:
+            raise ValueError(f"batchSize must be >= 1. Received: batchSize={kwargs['batchSize']}")
+        return self._set(**kwargs)
+
+    def setModelName(self, value):
+        """Set ``modelName``."""
+        get_backbone(value)
+        return self._set(modelName=value)
+
+    def getModelName(self):
+        """The backbone's name."""
+        return self.getOrDefault(self.modelName)
+
+    def setScaleHint(self, value):
+        """Set ``scaleHint``."""
+        images._resample(value)
+        return self._set(scaleHint=value)
+
+    def getScaleHint(self):
+        """The resize filter's sparkdl name."""
+        return self.getOrDefault(self.scaleHint)
+
+    def setWeights(self, value):
+        """Set ``weights``: 'imagenet', 'random' or a file path."""
+        return self._set(weights=value)
+
+    def getWeights(self):
+        """The weights setting."""
+        return self.getOrDefault(self.weights)
+
+    def setSeed(self, value):
+        """Set ``seed``."""
+        return self._set(seed=value)
+
+    def getSeed(self):
+        """The seed of random weights."""
+        return self.getOrDefault(self.seed)
+
+    def setBatchSize(self, value):
+        """Set ``batchSize``."""
+        return self._set(batchSize=value)
+
+    def getBatchSize(self):
+        """Images per forward pass."""
+        return self.getOrDefault(self.batchSize)
+
+    def setInputCol(self, value):
+        """Set ``inputCol``."""
+        return self._set(inputCol=value)
+
+    def setOutputCol(self, value):
+        """Set ``outputCol``."""
+        return self._set(outputCol=value)
+
+    # ------------------------------------------------------------------ driver side
+
+    def resolvedWeights(self):
+        """Resolve the weights on the driver (download, verify or generate once).
+
+        Returns
+        -------
+        covidspark.models.ResolvedWeights
+        """
+        if not self.isDefined(self.modelName):
+            raise ValueError("DeepImageFeaturizer: modelName is not set. "
+                             f"Supported: {', '.join(_backbone_names())}.")
+        return resolve_weights(self.getModelName(), self.getWeights(), self.getSeed())
+
+    def _transform(self, dataset):
+        from pyspark.ml.functions import array_to_vector
+        from pyspark.sql import functions as F
+
+        spec = get_backbone(self.getModelName())
+        input_col = self.getInputCol()
+        if input_col not in dataset.columns:
+            raise ValueError(
+                f"DeepImageFeaturizer: inputCol {input_col!r} not in the DataFrame; "
+                f"columns: {dataset.columns}"
+            )
+        kind = _input_kind(dataset.schema[input_col].dataType, input_col)
+        resolved = self.resolvedWeights()
+        spark = dataset.sparkSession
+        shipped = _ship_file(spark.sparkContext, resolved.path)
+        batch_size = self.getBatchSize()
+        # Arrow batches bound the memory of each Python worker: match them to the model's.
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+        logger.info("DeepImageFeaturizer: %s, weights %s, batch %d",
+                    spec.name, resolved.description, batch_size)
+
+        if kind == "image":
+            names = F.col(f"{input_col}.origin")
+        elif kind == "path":
+            names = F.col(input_col)
+        elif "path" in dataset.columns:
+            names = F.col("path").cast("string")
+        else:
+            names = F.lit(None).cast("string")
+        udf = _featurize_udf(spec.name, shipped, resolved.weights_id, kind,
+                             self.getScaleHint(), batch_size)
+        return dataset.withColumn(
+            self.getOutputCol(), array_to_vector(udf(F.col(input_col), names))
+        )
+
+
+def _backbone_names():
+    from covidspark.models import BACKBONES
+
+    return list(BACKBONES)
+
+
+def _input_kind(data_type, name):
+    from pyspark.sql.types import BinaryType, StringType, StructType
+
+    if isinstance(data_type, BinaryType):
+        return "bytes"
+    if isinstance(data_type, StringType):
+        return "path"
+    if isinstance(data_type, StructType) and set(IMAGE_STRUCT_FIELDS) <= set(data_type.names):
+        return "image"
+    raise TypeError(
+        f"DeepImageFeaturizer: inputCol {name!r} has type {data_type.simpleString()}; "
+        f"expected binary (encoded image bytes), string (file paths) or Spark's image struct"
+    )
+
+
+# SparkContext id -> {file name: path}; addFile refuses one name for two paths.
+_SHIPPED = {}
+
+
+def _ship_file(sc, path):
+    """``addFile`` once per SparkContext; returns the name executors pass to SparkFiles.get."""
+    name = os.path.basename(path.rstrip("/"))
+    shipped = _SHIPPED.setdefault(id(sc._jsc), {})
+    previous = shipped.get(name)
+    if previous is None:
+        sc.addFile(path)
+        shipped[name] = path
+    elif previous != path:
+        raise ValueError(
+            f"Two different weights files share the name {name!r} ({previous} and {path}); "
+            f"Spark ships files by name. Rename one of them."
+        )
+    return name
+
+
+def _featurize_udf(model_name, weights_file, weights_id, kind, scale_hint, batch_size):
+    """The pandas UDF; its closure holds only strings and ints (cheap to pickle)."""
+
+    def featurize(batches):
+        import pandas as pd
+
+        model = None
+        for values, names in batches:
+            if model is None:
+                model = worker_model(model_name, weights_file, weights_id)
+            size = model.input_size
+            features = []
+            for start in range(0, len(values), batch_size):
+                stop = min(start + batch_size, len(values))
+                pixels = np.stack([
+                    _decode_row(kind, values, i, names.iloc[i], size, scale_hint)
+                    for i in range(start, stop)
+                ]) if stop > start else None
+                if pixels is not None:
+                    features.extend(model(pixels))
+            yield pd.Series(features, dtype=object)
+
+    return _iterator_udf(featurize)
+
+
+def _iterator_udf(func):
+    """Declare ``func`` as an iterator-of-batches pandas UDF (type hints pick the kind)."""
+    from typing import Iterator, Tuple
+
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+
+    func.__annotations__ = {
+        "batches": Iterator[Tuple[pd.Series, pd.Series]],
+        "return": Iterator[pd.Series],
+    }
+    return pandas_udf(func, "array<float>")
+
+
+def _decode_row(kind, values, i, name, size, scale_hint):
+    if kind == "image":
+        row = values.iloc[i]
+        return images.decode_image_struct(
+            row["height"], row["width"], row["nChannels"], row["mode"], row["data"],
+            size, scale_hint, name=name or f"row {i} of the batch",
+        )
+    value = values.iloc[i]
+    if kind == "path":
+        if value is None:
+            raise images.ImageDecodeError(f"row {i} of the batch: null path")
+        return images.decode_image(images.read_bytes(value), size, scale_hint, name=value)
+    return images.decode_image(value, size, scale_hint, name=name or f"row {i} of the batch")
+
+
+# ---------------------------------------------------------------------- worker side
+
+# One model per Python worker, reused across tasks (spark.python.worker.reuse=true).
+# Two entries at most: a pipeline rarely uses more than one backbone at a time, and
+# each holds 100+ MB.
+_MODEL_CACHE = collections.OrderedDict()
+_MODEL_CACHE_SIZE = 2
+
+
+def worker_model(model_name, weights_file, weights_id):
+    """The cached :class:`KerasBackboneRunner` for this worker (built on first use)."""
+    key = (model_name, weights_id)
+    runner = _MODEL_CACHE.get(key)
+    if runner is None:
+        from pyspark import SparkFiles
+
+        configure_tensorflow()
+        path = weights_file if os.path.isabs(weights_file) else SparkFiles.get(weights_file)
+        runner = KerasBackboneRunner(get_backbone(model_name), path)
+        _MODEL_CACHE[key] = runner
+        while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
+            _MODEL_CACHE.popitem(last=False)
+    else:
+        _MODEL_CACHE.move_to_end(key)
+    return runner
+
+
+_TF_CONFIGURED = False
+
+
+def configure_tensorflow():
+    """Pick the task's GPU and thread count before TensorFlow is first imported.
+
+    Reads Spark's task resources: a ``gpu`` address becomes ``CUDA_VISIBLE_DEVICES``
+    (no GPU resources means CPU, without error); intra-op threads follow
+    ``spark.task.cpus`` so that concurrent tasks do not oversubscribe the cores.
+    """
+    global _TF_CONFIGURED
+    if _TF_CONFIGURED:
+        return
+    from pyspark import TaskContext
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    context = TaskContext.get()
+    cpus = None
+    if context is not None:
+        gpus = context.resources().get("gpu")
+        if gpus is not None and gpus.addresses:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
+        cpus = context.cpus()
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if cpus:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    _TF_CONFIGURED = True
+
+
+class KerasBackboneRunner:
+    """A backbone with its preprocessing behind one compiled call.
+
+    Parameters
+    ----------
+    spec : covidspark.models.Backbone
+    weights_path : str
+        Weights file to load.
+
+    Calling the runner with a ``(n, size, size, 3)`` float32 array in [0, 255]
+    (as :func:`covidspark.images.decode_image` returns) gives ``(n, feature_dim)``
+    float32 features.
+    """
+
+    def __init__(self, spec, weights_path):
+        import tensorflow as tf
+
+        from covidspark.models import build_backbone, preprocess_function
+
+        self.spec = spec
+        self.input_size = spec.input_size
+        self.model = build_backbone(spec, weights_path)
+        self._preprocess = preprocess_function(spec)
+        model = self.model
+        # A fixed signature: one trace for every batch size, no retracing.
+        self._forward = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, spec.input_size, spec.input_size, 3],
+                                           tf.float32)],
+        )
+
+    def __call__(self, pixels):
+        import tensorflow as tf
+
+        # Keras' preprocess_input may work in place; never touch the caller's array.
+        x = self._preprocess(np.array(pixels, dtype=np.float32, copy=True))
+        return self._forward(tf.convert_to_tensor(x)).numpy().astype(np.float32, copy=False)

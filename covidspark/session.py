@@ -1,0 +1,134 @@
+"""SparkSession set-up that makes the Python workers use the driver's environment.
+
+A plain ``spark-submit`` (or ``SparkSession.builder``) starts its Python workers
+on ``python3`` from the PATH, which in a virtual environment that was not
+activated lacks pandas, pyarrow and TensorFlow. Two fixes, both used by
+``make``:
+
+- :func:`get_spark` sets ``PYSPARK_PYTHON`` to the running interpreter before
+  it starts a local SparkContext (unless the user set it).
+- :func:`write_spark_env` makes the venv's ``spark-submit`` default to the
+  venv's Python for the driver and the workers, activated or not.
+"""
+import logging
+import os
+import sys
+
+logger = logging.getLogger(__name__)
+
+_SPARK_ENV_MARKER = "# covidspark: use this virtual environment's Python"
+
+# Settings the featurizer relies on; see README "Spark settings".
+DEFAULT_CONF = {
+    # One Keras model per Python worker is only possible when workers are reused.
+    "spark.python.worker.reuse": "true",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+
+
+def get_spark(app_name="covidspark", master=None, conf=None):
+    """Return the active SparkSession, or start one configured for covidspark.
+
+    Parameters
+    ----------
+    app_name : str
+        Application name shown in the Spark UI.
+    master : str, optional
+        e.g. ``"local[2]"`` or ``"spark://host:7077"``. By default the master
+        given to ``spark-submit`` is used, or ``local[*]``.
+    conf : dict, optional
+        Extra Spark settings (override :data:`DEFAULT_CONF`).
+
+    Returns
+    -------
+    pyspark.sql.SparkSession
+        An existing session (Databricks, a notebook, spark-submit) is returned
+        unchanged: its settings are the cluster's to decide.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    settings = dict(DEFAULT_CONF)
+    if (master or "local").startswith("local"):
+        # A laptop-sized default; 200 shuffle partitions of a few rows each is overhead.
+        settings["spark.sql.shuffle.partitions"] = "8"
+    settings.update(conf or {})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    # spark-submit's default is INFO for every task; covidspark logs its own progress.
+    spark.sparkContext.setLogLevel(os.environ.get("COVIDSPARK_SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+def find_spark_home_script():
+    """The pip-installed ``find-spark-home`` next to this interpreter, or None."""
+    bindir = os.path.dirname(sys.executable)
+    script = os.path.join(bindir, "find-spark-home")
+    if os.path.isfile(script) and os.path.isfile(os.path.join(bindir, "find_spark_home.py")):
+        return script
+    return None
+
+
+def write_spark_env(python=None):
+    """Make this environment's ``spark-submit`` and ``pyspark`` use ``python``.
+
+    pip's ``spark-submit`` finds Spark, and then starts the driver and the
+    workers, with ``python3`` from the PATH unless ``PYSPARK_PYTHON`` is set; from
+    a virtual environment that was not activated that is the system Python,
+    which lacks pyspark, pandas and TensorFlow. This adds one marked line to the
+    environment's ``bin/find-spark-home`` (which ``spark-submit`` sources first)
+    that defaults ``PYSPARK_PYTHON`` to ``python``; an exported value still wins.
+    Re-running it replaces the line; reinstalling pyspark removes it.
+
+    Parameters
+    ----------
+    python : str, optional
+        Interpreter to use; defaults to the running one.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    FileNotFoundError
+        If this interpreter's environment has no pip-installed pyspark scripts.
+    """
+    python = python or sys.executable
+    script = find_spark_home_script()
+    if script is None:
+        raise FileNotFoundError(
+            f"No pip-installed find-spark-home next to {sys.executable}; "
+            f"export PYSPARK_PYTHON={python} instead."
+        )
+    with open(script) as f:
+        lines = [line for line in f.read().splitlines()
+                 if not line.startswith(_SPARK_ENV_MARKER)
+                 and not line.startswith('export PYSPARK_PYTHON="${PYSPARK_PYTHON:-')]
+    block = [
+        f"{_SPARK_ENV_MARKER} (an exported PYSPARK_PYTHON wins); "
+        "written by `covidspark spark-env --write`",
+        f'export PYSPARK_PYTHON="${{PYSPARK_PYTHON:-{python}}}"',
+    ]
+    # After the shebang, before anything that runs Python.
+    lines = lines[:1] + block + lines[1:]
+    with open(script, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return script
+
+
+def worker_python(spark):
+    """The interpreter the Python workers actually run (one tiny Spark job)."""
+    return (
+        spark.sparkContext.parallelize([0], 1)
+        .map(lambda _: __import__("sys").executable)
+        .collect()[0]
+    )

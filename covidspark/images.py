@@ -270,6 +270,32 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None,
     return df
 
 
+def _normalise_uri(path):
+    # inputFiles() says file:///a, the path column says file:/a.
+    return "file:/" + path[len("file:///"):] if path.startswith("file:///") else path
+
+
+def _binary_files(reader, paths):
+    """``binaryFile`` rows (path, content), keeping the files Spark's scan skips.
+
+    Spark's file sources silently skip zero-byte files. They are added back with
+    empty content, so that validation reports them instead of losing them.
+    """
+    from pyspark.sql import functions as F
+
+    files = reader.load(paths).select("path", "content")
+    listed = {_normalise_uri(p) for p in files.inputFiles()}
+    read = {r.path for r in files.select("path").collect()}  # column pruning: no bytes read
+    skipped = sorted(listed - read)
+    if not skipped:
+        return files
+    logger.warning("%d zero-byte file(s), e.g. %s", len(skipped), skipped[0])
+    spark = files.sparkSession
+    empty = spark.createDataFrame([(p,) for p in skipped], "path string").withColumn(
+        "content", F.lit(bytearray()).cast("binary"))
+    return files.unionByName(empty)
+
+
 def _image_extension_filter(col):
     from pyspark.sql import functions as F
 
@@ -282,12 +308,8 @@ def _read_class_folders(spark, root, label_map, source):
 
     if _is_local(root) and not os.path.isdir(_strip_file_scheme(root)):
         raise FileNotFoundError(f"Image folder not found: {root}")
-    files = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .load(root)
-        .select("path", "content")
-    )
+    files = _binary_files(spark.read.format("binaryFile").option("recursiveFileLookup", "true"),
+                          root)
     is_image = _image_extension_filter(F.col("path"))
     skipped = files.filter(~is_image).select("path").limit(6).collect()
     if skipped:
@@ -384,7 +406,7 @@ def _read_manifest(spark, manifest, label_map, source):
     meta = spark.createDataFrame(
         rows, "path string, label string, patient_id string, source string"
     )
-    files = spark.read.format("binaryFile").load([r[0] for r in rows]).select("path", "content")
+    files = _binary_files(spark.read.format("binaryFile"), [r[0] for r in rows])
     joined = meta.join(files, on="path", how="left")
     return joined.select(
         F.sha2("content", 256).alias("image_id"),

@@ -1,0 +1,85 @@
+"""Shared fixtures: one local[2] SparkSession and a generated synthetic image set.
+
+The suite never downloads anything: backbones use explicitly named, seeded
+random weights (``weights="random"``), generated once per test session into a
+temporary cache (``COVIDSPARK_CACHE``) that subprocesses inherit.
+"""
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.environ.get(
+    "COVIDSPARK_SHARED_DATA", os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+)
+
+# Before anything resolves weights: a cache private to this test session.
+_CACHE = tempfile.mkdtemp(prefix="covidspark-test-cache-")
+os.environ["COVIDSPARK_CACHE"] = _CACHE
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from covidspark.session import get_spark
+
+    session = get_spark("covidspark-tests", master="local[2]",
+                        conf={"spark.ui.enabled": "false", "spark.driver.memory": "2g"})
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def fixture_dir(tmp_path_factory):
+    """18 synthetic X-rays (6 per class), PNG and JPEG, 256-1024 px."""
+    from covidspark.datasets import synthetic
+
+    return synthetic(str(tmp_path_factory.mktemp("xrays")), n_per_class=6, seed=1)
+
+
+@pytest.fixture(scope="session")
+def images_df(spark, fixture_dir):
+    from covidspark.images import read_images
+
+    return read_images(spark, fixture_dir).cache()
+
+
+@pytest.fixture(scope="session")
+def resnet_features(spark, images_df):
+    """ResNet50 (random weights, seed 0) features of the fixture, collected as pandas."""
+    from covidspark.featurizer import DeepImageFeaturizer
+
+    featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features",
+                                     modelName="ResNet50", weights="random", seed=0)
+    rows = featurizer.transform(images_df.repartition(4)).select("path", "label", "features").collect()
+    return {r.path: np.asarray(r.features.toArray()) for r in rows}, {r.path: r.label for r in rows}
+
+
+@pytest.fixture(scope="session")
+def features_df(spark, resnet_features):
+    """The fixture's ResNet50 features as a Spark DataFrame (path, label, features)."""
+    from pyspark.ml.linalg import Vectors
+
+    features, labels = resnet_features
+    return spark.createDataFrame(
+        [(p, labels[p], Vectors.dense(v)) for p, v in sorted(features.items())],
+        "path string, label string, features vector",
+    ).cache()
+
+
+def local_path(uri):
+    """'file:/a/b' -> '/a/b'."""
+    return uri[len("file:"):] if uri.startswith("file:") else uri
+
+
+def venv_bin(name):
+    """A script installed next to the running interpreter (spark-submit, covidspark)."""
+    return os.path.join(os.path.dirname(sys.executable), name)

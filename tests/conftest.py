@@ -32,7 +32,8 @@ def spark():
     from covidspark.session import get_spark
 
     session = get_spark("covidspark-tests", master="local[2]",
-                        conf={"spark.ui.enabled": "false", "spark.driver.memory": "2g"})
+                        conf={"spark.ui.enabled": "false", "spark.driver.memory": "2g",
+                              "spark.ui.showConsoleProgress": "false"})
     yield session
     session.stop()
 

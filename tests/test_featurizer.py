@@ -1,0 +1,171 @@
+"""The distributed featurizer against plain Keras on the same images.
+
+Tolerance: features agree to within 1e-4 of the largest feature magnitude (float32
+arithmetic in different batch compositions; observed differences are ~1e-6).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import local_path
+from covidspark.featurizer import DeepImageFeaturizer
+from covidspark.images import _normalise_uri
+from covidspark.models import resolve_weights
+
+RELATIVE_TOLERANCE = 1e-4
+
+
+def plain_keras_features(model_name, paths):
+    """Independent reference: Keras application + its preprocess_input + Pillow."""
+    import keras
+
+    constructor, module, size = {
+        "ResNet50": (keras.applications.ResNet50, keras.applications.resnet50, 224),
+        "InceptionV3": (keras.applications.InceptionV3, keras.applications.inception_v3, 299),
+    }[model_name]
+    model = constructor(include_top=False, weights=None, pooling="avg",
+                        input_shape=(size, size, 3))
+    model.load_weights(resolve_weights(model_name, "random", seed=0).path)
+    batch = np.stack([
+        np.asarray(Image.open(local_path(p)).convert("L").resize((size, size), Image.Resampling.BOX),
+                   dtype=np.float32)[:, :, None].repeat(3, axis=2)
+        for p in paths
+    ])
+    return model.predict(module.preprocess_input(batch), verbose=0)
+
+
+def assert_features_close(got, expected):
+    scale = np.abs(expected).max()
+    assert np.abs(got - expected).max() <= RELATIVE_TOLERANCE * scale
+
+
+def test_resnet50_features_equal_plain_keras(resnet_features):
+    features, _ = resnet_features
+    paths = sorted(features)
+    got = np.stack([features[p] for p in paths])
+    assert got.shape == (18, 2048)
+    assert_features_close(got, plain_keras_features("ResNet50", paths))
+
+
+def test_inceptionv3_features_equal_plain_keras(images_df):
+    featurizer = DeepImageFeaturizer(inputCol="content", outputCol="f", modelName="InceptionV3",
+                                     weights="random", batchSize=5)
+    rows = featurizer.transform(images_df.limit(8).repartition(3)).select("path", "f").collect()
+    paths = [r.path for r in rows]
+    got = np.stack([r.f.toArray() for r in rows])
+    assert got.shape == (8, 2048)
+    assert_features_close(got, plain_keras_features("InceptionV3", paths))
+
+
+def test_partitioning_and_batch_size_do_not_change_features(images_df, resnet_features):
+    features, _ = resnet_features
+    featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50",
+                                     weights="random", batchSize=7)
+    rows = featurizer.transform(images_df.coalesce(1)).select("path", "features").collect()
+    assert len(rows) == len(features)
+    for r in rows:
+        assert_features_close(r.features.toArray(), features[r.path])
+
+
+def test_path_column_input_reads_files_on_the_workers(images_df, resnet_features):
+    features, _ = resnet_features
+    featurizer = DeepImageFeaturizer(inputCol="path", modelName="ResNet50", weights="random")
+    rows = featurizer.transform(images_df.select("path").limit(4)).collect()
+    for r in rows:
+        assert_features_close(r.features.toArray(), features[r.path])
+
+
+def test_spark_image_struct_input(spark, fixture_dir, resnet_features):
+    # sparkdl's input: Spark's own image source (8-bit PNGs decode identically).
+    features, _ = resnet_features
+    images = (spark.read.format("image").option("pathGlobFilter", "*.png")
+              .load(os.path.join(fixture_dir, "normal")))
+    featurizer = DeepImageFeaturizer(inputCol="image", modelName="ResNet50", weights="random")
+    rows = featurizer.transform(images).select("image.origin", "features").collect()
+    assert rows
+    for r in rows:
+        assert_features_close(r.features.toArray(), features[_normalise_uri(r.origin)])
+
+
+def test_corrupt_image_fails_with_its_path(spark):
+    df = spark.createDataFrame([("file:/data/covid/broken-scan.png", bytearray(b"junk" * 10))],
+                               "path string, content binary")
+    featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50", weights="random")
+    with pytest.raises(Exception, match="broken-scan.png: not a decodable image"):
+        featurizer.transform(df).collect()
+
+
+def test_clear_errors_for_bad_params_and_columns(images_df):
+    with pytest.raises(ValueError, match="Supported: ResNet50, InceptionV3"):
+        DeepImageFeaturizer(inputCol="content", modelName="ResNet-50")
+    with pytest.raises(ValueError, match="scaleHint"):
+        DeepImageFeaturizer(inputCol="content", modelName="ResNet50", scaleHint="BICUBIC")
+    with pytest.raises(ValueError, match="batchSize must be >= 1"):
+        DeepImageFeaturizer(inputCol="content", modelName="ResNet50", batchSize=0)
+    with pytest.raises(ValueError, match=r"inputCol 'image' not in the DataFrame; columns: \["):
+        DeepImageFeaturizer(inputCol="image", modelName="ResNet50",
+                            weights="random").transform(images_df)
+    with pytest.raises(TypeError, match="'n' has type int; expected binary"):
+        DeepImageFeaturizer(inputCol="n", modelName="ResNet50",
+                            weights="random").transform(images_df.selectExpr("1 AS n"))
+
+
+def test_sparkdl_api_defaults_and_params():
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features", modelName="ResNet50")
+    assert featurizer.getScaleHint() == "SCALE_AREA_AVERAGING"
+    assert featurizer.getWeights() == "imagenet"
+    assert featurizer.getBatchSize() == 32
+    featurizer.setModelName("InceptionV3").setBatchSize(8).setWeights("random")
+    assert (featurizer.getModelName(), featurizer.getBatchSize()) == ("InceptionV3", 8)
+
+
+def test_featurizer_saves_and_loads(tmp_path):
+    featurizer = DeepImageFeaturizer(inputCol="content", outputCol="f", modelName="InceptionV3",
+                                     weights="random", seed=3, batchSize=4)
+    featurizer.save(str(tmp_path / "featurizer"))
+    loaded = DeepImageFeaturizer.load(str(tmp_path / "featurizer"))
+    for param in ("inputCol", "outputCol", "modelName", "weights", "seed", "batchSize",
+                  "scaleHint"):
+        assert loaded.getOrDefault(param) == featurizer.getOrDefault(param), param
+
+
+LOAD_AND_PREDICT = """
+import json, sys
+from pyspark.ml import PipelineModel
+from covidspark.images import read_images
+from covidspark.session import get_spark
+spark = get_spark("reload", master="local[1]")
+model = PipelineModel.load(sys.argv[1])
+rows = model.transform(read_images(spark, sys.argv[2])).select(
+    "path", "predicted_label", "probability").collect()
+json.dump({r.path: [r.predicted_label, r.probability.toArray().tolist()] for r in rows},
+          open(sys.argv[3], "w"))
+"""
+
+
+@pytest.mark.subprocess
+def test_pipeline_with_featurizer_saves_and_predicts_the_same_in_a_new_session(
+        images_df, fixture_dir, tmp_path):
+    from covidspark.pipelines import build_pipeline, prepare_task
+
+    data, _ = prepare_task(images_df, "3class")
+    model = build_pipeline("3class", "lr", modelName="ResNet50", weights="random").fit(data)
+    expected = {r.path: [r.predicted_label, r.probability.toArray().tolist()]
+                for r in model.transform(data).select("path", "predicted_label",
+                                                      "probability").collect()}
+    model.write().overwrite().save(str(tmp_path / "model"))
+    script = tmp_path / "reload.py"
+    script.write_text(LOAD_AND_PREDICT)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "model"), fixture_dir,
+                    str(tmp_path / "out.json")], check=True, timeout=600)
+    with open(tmp_path / "out.json") as f:
+        reloaded = json.load(f)
+    assert reloaded.keys() == expected.keys()
+    for path, (label, probability) in expected.items():
+        assert reloaded[path][0] == label
+        np.testing.assert_allclose(reloaded[path][1], probability, atol=1e-5)

@@ -1,0 +1,99 @@
+import dataclasses
+import socket
+
+import h5py
+import numpy as np
+import pytest
+
+from covidspark import models
+from covidspark.models import BACKBONES, WeightsUnavailableError, get_backbone, resolve_weights
+
+
+def _h5_arrays(path):
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def test_registry_entries_are_consistent():
+    assert {"ResNet50", "InceptionV3"} <= set(BACKBONES)
+    for name, spec in BACKBONES.items():
+        assert spec.name == name
+        assert spec.input_size in (224, 299)
+        assert spec.preprocessing in ("caffe", "tf", "torch")
+        assert spec.weights_url.endswith("/" + spec.weights_file)
+        assert "_notop" in spec.weights_file
+        assert len(spec.weights_hash) == 32
+    assert BACKBONES["ResNet50"].preprocessing == "caffe"
+    assert BACKBONES["InceptionV3"].preprocessing == "tf"
+
+
+def test_unknown_model_lists_supported_names():
+    with pytest.raises(ValueError, match="Supported: ResNet50, InceptionV3"):
+        get_backbone("ResNet51")
+
+
+def test_random_weights_are_seeded_and_reproducible(tmp_path):
+    a = resolve_weights("ResNet50", "random", seed=0, cache_dir=str(tmp_path / "a"))
+    b = resolve_weights("ResNet50", "random", seed=0, cache_dir=str(tmp_path / "b"))
+    c = resolve_weights("ResNet50", "random", seed=1, cache_dir=str(tmp_path / "c"))
+    assert not a.pretrained and "NOT pretrained" in a.description
+    assert a.weights_id == b.weights_id != c.weights_id
+    wa, wb, wc = _h5_arrays(a.path), _h5_arrays(b.path), _h5_arrays(c.path)
+    assert wa.keys() == wb.keys() and len(wa) > 100
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert any(not np.array_equal(wa[k], wc[k]) for k in wa if wa[k].size > 1)
+
+
+def test_local_weights_file(tmp_path):
+    random = resolve_weights("ResNet50", "random", seed=0)
+    local = resolve_weights("ResNet50", random.path)
+    assert local.path == random.path
+    assert local.weights_id == "file:" + models.file_sha256(random.path)
+    with pytest.raises(FileNotFoundError, match="Weights file not found"):
+        resolve_weights("ResNet50", str(tmp_path / "missing.h5"))
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_imagenet_download_failure_says_what_to_do(monkeypatch, tmp_path):
+    # Make the download fail inside the test, the same way with or without a network:
+    # point the registry at a closed port on this machine and use an empty cache.
+    spec = BACKBONES["ResNet50"]
+    url = f"http://127.0.0.1:{_closed_port()}/keras-applications/resnet/{spec.weights_file}"
+    monkeypatch.setitem(BACKBONES, "ResNet50", dataclasses.replace(spec, weights_url=url))
+    with pytest.raises(WeightsUnavailableError) as error:
+        resolve_weights("ResNet50", "imagenet", cache_dir=str(tmp_path))
+    message = str(error.value)
+    assert spec.weights_file in message
+    assert url in message
+    assert f"weights='/path/to/{spec.weights_file}'" in message
+    assert "--weights" in message
+
+
+def test_imagenet_path_verifies_keras_hash(monkeypatch, tmp_path):
+    # A file already in the cache with the wrong content fails Keras' hash check and
+    # is re-downloaded; with the download failing, the user gets the same clear error.
+    spec = BACKBONES["InceptionV3"]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / spec.weights_file).write_bytes(b"not the weights")
+    url = f"http://127.0.0.1:{_closed_port()}/{spec.weights_file}"
+    monkeypatch.setitem(BACKBONES, "InceptionV3", dataclasses.replace(spec, weights_url=url))
+    with pytest.raises(WeightsUnavailableError, match=spec.weights_file):
+        resolve_weights("InceptionV3", "imagenet", cache_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_builds_with_the_registered_shape(name):
+    # weights=None: shape only (as Keras' applications_test does); no download.
+    spec = BACKBONES[name]
+    model = models.build_backbone(spec, weights_path=None, seed=0)
+    assert model.input_shape == (None, spec.input_size, spec.input_size, 3)
+    assert model.output_shape == (None, spec.feature_dim)
+    assert model.get_layer(spec.last_conv_layer) is not None

@@ -67,12 +67,14 @@ def resnet_features(spark, images_df):
 @pytest.fixture(scope="session")
 def features_df(spark, resnet_features):
     """The fixture's ResNet50 features as a Spark DataFrame (path, label, features)."""
-    from pyspark.ml.linalg import Vectors
+    from pyspark.ml.linalg import Vectors, VectorUDT
+    from pyspark.sql.types import StringType, StructField, StructType
 
     features, labels = resnet_features
+    schema = StructType([StructField("path", StringType()), StructField("label", StringType()),
+                         StructField("features", VectorUDT())])
     return spark.createDataFrame(
-        [(p, labels[p], Vectors.dense(v)) for p, v in sorted(features.items())],
-        "path string, label string, features vector",
+        [(p, labels[p], Vectors.dense(v)) for p, v in sorted(features.items())], schema
     ).cache()
 
 

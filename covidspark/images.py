@@ -22,6 +22,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+_METADATA_EXTENSIONS = (".csv", ".json", ".txt", ".md")
 
 # sparkdl's scaleHint names are Java AWT hints. Java maps SCALE_DEFAULT, SCALE_FAST
 # and SCALE_REPLICATE to pixel replication and SCALE_SMOOTH and SCALE_AREA_AVERAGING
@@ -311,11 +312,14 @@ def _read_class_folders(spark, root, label_map, source):
     files = _binary_files(spark.read.format("binaryFile").option("recursiveFileLookup", "true"),
                           root)
     is_image = _image_extension_filter(F.col("path"))
-    skipped = files.filter(~is_image).select("path").limit(6).collect()
+    skipped = [r.path for r in files.filter(~is_image).select("path").collect()]
     if skipped:
-        logger.warning(
-            "read_images(%s): skipping files that are not .png/.jpg/.jpeg, e.g. %s",
-            root, ", ".join(r.path for r in skipped[:5]),
+        # Metadata beside the images is expected; anything else may be a misnamed image.
+        unexpected = [p for p in skipped if not p.lower().endswith(_METADATA_EXTENSIONS)]
+        logger.log(
+            logging.WARNING if unexpected else logging.INFO,
+            "read_images(%s): skipping %d file(s) that are not .png/.jpg/.jpeg, e.g. %s",
+            root, len(skipped), ", ".join((unexpected or skipped)[:5]),
         )
     images = files.filter(is_image).withColumn(
         "folder", F.regexp_extract("path", r"([^/]+)/[^/]+$", 1)

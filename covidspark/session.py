@@ -55,16 +55,15 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     if master:
         builder = builder.master(master)
     settings = dict(DEFAULT_CONF)
+    # Applied when the SparkContext starts (Spark >= 3.5): spark-submit's default is INFO.
+    settings["spark.log.level"] = os.environ.get("COVIDSPARK_SPARK_LOG_LEVEL", "WARN")
     if (master or "local").startswith("local"):
         # A laptop-sized default; 200 shuffle partitions of a few rows each is overhead.
         settings["spark.sql.shuffle.partitions"] = "8"
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    # spark-submit's default is INFO for every task; covidspark logs its own progress.
-    spark.sparkContext.setLogLevel(os.environ.get("COVIDSPARK_SPARK_LOG_LEVEL", "WARN"))
-    return spark
+    return builder.getOrCreate()
 
 
 def find_spark_home_script():

@@ -138,11 +138,11 @@ def test_unreadable_file_raises_an_error_naming_it(spark, fixture_dir, tmp_path)
 def test_non_image_files_are_reported_not_read(spark, fixture_dir, tmp_path, caplog):
     root = tmp_path / "mixed"
     shutil.copytree(os.path.join(fixture_dir, "covid"), root / "covid")
-    (root / "covid" / "notes.txt").write_text("radiologist notes")
+    (root / "covid" / "scan-42.bmp").write_bytes(b"BM not supported")
     with caplog.at_level(logging.WARNING, logger="covidspark.images"):
         df = read_images(spark, str(root))
     assert df.count() == 6
-    assert "notes.txt" in caplog.text
+    assert "scan-42.bmp" in caplog.text and "skipping 1 file(s)" in caplog.text
 
 
 def test_missing_folder_and_empty_tree(spark, tmp_path):

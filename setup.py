@@ -35,7 +35,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=7", "scikit-learn>=1.2"],
+    "dicom": ["pydicom>=2.4"],
+    "test": ["pytest>=7", "scikit-learn>=1.2", "pydicom>=2.4"],
 }
 
 setup(

@@ -27,7 +27,8 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from covidspark import images
+from covidspark import decoding
+from covidspark.images import read_bytes
 from covidspark.models import get_backbone, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
                       "backbone network, one of covidspark.models.BACKBONES",
                       typeConverter=TypeConverters.toString)
     scaleHint = Param(Params._dummy(), "scaleHint",
-                      "resize filter: " + ", ".join(images.SCALE_HINTS),
+                      "resize filter: " + ", ".join(decoding.SCALE_HINTS),
                       typeConverter=TypeConverters.toString)
     weights = Param(Params._dummy(), "weights",
                     "'imagenet', 'random' (seeded, not pretrained) or a weights file path",
@@ -111,7 +112,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         if "modelName" in kwargs and kwargs["modelName"] is not None:
             get_backbone(kwargs["modelName"])  # fail early, listing supported names
         if "scaleHint" in kwargs:
-            images._resample(kwargs["scaleHint"])
+            decoding._resample(kwargs["scaleHint"])
         if kwargs.get("batchSize") is not None and kwargs["batchSize"] < 1:
             raise ValueError(f"batchSize must be >= 1. Received: batchSize={kwargs['batchSize']}")
         return self._set(**kwargs)
@@ -127,7 +128,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
 
     def setScaleHint(self, value):
         """Set ``scaleHint``."""
-        images._resample(value)
+        decoding._resample(value)
         return self._set(scaleHint=value)
 
     def getScaleHint(self):
@@ -299,16 +300,16 @@ def _iterator_udf(func):
 def _decode_row(kind, values, i, name, size, scale_hint):
     if kind == "image":
         row = values.iloc[i]
-        return images.decode_image_struct(
+        return decoding.decode_image_struct(
             row["height"], row["width"], row["nChannels"], row["mode"], row["data"],
             size, scale_hint, name=name or f"row {i} of the batch",
         )
     value = values.iloc[i]
     if kind == "path":
         if value is None:
-            raise images.ImageDecodeError(f"row {i} of the batch: null path")
-        return images.decode_image(images.read_bytes(value), size, scale_hint, name=value)
-    return images.decode_image(value, size, scale_hint, name=name or f"row {i} of the batch")
+            raise decoding.ImageDecodeError(f"row {i} of the batch: null path")
+        return decoding.decode_image(read_bytes(value), size, scale_hint, name=value)
+    return decoding.decode_image(value, size, scale_hint, name=name or f"row {i} of the batch")
 
 
 # ---------------------------------------------------------------------- worker side

@@ -1,6 +1,6 @@
 import hashlib
 import io
-import logging
+import io
 import os
 import shutil
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import local_path
-from covidspark.images import ImageDecodeError, decode_image, read_images
+from covidspark.images import IngestError, read_images
 
 
 def _png(array, **kwargs):
@@ -20,76 +20,6 @@ def _png(array, **kwargs):
 
 def _gradient(h=64, w=48):
     return (np.arange(h * w).reshape(h, w) % 251).astype(np.uint8)
-
-
-# ------------------------------------------------------------------ decoding
-
-
-def test_decode_8bit_gray_matches_plain_pillow():
-    pixels = _gradient()
-    got = decode_image(_png(pixels), 32)
-    expected = np.asarray(Image.fromarray(pixels).resize((32, 32), Image.Resampling.BOX),
-                          dtype=np.float32)
-    assert got.shape == (32, 32, 3) and got.dtype == np.float32
-    np.testing.assert_array_equal(got[:, :, 0], expected)
-    np.testing.assert_array_equal(got[:, :, 0], got[:, :, 2])
-
-
-def test_decode_16bit_png_keeps_the_full_range():
-    # Values above 255 everywhere: truncating to the low byte (as Spark's image
-    # source does) would give noise; scaling keeps the gradient.
-    pixels = np.linspace(1000, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
-    data = _png(pixels)
-    assert Image.open(io.BytesIO(data)).mode.startswith("I")
-    got = decode_image(data, 64, scale_hint="SCALE_FAST")[:, :, 0]
-    np.testing.assert_allclose(got, pixels.astype(np.float32) * 255 / 65535, atol=1e-3)
-    assert got.max() > 254 and got.min() < 5
-
-
-def test_decode_rgb_and_rgba_use_luminance_and_ignore_alpha():
-    rgb = np.zeros((40, 40, 3), np.uint8)
-    rgb[..., 0] = 200
-    rgb[..., 1] = 100
-    luma = decode_image(_png(rgb), 40)[:, :, 0]
-    # ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B
-    np.testing.assert_allclose(luma, 0.299 * 200 + 0.587 * 100, atol=1)
-    rgba = np.dstack([rgb, np.full((40, 40), 7, np.uint8)])
-    np.testing.assert_array_equal(decode_image(_png(rgba), 40), decode_image(_png(rgb), 40))
-
-
-def test_decode_applies_exif_orientation():
-    pixels = np.zeros((20, 60), np.uint8)
-    pixels[:, :10] = 255  # bright left edge
-    buffer = io.BytesIO()
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    Image.fromarray(pixels).save(buffer, format="JPEG", exif=exif, quality=100)
-    from covidspark.images import open_image
-
-    image = open_image(buffer.getvalue())
-    assert image.size == (20, 60)  # width and height swapped
-    top = np.asarray(image)[:5].mean()
-    assert top > 200  # the bright left edge is now at the top
-
-
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty file"),                                       # zero bytes
-    (b"this is a text file, not an image\n" * 10, "not a decodable image"),
-    (_png(_gradient(256, 256))[:400], "not a decodable image"),  # truncated PNG
-])
-def test_decode_errors_name_the_file(data, reason):
-    with pytest.raises(ImageDecodeError, match=f"scan-17.png: {reason}"):
-        decode_image(data, 32, name="scan-17.png")
-
-
-def test_decompression_bomb_is_refused_before_decoding():
-    with pytest.raises(ImageDecodeError, match="exceeds the limit of 1000"):
-        decode_image(_png(_gradient(64, 64)), 32, name="bomb.png", max_pixels=1000)
-
-
-def test_unknown_scale_hint_lists_the_supported_ones():
-    with pytest.raises(ValueError, match="SCALE_AREA_AVERAGING"):
-        decode_image(_png(_gradient()), 32, scale_hint="SCALE_MAGIC")
 
 
 # ------------------------------------------------------------------ reading
@@ -110,7 +40,7 @@ def test_read_class_folders(images_df, fixture_dir):
         assert r.source == os.path.basename(fixture_dir)
 
 
-def test_label_map_renames_folders_and_rejects_unknown_ones(spark, fixture_dir, tmp_path):
+def test_label_map_renames_folders(spark, fixture_dir, tmp_path):
     root = tmp_path / "ozturk-like"
     for folder, label in [("Covid-19", "covid"), ("No_findings", "normal")]:
         shutil.copytree(os.path.join(fixture_dir, label), root / folder)
@@ -118,31 +48,93 @@ def test_label_map_renames_folders_and_rejects_unknown_ones(spark, fixture_dir, 
     df = read_images(spark, str(root), label_map=mapping, validate=False)
     counts = {r.label: r["count"] for r in df.groupBy("label").count().collect()}
     assert counts == {"covid": 6, "normal": 6}
-    with pytest.raises(ValueError, match="'No_findings' not in label_map"):
+    with pytest.raises(IngestError, match="folder 'No_findings' not in label_map"):
         read_images(spark, str(root), label_map={"Covid-19": "covid"})
 
 
-def test_unreadable_file_raises_an_error_naming_it(spark, fixture_dir, tmp_path):
-    root = tmp_path / "bad"
+def _bad_tree(fixture_dir, root):
+    """A class folder with one file of every bad kind beside six good images."""
     shutil.copytree(os.path.join(fixture_dir, "normal"), root / "normal")
-    (root / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
-    (root / "normal" / "empty.jpg").write_bytes(b"")
-    with pytest.raises(ImageDecodeError) as error:
-        read_images(spark, str(root))
+    bad = root / "normal"
+    (bad / "empty.png").write_bytes(b"")                                         # zero bytes
+    (bad / "truncated.png").write_bytes(_png(_gradient(256, 256))[:300])        # truncated
+    (bad / "notes.png").write_text("a text file named .png\n" * 20)            # not an image
+    gif = io.BytesIO()
+    Image.fromarray(_gradient(16, 16)).save(gif, format="GIF")
+    (bad / "animated.jpg").write_bytes(gif.getvalue())                         # unsupported format
+    (bad / "scan-42.bmp").write_bytes(b"BM not supported")                      # unsupported type
+    big = io.BytesIO()
+    Image.new("L", (3000, 3000)).save(big, format="PNG")
+    (bad / "bomb.png").write_bytes(big.getvalue())                              # over max_pixels
+    (root / "Lateral").mkdir()
+    shutil.copy(os.path.join(fixture_dir, "covid", os.listdir(os.path.join(fixture_dir, "covid"))[0]),
+                root / "Lateral" / "side.png")                                  # unknown label
+    return {"empty.png": "empty file", "truncated.png": "not a decodable image",
+            "notes.png": "not a decodable image", "animated.jpg": "unsupported format GIF",
+            "scan-42.bmp": "unsupported file type '.bmp'", "bomb.png": "exceeds the limit",
+            "side.png": "folder 'Lateral' not in label_map"}
+
+
+LABELS = {"normal": "normal", "covid": "covid"}
+
+
+def test_strict_read_fails_naming_every_bad_file(spark, fixture_dir, tmp_path):
+    expected = _bad_tree(fixture_dir, tmp_path / "bad")
+    with pytest.raises(IngestError) as error:
+        read_images(spark, str(tmp_path / "bad"), label_map=LABELS, max_pixels=5_000_000)
     message = str(error.value)
-    assert "2 file(s) could not be decoded" in message
-    assert "broken.png: not a decodable image" in message
-    assert "empty.jpg: empty file" in message
+    assert f"{len(expected)} of {6 + len(expected)} file(s) or row(s) rejected" in message
+    for name, reason in expected.items():
+        line = next(l for l in message.splitlines() if name in l)
+        assert reason in line, line
+    assert len(error.value.rejects) == len(expected)
 
 
-def test_non_image_files_are_reported_not_read(spark, fixture_dir, tmp_path, caplog):
+def test_lenient_read_returns_rejects_and_loses_nothing(spark, fixture_dir, tmp_path):
+    expected = _bad_tree(fixture_dir, tmp_path / "bad")
+    result = read_images(spark, str(tmp_path / "bad"), label_map=LABELS, strict=False,
+                         max_pixels=5_000_000)
+    rejects = {r.path.rsplit("/", 1)[-1]: r.reason for r in result.rejects.collect()}
+    assert rejects.keys() == expected.keys()
+    for name, reason in expected.items():
+        assert reason in rejects[name]
+    assert result.images.count() == result.accepted == 6
+    assert result.accepted + result.rejected == result.total == 6 + len(expected)
+
+
+def test_metadata_files_are_skipped_quietly(spark, fixture_dir, tmp_path, caplog):
     root = tmp_path / "mixed"
     shutil.copytree(os.path.join(fixture_dir, "covid"), root / "covid")
-    (root / "covid" / "scan-42.bmp").write_bytes(b"BM not supported")
-    with caplog.at_level(logging.WARNING, logger="covidspark.images"):
-        df = read_images(spark, str(root))
-    assert df.count() == 6
-    assert "scan-42.bmp" in caplog.text and "skipping 1 file(s)" in caplog.text
+    (root / "covid" / "notes.txt").write_text("radiologist notes")
+    (root / "metadata.csv").write_text("a,b\n")
+    assert read_images(spark, str(root)).count() == 6
+
+
+def test_glob_pattern_and_path_filter(spark, fixture_dir, tmp_path):
+    pngs = read_images(spark, fixture_dir, pattern="*.png")
+    assert pngs.count() == sum(f.endswith(".png") for _, _, fs in os.walk(fixture_dir) for f in fs)
+    # Chowdhury-style layout: <class>/images/*.png beside <class>/masks/*.png
+    root = tmp_path / "radiography"
+    for label in ("COVID", "Normal"):
+        shutil.copytree(os.path.join(fixture_dir, label.lower()), root / label / "images")
+        shutil.copytree(os.path.join(fixture_dir, label.lower()), root / label / "masks")
+    df = read_images(spark, str(root), path_filter=r"^[^/]+/images/",
+                     label_map={"COVID": "covid", "Normal": "normal"})
+    assert {r.label: r["count"] for r in df.groupBy("label").count().collect()} == \
+        {"covid": 6, "normal": 6}
+    assert df.filter(df.path.contains("/masks/")).count() == 0
+
+
+def test_patients_table_fills_patient_id(spark, fixture_dir, tmp_path):
+    names = sorted(os.listdir(os.path.join(fixture_dir, "covid")))
+    patients = tmp_path / "patients.csv"
+    rel = os.path.relpath(fixture_dir, tmp_path)
+    patients.write_text("path,patient_group\n" + "".join(
+        f"{rel}/covid/{n},cohen:{i // 2}\n" for i, n in enumerate(names)))
+    df = read_images(spark, fixture_dir, patients=str(patients))
+    got = {r.path.rsplit("/", 1)[-1]: r.patient_id for r in df.collect() if r.label == "covid"}
+    assert got == {n: f"cohen:{i // 2}" for i, n in enumerate(names)}
+    assert df.filter("label != 'covid' AND patient_id IS NOT NULL").count() == 0
 
 
 def test_missing_folder_and_empty_tree(spark, tmp_path):
@@ -183,19 +175,22 @@ def test_read_manifest_with_relative_paths(spark, fixture_dir, tmp_path):
 def test_manifest_errors_name_rows_and_files(spark, tmp_path, fixture_dir):
     good = os.path.join(fixture_dir, "covid", os.listdir(os.path.join(fixture_dir, "covid"))[0])
     manifest = tmp_path / "m.csv"
-    manifest.write_text(f"path,label\n{good},covid\nmissing/scan.png,normal\n{good},\n")
-    with pytest.raises(ValueError) as error:
-        read_images(spark, manifest=str(manifest))
+    manifest.write_text(f"path,label\n{good},covid\nmissing/scan.png,normal\n{good},\n"
+                        f"{good},covid\n{good.replace('covid', 'normal', 1)},Lateral\n")
+    with pytest.raises(IngestError) as error:
+        read_images(spark, manifest=str(manifest), label_map={"covid": "covid", "normal": "normal"})
     message = str(error.value)
-    assert "2 bad row(s)" in message
+    assert "4 of 5 file(s) or row(s) rejected" in message
     assert "line 3: file not found" in message and "missing/scan.png" in message
     assert "line 4: empty path or label" in message
+    assert "line 5: duplicate path (first listed on line 2)" in message
+    assert "line 6: label 'Lateral' not in label_map" in message
+    result = read_images(spark, manifest=str(manifest), strict=False,
+                         label_map={"covid": "covid", "normal": "normal"})
+    assert (result.accepted, result.rejected, result.total) == (1, 4, 5)
     (tmp_path / "cols.csv").write_text("file,label\na.png,covid\n")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['path'\]"):
         read_images(spark, manifest=str(tmp_path / "cols.csv"))
-    (tmp_path / "dup.csv").write_text(f"path,label\n{good},covid\n{good},covid\n")
-    with pytest.raises(ValueError, match="more than once"):
-        read_images(spark, manifest=str(tmp_path / "dup.csv"))
 
 
 def test_exactly_one_source(spark):

@@ -5,6 +5,8 @@ Commands
 ``covidspark train --classifier lr|rf|dt ...``
     Read images, featurize once, split 80/20 (stratified, seeded), fit, evaluate,
     save the PipelineModel, ``metrics.json`` and ``report.md`` under ``--out``.
+``covidspark datasets download NAME --to DIR`` / ``covidspark datasets describe DIR``
+    Fetch a known public set; report counts, sizes, bit depths, modes, duplicates.
 ``covidspark synthetic --to DIR``
     Write the embedded synthetic data set.
 ``covidspark spark-env --write``
@@ -206,6 +208,54 @@ def cmd_spark_env(args):
         print(find_spark_home_script() or "no pip-installed spark-submit next to this Python")
 
 
+def _add_datasets_parser(subparsers):
+    from covidspark.datasets import KNOWN_DATASETS
+
+    p = subparsers.add_parser("datasets", help="public data sets: download, describe")
+    sub = p.add_subparsers(dest="datasets_command", required=True)
+    d = sub.add_parser("download", help="fetch a public data set (git) on a networked machine")
+    d.add_argument("name", choices=list(KNOWN_DATASETS))
+    d.add_argument("--to", required=True, help="destination folder")
+    d.set_defaults(func=cmd_datasets_download)
+    d = sub.add_parser("describe", help="counts, sizes, bit depths, modes and duplicates")
+    d.add_argument("path", help="class-folder tree, or the root of a known data set")
+    d.add_argument("--dataset", choices=list(KNOWN_DATASETS),
+                   help="read PATH with this data set's layout and label mapping")
+    d.add_argument("--label-map", type=_label_map, default=None, help="as for train")
+    d.add_argument("--max-distance", type=int, default=None,
+                   help="perceptual-hash bits for near duplicates (default 2)")
+    d.add_argument("--json", dest="json_out", help="also write the report as JSON here")
+    d.add_argument("--master", default=None, help="Spark master when run with python")
+    d.set_defaults(func=cmd_datasets_describe)
+
+
+def cmd_datasets_download(args):
+    from covidspark.datasets import download
+
+    print(f"{args.name} is in {os.path.abspath(download(args.name, args.to))}")
+
+
+def cmd_datasets_describe(args):
+    from covidspark import datasets, session
+    from covidspark.images import read_images
+
+    spark = session.get_spark("covidspark-describe", master=args.master)
+    if args.dataset:
+        result = datasets.read_dataset(spark, args.dataset, args.path, strict=False)
+    else:
+        result = read_images(spark, args.path, label_map=args.label_map, strict=False)
+    report = datasets.describe(spark, result.images, args.max_distance)
+    report["rejected"] = [(r.path, r.reason) for r in result.rejects.collect()]
+    print(datasets.format_description(report))
+    if report["rejected"]:
+        print(f"rejected: {len(report['rejected'])}")
+        for path, reason in report["rejected"][:20]:
+            print(f"  {path}: {reason}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(report, f, indent=2)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="covidspark",
@@ -214,6 +264,7 @@ def build_parser():
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
+    _add_datasets_parser(sub)
     p = sub.add_parser("synthetic", help="write the embedded synthetic data set")
     p.add_argument("--to", required=True, help="output folder")
     p.add_argument("--per-class", type=int, default=40)
@@ -234,11 +285,12 @@ def main(argv=None):
     )
     for noisy in ("py4j", "urllib3", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from covidspark.datasets import DatasetUnavailableError
     from covidspark.models import WeightsUnavailableError
 
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, WeightsUnavailableError) as exc:
+    except (ValueError, FileNotFoundError, WeightsUnavailableError, DatasetUnavailableError) as exc:
         # The user's input or environment: the message says what to do, no traceback.
         logger.error("%s", exc)
         return 2

@@ -26,12 +26,12 @@ def phash_bits(image):
     from PIL import Image
 
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        from covidspark.images import to_grayscale_float
+        from covidspark.decoding import to_grayscale_float
 
         small = Image.fromarray(to_grayscale_float(image)).resize(
             (_IMAGE_SIZE, _IMAGE_SIZE), Image.Resampling.LANCZOS)
     else:
-        from covidspark.images import _gray8
+        from covidspark.decoding import _gray8
 
         small = _gray8(image).resize((_IMAGE_SIZE, _IMAGE_SIZE), Image.Resampling.LANCZOS)
     pixels = np.asarray(small, dtype=np.float64)

@@ -116,7 +116,7 @@ def read_bytes(path):
 
 def read_images(spark, path=None, manifest=None, label_map=None, source=None, pattern=None,
                 path_filter=None, patients=None, strict=True, validate=True,
-                max_pixels=DEFAULT_MAX_PIXELS):
+                max_pixels=DEFAULT_MAX_PIXELS, base_dir=None):
     """Read labelled chest X-rays into a DataFrame.
 
     Parameters
@@ -126,10 +126,11 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         Root of a class-folder tree, ``<path>/<label>/.../*.png|jpg|jpeg|dcm``: the
         first folder under the root is the label. Local, ``file:``, ``dbfs:``,
         ``/Volumes/...``, ``s3://`` and other Hadoop paths work.
-    manifest : str, optional
+    manifest : str or pandas.DataFrame, optional
         A CSV with columns ``path,label`` and optionally ``patient_id`` and
-        ``source``; relative paths are relative to the manifest's folder.
-        Give exactly one of ``path`` and ``manifest``.
+        ``source``; relative paths are relative to the manifest's folder (or to
+        ``base_dir`` for a pandas DataFrame). Give exactly one of ``path`` and
+        ``manifest``.
     label_map : dict, optional
         Folder name (or manifest label) to label, e.g. ``{"Covid-19": "covid",
         "No_findings": "normal", "Pneumonia": "pneumonia"}``. When given, a
@@ -153,6 +154,8 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         when the images are used.
     max_pixels : int
         Decompression-bomb limit (default 60 megapixels).
+    base_dir : str, optional
+        Folder that relative paths of a pandas ``manifest`` are relative to.
 
     Returns
     -------
@@ -178,8 +181,8 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
                                                        path_filter)
         what = path
     else:
-        candidates, rejects = _manifest_candidates(spark, manifest, label_map, source)
-        what = manifest
+        candidates, rejects = _manifest_candidates(spark, manifest, label_map, source, base_dir)
+        what = manifest if isinstance(manifest, str) else f"manifest table ({base_dir})"
     if patients is not None:
         candidates = _attach_patients(spark, candidates, patients)
     if validate:
@@ -312,18 +315,23 @@ def _resolve(base, relative):
     return _qualify(posixpath.join(base, relative))
 
 
-def _manifest_candidates(spark, manifest, label_map, source):
+def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
     from pyspark.sql import functions as F
 
-    table = _read_small_csv(spark, manifest)
+    if isinstance(manifest, str):
+        table = _read_small_csv(spark, manifest)
+        base = posixpath.dirname(_strip_file_scheme(manifest)) if _is_local(manifest) \
+            else posixpath.dirname(manifest)
+    else:
+        table = manifest.fillna("").astype(str)
+        base = base_dir or "."
+        manifest = f"manifest table ({base})"
     missing_cols = {"path", "label"} - set(table.columns)
     if missing_cols:
         raise ValueError(
             f"{manifest}: missing column(s) {sorted(missing_cols)}; "
             f"expected path,label[,patient_id,source], found {list(table.columns)}"
         )
-    base = posixpath.dirname(_strip_file_scheme(manifest)) if _is_local(manifest) \
-        else posixpath.dirname(manifest)
     default_source = source or posixpath.basename(base.rstrip("/")) or "manifest"
     rejects, rows, first_line = [], [], {}
     for line, rec in enumerate(table.to_dict("records"), start=2):  # line 1 is the header

@@ -37,3 +37,51 @@ def test_split_arguments_are_checked(spark):
         stratified_split(df, 1.5)
     with pytest.raises(ValueError, match="'patient'"):
         stratified_split(df, 0.2, label_col="patient")
+
+
+def _grouped_table(spark):
+    # 40 patients with 1-3 images; some patients have images of two labels (as 21
+    # NIH patients do in the Ozturk set); two duplicate groups across patients.
+    rows = []
+    for p in range(40):
+        label = ["covid", "normal", "pneumonia"][p % 3]
+        for k in range(1 + p % 3):
+            other = "pneumonia" if (label == "normal" and k == 2) else label
+            rows.append((f"img-{p}-{k}", other, f"pat-{p}", None))
+    rows[0] = rows[0][:3] + ("dup-A",)
+    rows[10] = rows[10][:3] + ("dup-A",)
+    rows[5] = rows[5][:3] + ("dup-B",)
+    rows[30] = rows[30][:3] + ("dup-B",)
+    return spark.createDataFrame(rows, "path string, label string, patient_id string, "
+                                       "dup_group string")
+
+
+def test_grouped_split_never_separates_patients_or_duplicates(spark):
+    from covidspark.splits import grouped_split
+
+    df = _grouped_table(spark)
+    out, summary = grouped_split(df, (0.6, 0.2, 0.2), seed=3, k_folds=3)
+    rows = out.collect()
+    assert len(rows) == df.count()
+    for key in ("patient_id", "dup_group"):
+        sides = {}
+        for r in rows:
+            if r[key] is not None:
+                sides.setdefault(r[key], set()).add((r.split, r.fold))
+        assert all(len(s) == 1 for s in sides.values()), key
+    assert {r.split for r in rows} == {"train", "validation", "test"}
+    assert {r.fold for r in rows if r.split == "train"} == {0, 1, 2}
+    assert all(r.fold is None for r in rows if r.split != "train")
+    assert sum(n for per in summary["images"].values() for n in per.values()) == len(rows)
+    again, _ = grouped_split(df, (0.6, 0.2, 0.2), seed=3, k_folds=3)
+    assert {r.path: r.split for r in again.collect()} == {r.path: r.split for r in rows}
+
+
+def test_grouped_split_fractions_are_close_for_singletons(spark):
+    from covidspark.splits import grouped_split
+
+    df = _table(spark, {"covid": 50, "normal": 100})
+    out, summary = grouped_split(df, (0.8, 0.0, 0.2), seed=1)
+    assert summary["images"]["test"] == {"covid": 10, "normal": 20}
+    with pytest.raises(ValueError, match="summing to 1"):
+        grouped_split(df, (0.8, 0.1, 0.2))

@@ -63,6 +63,7 @@ def main():
     parser.add_argument("--min-images", type=int, default=1000)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=None, help="default: one per core")
     args = parser.parse_args()
 
     from covidspark.session import get_spark
@@ -71,7 +72,7 @@ def main():
     paths = files * -(-args.min_images // len(files))
     spark = get_spark("benchmark-ingest", master=f"local[{args.cores}]",
                       conf={"spark.ui.showConsoleProgress": "false"})
-    partitions = args.cores * 8
+    partitions = args.partitions or args.cores
     spark_decode(spark, files[: args.cores * 4], args.size, args.cores)  # warm the workers
     spark_ips = spark_decode(spark, paths, args.size, partitions)
     pillow_ips = pillow_loop(paths, args.size)

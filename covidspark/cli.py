@@ -67,6 +67,13 @@ def _add_train_parser(subparsers):
     p.add_argument("--label-map", type=_label_map, default=None,
                    help="folder name -> label, as JSON or 'ozturk' "
                         "(Covid-19, No_findings, Pneumonia)")
+    p.add_argument("--patients", help="CSV with path,patient_id (or patient_group): images of "
+                                      "one patient stay on one side of the split")
+    p.add_argument("--duplicates", choices=["group", "drop", "keep", "ignore"], default="group",
+                   help="exact and near-duplicate images: group (default: kept, never split "
+                        "apart), drop (later copies), keep (reported only), ignore (not searched)")
+    p.add_argument("--lenient", action="store_true",
+                   help="skip bad files and list them in metrics.json instead of failing")
     p.add_argument("--model", choices=list(BACKBONES), default="ResNet50", help="backbone network")
     p.add_argument("--weights", default="imagenet",
                    help="'imagenet' (default, downloaded once on the driver), a weights file "
@@ -88,7 +95,8 @@ def cmd_train(args):
     from pyspark import StorageLevel
     from pyspark.ml import PipelineModel
 
-    from covidspark import datasets, evaluation, pipelines, session, splits
+    from covidspark import datasets, evaluation, pipelines, session
+    from covidspark.duplicates import resolve_duplicates
     from covidspark.featurizer import DeepImageFeaturizer
     from covidspark.images import read_images
 
@@ -96,6 +104,7 @@ def cmd_train(args):
     spark = session.get_spark(f"covidspark-train-{args.classifier}", master=args.master)
     started = time.time()
     synthetic = args.data is None and args.manifest is None
+    read = dict(patients=args.patients, strict=not args.lenient)
     if synthetic:
         data_dir = datasets.synthetic(
             datasets.default_synthetic_dir(args.synthetic_per_class, args.seed),
@@ -103,13 +112,17 @@ def cmd_train(args):
         )
         warnings.append(SYNTHETIC_NOTE)
         data_description = f"synthetic ({args.synthetic_per_class} per class, seed {args.seed}) at {data_dir}"
-        images = read_images(spark, data_dir)
+        images = read_images(spark, data_dir, **read)
     elif args.data:
         data_description = args.data
-        images = read_images(spark, args.data, label_map=args.label_map)
+        images = read_images(spark, args.data, label_map=args.label_map, **read)
     else:
         data_description = args.manifest
-        images = read_images(spark, manifest=args.manifest, label_map=args.label_map)
+        images = read_images(spark, manifest=args.manifest, label_map=args.label_map, **read)
+    rejects = []
+    if args.lenient:
+        rejects = [(r.path, r.reason) for r in images.rejects.collect()]
+        images = images.images
     images, task_info = pipelines.prepare_task(images, args.task)
     labels = pipelines.task_labels(args.task)
     logger.info("Task %s: %s", args.task, task_info)
@@ -123,8 +136,13 @@ def cmd_train(args):
     for warning in warnings:
         logger.warning(warning)
 
+    duplicate_report = {"policy": "ignore", "groups": [], "dropped": []}
+    if args.duplicates != "ignore":
+        images, duplicate_report = resolve_duplicates(images, args.duplicates)
+        logger.info("Duplicates: %d group(s), %d dropped", len(duplicate_report["groups"]),
+                    len(duplicate_report["dropped"]))
+    split, split_method = _split(images, args)
     # Featurize once; both the fit and the evaluation read the stored features.
-    split = splits.stratified_split(images, args.test_fraction, args.seed)
     features = (featurizer.transform(split).drop("content")
                 .persist(StorageLevel.MEMORY_AND_DISK))
     spark.sparkContext.setJobDescription(f"featurize with {args.model}")
@@ -157,7 +175,11 @@ def cmd_train(args):
         "data": {"description": data_description, "synthetic": synthetic,
                  "class_counts": task_info["counts"], "excluded": task_info["excluded"]},
         "split": {"test_fraction": args.test_fraction, "seed": args.seed,
-                  "method": "stratified by label, seeded hash of image_id"},
+                  "method": split_method},
+        "duplicates": {"policy": duplicate_report["policy"],
+                       "groups": [g["paths"] for g in duplicate_report["groups"]],
+                       "dropped": duplicate_report["dropped"]},
+        "rejected": [{"path": p, "reason": r} for p, r in rejects],
         "counts": counts,
         "metrics": metrics,
         "timing_s": {"featurize": round(featurize_s, 2), "total": round(time.time() - started, 2)},
@@ -176,6 +198,25 @@ def cmd_train(args):
     print(f"metrics: {os.path.abspath(metrics_path)}")
     print(f"report:  {os.path.abspath(report_path)}")
     return run
+
+
+def _split(images, args):
+    """Grouped (patients, duplicates) when there are groups, else exactly stratified."""
+    from pyspark.sql import functions as F
+
+    from covidspark import splits
+
+    group_cols = [c for c in ("patient_id", "dup_group") if c in images.columns]
+    has_groups = group_cols and images.filter(
+        F.coalesce(*[F.col(c) for c in group_cols]).isNotNull()).limit(1).count() > 0
+    if has_groups:
+        split, summary = splits.grouped_split(
+            images, (1 - args.test_fraction, 0.0, args.test_fraction), args.seed,
+            group_cols=group_cols)
+        return split, (f"stratified by label, grouped by {' and '.join(group_cols)} "
+                       f"({summary['units']} units), seeded")
+    return (splits.stratified_split(images, args.test_fraction, args.seed),
+            "stratified by label, seeded hash of image_id")
 
 
 def _environment(spark):

@@ -164,10 +164,11 @@ def resolve_duplicates(df, policy="group", max_distance=DEFAULT_MAX_DISTANCE,
     df : pyspark.sql.DataFrame
         Images as :func:`covidspark.images.read_images` returns them.
     policy : {"keep", "drop", "group"}
-        ``"keep"`` and ``"group"`` keep every row and add ``dup_group`` (the
-        group's id, null for images without duplicates) so that splits keep each
-        group on one side; ``"drop"`` keeps the first image of each group (by
-        ``source_priority``, then path) and drops the later copies.
+        ``"group"`` keeps every row and adds ``dup_group`` (the group's id, null
+        for images without duplicates) so that splits keep each group on one
+        side; ``"drop"`` keeps the first image of each group (by
+        ``source_priority``, then path) and drops the later copies; ``"keep"``
+        only reports the groups and returns ``df`` unchanged.
     source_priority : list of str, optional
         Sources in order of preference for ``"drop"``.
 
@@ -183,6 +184,13 @@ def resolve_duplicates(df, policy="group", max_distance=DEFAULT_MAX_DISTANCE,
         raise ValueError(f"Unknown duplicate policy {policy!r}. Supported: {', '.join(POLICIES)}.")
     with_hash = image_info(df).withColumn("phash64", F.col("info.phash64"))
     groups = duplicate_groups(with_hash, max_distance)
+    report = {"policy": policy, "max_distance": max_distance, "groups": groups, "dropped": []}
+    conflicts = [g for g in groups if g["label_conflict"]]
+    if conflicts:
+        logger.warning("%d duplicate group(s) carry different labels, e.g. %s",
+                       len(conflicts), conflicts[0]["paths"])
+    if policy == "keep":
+        return df, report
     spark = df.sparkSession
     membership = [(path, g["group"]) for g in groups for path in g["paths"]]
     mapping = spark.createDataFrame(membership, "path string, dup_group string")
@@ -200,9 +208,5 @@ def resolve_duplicates(df, policy="group", max_distance=DEFAULT_MAX_DISTANCE,
             out = out.filter(~F.col("path").isin(dropped))
             logger.warning("Dropped %d later copies of duplicate images, e.g. %s",
                            len(dropped), dropped[0])
-    conflicts = [g for g in groups if g["label_conflict"]]
-    if conflicts:
-        logger.warning("%d duplicate group(s) carry different labels, e.g. %s",
-                       len(conflicts), conflicts[0]["paths"])
-    return out, {"policy": policy, "max_distance": max_distance, "groups": groups,
-                 "dropped": dropped}
+    report["dropped"] = dropped
+    return out, report

@@ -114,3 +114,11 @@ def test_phash_equals_imagehash_values_in_the_manifest():
         with Image.open(os.path.join(OZTURK_FULLRES, row["path"])) as image:
             assert hamming(phash(image), row["phash"]) == 0, row["path"]
     assert hex_to_signed64("ffffffffffffffff") == -1
+
+
+def test_keep_policy_reports_without_changing_rows(spark, tree_with_duplicates):
+    root, _, _ = tree_with_duplicates
+    images = read_images(spark, str(root))
+    kept, report = resolve_duplicates(images, "keep")
+    assert kept.columns == images.columns and kept.count() == 20
+    assert len(report["groups"]) == 2 and report["dropped"] == []

@@ -70,3 +70,28 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path):
     )
     assert result.returncode == 2
     assert "Image folder not found" in result.stderr and "no-such-folder" in result.stderr
+
+
+def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(fixture_dir, data)
+    (data / "covid" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    names = sorted(os.listdir(data / "covid")) + sorted(os.listdir(data / "normal"))
+    patients = tmp_path / "patients.csv"
+    patients.write_text("path,patient_id\n" + "".join(
+        f"data/{'covid' if n.startswith('syn-covid') or n == 'truncated.png' else 'normal'}/{n},"
+        f"p{i // 3}\n" for i, n in enumerate(names)))
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "jobs", "train_lr.py"), "--master", "local[2]",
+         "--data", str(data), "--patients", str(patients), "--lenient", "--weights", "random",
+         "--out", str(out)],
+        capture_output=True, text=True, env=_clean_env(), timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((out / "metrics.json").read_text())
+    assert [r["path"].rsplit("/", 1)[-1] for r in run["rejected"]] == ["truncated.png"]
+    assert "grouped by patient_id" in run["split"]["method"]
+    assert run["counts"]["total"] == 12

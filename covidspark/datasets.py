@@ -430,3 +430,45 @@ def format_description(report):
         lines.append(f"  {kind}, {'/'.join(g['labels'])}{warning}:")
         lines += [f"    {p}" for p in g["paths"]]
     return "\n".join(lines)
+
+
+def merge(*frames, labels=("covid", "normal", "pneumonia")):
+    """Combine image DataFrames of several sources into one.
+
+    Each frame comes from :func:`covidspark.images.read_images` or
+    :func:`read_dataset` with its own label mapping applied, so labels are
+    already harmonised; this checks that they are, and that every frame has a
+    ``source``. Find duplicates across sources afterwards with
+    :func:`covidspark.duplicates.resolve_duplicates` (``source_priority`` says
+    which copy to keep).
+
+    Returns
+    -------
+    (pyspark.sql.DataFrame, dict)
+        The union, and ``{source: {label: count}}``.
+
+    Raises
+    ------
+    ValueError
+        If a frame has a label outside ``labels`` (naming the source and label).
+    """
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    from covidspark.images import IMAGE_COLUMNS
+
+    if not frames:
+        raise ValueError("merge needs at least one DataFrame")
+    union = reduce(lambda a, b: a.unionByName(b), [f.select(*IMAGE_COLUMNS) for f in frames])
+    counts = {}
+    for r in union.groupBy("source", "label").count().collect():
+        counts.setdefault(r.source, {})[r.label] = r["count"]
+    bad = [(s, lab) for s, per in counts.items() for lab in per if lab not in labels]
+    if bad:
+        raise ValueError("Labels not harmonised: " + ", ".join(
+            f"source {s!r} has label {lab!r}" for s, lab in bad) +
+            f"; map them to {', '.join(labels)} with label_map.")
+    if union.filter(F.col("source").isNull()).limit(1).count():
+        raise ValueError("Every merged row needs a source")
+    return union, counts

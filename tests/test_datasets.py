@@ -69,3 +69,88 @@ def test_synthetic_rejects_bad_arguments(tmp_path):
         synthetic(str(tmp_path), n_per_class=0)
     with pytest.raises(ValueError, match="min_size"):
         synthetic(str(tmp_path), min_size=512, max_size=256)
+
+
+# ------------------------------------------------------------- public data sets
+
+COHEN_METADATA = """patientid,offset,sex,age,finding,RT_PCR_positive,survival,view,modality,date,location,folder,filename,doi,url,license,clinical_notes,other_notes
+2,0,M,65,Pneumonia/Viral/COVID-19,Y,Y,PA,X-ray,2020,,images,a.png,,,,,
+2,3,M,65,Pneumonia/Viral/COVID-19,Y,Y,AP Supine,X-ray,2020,,images,b.jpg,,,,,
+3,0,F,50,Pneumonia/Bacterial/Streptococcus,,,PA,X-ray,2004,,images,c.png,,,,,
+4,0,F,50,SARS,,,AP,X-ray,2004,,images,d.png,,,,,
+5,0,M,40,No Finding,,,PA,X-ray,2020,,images,e.png,,,,,
+6,0,M,40,Pneumonia/Viral/COVID-19,Y,,L,X-ray,2020,,images,f.png,,,,,
+7,0,M,40,Pneumonia/Viral/COVID-19,Y,,Axial,CT,2020,,volumes,g.nii.gz,,,,,
+8,0,M,40,Tuberculosis,,,PA,X-ray,2020,,images,h.png,,,,,
+"""
+
+
+def test_cohen_manifest_maps_findings_views_and_patients(tmp_path):
+    from covidspark.datasets import cohen_label, cohen_manifest
+
+    (tmp_path / "metadata.csv").write_text(COHEN_METADATA)
+    manifest, left_out = cohen_manifest(str(tmp_path / "metadata.csv"))
+    assert manifest.to_dict("list") == {
+        "path": ["images/a.png", "images/b.jpg", "images/c.png", "images/d.png", "images/e.png"],
+        "label": ["covid", "covid", "pneumonia", "pneumonia", "normal"],
+        "patient_id": ["cohen:2", "cohen:2", "cohen:3", "cohen:4", "cohen:5"],
+        "source": ["cohen"] * 5,
+    }
+    assert left_out == {"not X-ray": 1, "not a frontal view": 1,
+                        "finding not covid/normal/pneumonia": 1}
+    assert cohen_label("COVID-19") == "covid" and cohen_label("ARDS") is None
+
+
+def test_read_dataset_cohen_and_merge_with_another_source(spark, fixture_dir, tmp_path):
+    import shutil
+
+    from covidspark.datasets import merge, read_dataset
+    from covidspark.duplicates import resolve_duplicates
+    from covidspark.images import read_images
+
+    cohen = tmp_path / "cohen"
+    (cohen / "images").mkdir(parents=True)
+    sources = {n: os.path.join(fixture_dir, "covid", n)
+               for n in sorted(os.listdir(os.path.join(fixture_dir, "covid")))}
+    picks = list(sources.values())
+    for name, src in zip("abcde", picks):
+        ext = ".jpg" if name == "b" else ".png"
+        shutil.copy(src, cohen / "images" / f"{name}{ext}")
+    (cohen / "metadata.csv").write_text(COHEN_METADATA)
+    cohen_df = read_dataset(spark, "cohen", str(cohen))
+    rows = cohen_df.collect()
+    assert sorted(r.label for r in rows) == ["covid", "covid", "normal", "pneumonia", "pneumonia"]
+    assert {r.source for r in rows} == {"cohen"}
+    other = read_images(spark, fixture_dir, source="ozturk")
+    merged, counts = merge(other, cohen_df)
+    assert counts["cohen"] == {"covid": 2, "pneumonia": 2, "normal": 1}
+    assert counts["ozturk"] == {"covid": 6, "normal": 6, "pneumonia": 6}
+    # The same files are in both sources: keep the ozturk copy of each.
+    kept, report = resolve_duplicates(merged, "drop", source_priority=["ozturk", "cohen"])
+    assert len(report["dropped"]) == 5 and all("/cohen/" in p for p in report["dropped"])
+    assert kept.count() == 18
+    bad = read_images(spark, fixture_dir, source="x").selectExpr(
+        "image_id", "path", "'COVID-19' AS label", "patient_id", "source", "content")
+    with pytest.raises(ValueError, match="source 'x' has label 'COVID-19'"):
+        merge(bad)
+
+
+def test_download_offline_says_what_to_run(monkeypatch, tmp_path):
+    import dataclasses
+    import socket
+
+    from covidspark import datasets
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/muhammedtalo/COVID-19.git"
+    monkeypatch.setitem(datasets.KNOWN_DATASETS, "ozturk",
+                        dataclasses.replace(datasets.KNOWN_DATASETS["ozturk"], url=url))
+    with pytest.raises(datasets.DatasetUnavailableError) as error:
+        datasets.download("ozturk", str(tmp_path / "ozturk"))
+    assert f"git clone --depth 1 {url}" in str(error.value)
+    with pytest.raises(datasets.DatasetUnavailableError, match="kaggle datasets download"):
+        datasets.download("chowdhury", str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="Known: ozturk, cohen, chowdhury"):
+        datasets.download("covidx", str(tmp_path))

@@ -95,3 +95,23 @@ def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir
     assert [r["path"].rsplit("/", 1)[-1] for r in run["rejected"]] == ["truncated.png"]
     assert "grouped by patient_id" in run["split"]["method"]
     assert run["counts"]["total"] == 12
+
+
+def test_datasets_describe_command(fixture_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(fixture_dir, data)
+    first = sorted(os.listdir(data / "normal"))[0]
+    shutil.copy(data / "normal" / first, data / "normal" / ("again-" + first))
+    result = subprocess.run(
+        [sys.executable, "-m", "covidspark.cli", "datasets", "describe", str(data),
+         "--master", "local[2]", "--json", str(tmp_path / "report.json")],
+        capture_output=True, text=True, env=_clean_env(), timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "images: 19" in result.stdout
+    assert "by label: covid 6, normal 7, pneumonia 6" in result.stdout
+    assert "exact (same bytes)" in result.stdout and f"again-{first}" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["duplicate_groups"]) == 1

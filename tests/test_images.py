@@ -1,6 +1,5 @@
 import hashlib
 import io
-import io
 import os
 import shutil
 
@@ -196,3 +195,21 @@ def test_manifest_errors_name_rows_and_files(spark, tmp_path, fixture_dir):
 def test_exactly_one_source(spark):
     with pytest.raises(ValueError, match="exactly one"):
         read_images(spark)
+
+
+def test_dicom_files_are_read_and_decoded_on_the_executors(spark, fixture_dir, tmp_path):
+    pytest.importorskip("pydicom")
+    from covidspark.decoding import decode_image
+    from covidspark.datasets import describe
+    from test_decoding import _dicom, _ramp
+
+    root = tmp_path / "dicom"
+    shutil.copytree(os.path.join(fixture_dir, "covid"), root / "covid")
+    (root / "normal").mkdir()
+    data = _dicom(_ramp(), photometric="MONOCHROME1", window=(2048, 4096))
+    (root / "normal" / "scan.dcm").write_bytes(data)
+    df = read_images(spark, str(root))
+    report = describe(spark, df)
+    assert report["formats"]["DICOM"] == 1 and report["bit_depths"]["12"] == 1
+    row = df.filter("label = 'normal'").collect()[0]
+    np.testing.assert_array_equal(decode_image(bytes(row.content), 32), decode_image(data, 32))

@@ -5,6 +5,8 @@ Commands
 ``covidspark train --classifier lr|rf|dt ...``
     Read images, featurize once, split 80/20 (stratified, seeded), fit, evaluate,
     save the PipelineModel, ``metrics.json`` and ``report.md`` under ``--out``.
+``covidspark featurize --features STORE ...``
+    Fill a feature store; reruns compute only the images it lacks.
 ``covidspark datasets download NAME --to DIR`` / ``covidspark datasets describe DIR``
     Fetch a known public set; report counts, sizes, bit depths, modes, duplicates.
 ``covidspark synthetic --to DIR``
@@ -60,6 +62,22 @@ def _add_train_parser(subparsers):
                    help="lr: logistic regression, rf: random forest, dt: decision tree")
     p.add_argument("--task", choices=list(TASKS), default="binary",
                    help="binary: covid vs normal (pneumonia excluded); 3class: all three")
+    _add_input_args(p)
+    p.add_argument("--duplicates", choices=["group", "drop", "keep", "ignore"], default="group",
+                   help="exact and near-duplicate images: group (default: kept, never split "
+                        "apart), drop (later copies), keep (reported only), ignore (not searched)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="per-class test share")
+    p.add_argument("--features", default=None,
+                   help="feature store folder: reuse stored features, compute only missing images")
+    p.add_argument("--out", default="runs/latest",
+                   help="output folder: model/, metrics.json, report.md")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_input_args(p):
+    """Flags shared by the commands that read images and featurize them."""
+    from covidspark.models import BACKBONES
+
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", help="class-folder tree <DIR>/<label>/*.png|jpg "
                                        "(default: the embedded synthetic set)")
@@ -69,9 +87,6 @@ def _add_train_parser(subparsers):
                         "(Covid-19, No_findings, Pneumonia)")
     p.add_argument("--patients", help="CSV with path,patient_id (or patient_group): images of "
                                       "one patient stay on one side of the split")
-    p.add_argument("--duplicates", choices=["group", "drop", "keep", "ignore"], default="group",
-                   help="exact and near-duplicate images: group (default: kept, never split "
-                        "apart), drop (later copies), keep (reported only), ignore (not searched)")
     p.add_argument("--lenient", action="store_true",
                    help="skip bad files and list them in metrics.json instead of failing")
     p.add_argument("--model", choices=list(BACKBONES), default="ResNet50", help="backbone network")
@@ -79,30 +94,18 @@ def _add_train_parser(subparsers):
                    help="'imagenet' (default, downloaded once on the driver), a weights file "
                         "path, or 'random' (seeded, not pretrained: offline tests and demos)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, random weights, RF/DT")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="per-class test share")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--synthetic-per-class", type=int, default=40,
                    help="images per class of the embedded data set when --data is not given")
-    p.add_argument("--out", default="runs/latest",
-                   help="output folder: model/, metrics.json, report.md")
     p.add_argument("--master", default=None,
                    help="Spark master when run with python (default: spark-submit's, or local[*])")
-    p.set_defaults(func=cmd_train)
 
 
-def cmd_train(args):
-    """Run one training job; returns the run's description (also written to metrics.json)."""
-    from pyspark import StorageLevel
-    from pyspark.ml import PipelineModel
-
-    from covidspark import datasets, evaluation, pipelines, session
-    from covidspark.duplicates import resolve_duplicates
-    from covidspark.featurizer import DeepImageFeaturizer
+def _read_input(spark, args, warnings):
+    """Images named by the input flags: (images, description, synthetic?, rejects)."""
+    from covidspark import datasets
     from covidspark.images import read_images
 
-    warnings = []
-    spark = session.get_spark(f"covidspark-train-{args.classifier}", master=args.master)
-    started = time.time()
     synthetic = args.data is None and args.manifest is None
     read = dict(patients=args.patients, strict=not args.lenient)
     if synthetic:
@@ -111,25 +114,79 @@ def cmd_train(args):
             n_per_class=args.synthetic_per_class, seed=args.seed,
         )
         warnings.append(SYNTHETIC_NOTE)
-        data_description = f"synthetic ({args.synthetic_per_class} per class, seed {args.seed}) at {data_dir}"
+        description = f"synthetic ({args.synthetic_per_class} per class, seed {args.seed}) at {data_dir}"
         images = read_images(spark, data_dir, **read)
     elif args.data:
-        data_description = args.data
+        description = args.data
         images = read_images(spark, args.data, label_map=args.label_map, **read)
     else:
-        data_description = args.manifest
+        description = args.manifest
         images = read_images(spark, manifest=args.manifest, label_map=args.label_map, **read)
     rejects = []
     if args.lenient:
         rejects = [(r.path, r.reason) for r in images.rejects.collect()]
         images = images.images
+    return images, description, synthetic, rejects
+
+
+def _featurizer(args):
+    from covidspark.featurizer import DeepImageFeaturizer
+
+    return DeepImageFeaturizer(inputCol="content", outputCol="features", modelName=args.model,
+                               weights=args.weights, seed=args.seed, batchSize=args.batch_size)
+
+
+def _add_featurize_parser(subparsers):
+    p = subparsers.add_parser(
+        "featurize", help="compute deep features into a feature store (only missing images)",
+        description="Featurize images into a Parquet feature store keyed by image and "
+                    "featurizer; rerunning computes only images the store lacks.",
+    )
+    _add_input_args(p)
+    p.add_argument("--features", required=True, help="feature store folder")
+    p.set_defaults(func=cmd_featurize)
+
+
+def cmd_featurize(args):
+    """Fill the feature store; prints and returns its statistics."""
+    from covidspark import session
+    from covidspark.features import FeatureStore
+
+    warnings = []
+    spark = session.get_spark(f"covidspark-featurize-{args.model}", master=args.master)
+    images, _, _, rejects = _read_input(spark, args, warnings)
+    featurizer = _featurizer(args)
+    resolved = featurizer.resolvedWeights()
+    if not resolved.pretrained:
+        warnings.append(RANDOM_WEIGHTS_NOTE)
+    for warning in warnings:
+        logger.warning(warning)
+    started = time.time()
+    _, stats = FeatureStore(spark, args.features).featurize(images, featurizer)
+    elapsed = time.time() - started
+    print(f"{stats['images']} images: {stats['computed']} computed, {stats['reused']} reused "
+          f"({elapsed:.1f} s); {len(rejects)} rejected")
+    print(f"features: {stats['location']}")
+    return stats
+
+
+def cmd_train(args):
+    """Run one training job; returns the run's description (also written to metrics.json)."""
+    from pyspark import StorageLevel
+    from pyspark.ml import PipelineModel
+
+    from covidspark import evaluation, pipelines, session
+    from covidspark.duplicates import resolve_duplicates
+
+    warnings = []
+    spark = session.get_spark(f"covidspark-train-{args.classifier}", master=args.master)
+    started = time.time()
+    images, data_description, synthetic, rejects = _read_input(spark, args, warnings)
     images, task_info = pipelines.prepare_task(images, args.task)
     labels = pipelines.task_labels(args.task)
     logger.info("Task %s: %s", args.task, task_info)
 
-    featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features",
-                                     modelName=args.model, weights=args.weights,
-                                     seed=args.seed, batchSize=args.batch_size)
+    featurizer = _featurizer(args)
     resolved = featurizer.resolvedWeights()
     if not resolved.pretrained:
         warnings.append(RANDOM_WEIGHTS_NOTE)
@@ -143,11 +200,21 @@ def cmd_train(args):
                     len(duplicate_report["dropped"]))
     split, split_method = _split(images, args)
     # Featurize once; both the fit and the evaluation read the stored features.
-    features = (featurizer.transform(split).drop("content")
-                .persist(StorageLevel.MEMORY_AND_DISK))
     spark.sparkContext.setJobDescription(f"featurize with {args.model}")
     t0 = time.time()
-    n_images = features.count()
+    store_stats = None
+    if args.features:
+        from covidspark.features import FeatureStore
+
+        features, store_stats = FeatureStore(spark, args.features).featurize(split, featurizer)
+        features = features.persist(StorageLevel.MEMORY_AND_DISK)
+        n_images = features.count()
+        logger.info("Feature store %s: %d computed, %d reused", store_stats["location"],
+                    store_stats["computed"], store_stats["reused"])
+    else:
+        features = (featurizer.transform(split).drop("content")
+                    .persist(StorageLevel.MEMORY_AND_DISK))
+        n_images = features.count()
     featurize_s = time.time() - t0
     logger.info("Featurized %d images in %.1f s (%.1f images/s)",
                 n_images, featurize_s, n_images / max(featurize_s, 1e-9))
@@ -183,6 +250,8 @@ def cmd_train(args):
         "counts": counts,
         "metrics": metrics,
         "timing_s": {"featurize": round(featurize_s, 2), "total": round(time.time() - started, 2)},
+        "feature_store": store_stats and {k: store_stats[k] for k in
+                                          ("location", "computed", "reused")},
         "environment": _environment(spark),
         "warnings": warnings,
         "model_dir": model_dir,
@@ -305,6 +374,7 @@ def build_parser():
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
+    _add_featurize_parser(sub)
     _add_datasets_parser(sub)
     p = sub.add_parser("synthetic", help="write the embedded synthetic data set")
     p.add_argument("--to", required=True, help="output folder")

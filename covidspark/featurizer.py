@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 IMAGE_STRUCT_FIELDS = ("origin", "height", "width", "nChannels", "mode", "data")
 
+# Bump when decoding or preprocessing changes what features are computed.
+_PREPROCESSING_VERSION = "gray3-keras-preprocess-v1"
+
 
 class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
                           DefaultParamsReadable, DefaultParamsWritable):
@@ -180,6 +183,19 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
             raise ValueError("DeepImageFeaturizer: modelName is not set. "
                              f"Supported: {', '.join(_backbone_names())}.")
         return resolve_weights(self.getModelName(), self.getWeights(), self.getSeed())
+
+    def featureSignature(self):
+        """What determines the features this stage computes (the feature store's key).
+
+        Model, weights identity and preprocessing; not ``batchSize`` (or, later,
+        numeric precision), which change results only by rounding.
+        """
+        return {
+            "model": self.getModelName(),
+            "weights_id": self.resolvedWeights().weights_id,
+            "scaleHint": self.getScaleHint(),
+            "preprocessing": _PREPROCESSING_VERSION,
+        }
 
     def _transform(self, dataset):
         from pyspark.ml.functions import array_to_vector

@@ -1,0 +1,151 @@
+"""The feature store: featurize once, train many times.
+
+Featurization costs ~100x more than fitting LR, RF or DT on the features, so
+features are kept in Parquet, keyed by ``image_id`` (sha256 of the image bytes)
+and the featurizer's *signature* (model, weights, preprocessing; not precision
+or batch size, which do not change what is computed beyond rounding).
+
+Layout, on any Hadoop file system (local, HDFS, S3, DBFS, Volumes)::
+
+    <store>/<signature key>/signature.json
+    <store>/<signature key>/run-<id>/part-*.parquet     written by Spark
+    <store>/<signature key>/run-<id>/_COMMITTED         written last, by the driver
+
+A run's rows are read only once its ``_COMMITTED`` marker exists, so a job
+killed while writing leaves a directory that is ignored (and can be deleted);
+the rerun computes exactly the images that no committed run holds.
+"""
+import hashlib
+import json
+import logging
+import uuid
+
+logger = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+COMMITTED = "_COMMITTED"
+
+
+def signature_key(signature):
+    """A short, stable key of a signature dict."""
+    text = json.dumps(signature, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class FeatureStore:
+    """Parquet features keyed by image and featurizer signature.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    path : str
+        Root of the store (a folder; created on first write).
+
+    Examples
+    --------
+    >>> store = FeatureStore(spark, "/Volumes/main/xray/features")     # doctest: +SKIP
+    >>> features, stats = store.featurize(images, featurizer)          # doctest: +SKIP
+    >>> stats                                                          # doctest: +SKIP
+    {'images': 1124, 'computed': 0, 'reused': 1124, ...}
+    """
+
+    def __init__(self, spark, path):
+        self.spark = spark
+        self.path = path.rstrip("/")
+        jvm = spark.sparkContext._jvm
+        self._Path = jvm.org.apache.hadoop.fs.Path
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    # ------------------------------------------------------------- file system
+
+    def _fs(self, path):
+        p = self._Path(path)
+        return p.getFileSystem(self._conf), p
+
+    def _exists(self, path):
+        fs, p = self._fs(path)
+        return fs.exists(p)
+
+    def _write_text(self, path, text):
+        fs, p = self._fs(path)
+        stream = fs.create(p, True)
+        try:
+            stream.write(bytearray(text.encode()))
+        finally:
+            stream.close()
+
+    def _list_dirs(self, path):
+        fs, p = self._fs(path)
+        if not fs.exists(p):
+            return []
+        return sorted(s.getPath().toString() for s in fs.listStatus(p) if s.isDirectory())
+
+    # ------------------------------------------------------------------ store
+
+    def location(self, signature):
+        """Folder holding the features of one signature."""
+        return f"{self.path}/{signature_key(signature)}"
+
+    def committed_runs(self, signature):
+        """Run folders whose writes completed."""
+        return [d for d in self._list_dirs(self.location(signature))
+                if d.rsplit("/", 1)[-1].startswith("run-") and self._exists(f"{d}/{COMMITTED}")]
+
+    def incomplete_runs(self, signature):
+        """Run folders without a commit marker (a job killed while writing)."""
+        return [d for d in self._list_dirs(self.location(signature))
+                if d.rsplit("/", 1)[-1].startswith("run-") and not self._exists(f"{d}/{COMMITTED}")]
+
+    def read(self, signature, features_col="features"):
+        """All committed features of ``signature``: ``image_id, <features_col>``, one row per image."""
+        runs = self.committed_runs(signature)
+        if not runs:
+            return None
+        frame = self.spark.read.parquet(*runs)
+        return frame.select("image_id", features_col).dropDuplicates(["image_id"])
+
+    def featurize(self, images, featurizer):
+        """Features of every row of ``images``, computing only images the store lacks.
+
+        Parameters
+        ----------
+        images : pyspark.sql.DataFrame
+            With ``image_id`` and the featurizer's input column.
+        featurizer : covidspark.featurizer.DeepImageFeaturizer
+
+        Returns
+        -------
+        (pyspark.sql.DataFrame, dict)
+            ``images`` (without the input column when it is ``content``) with the
+            featurizer's output column; and ``{"images", "computed", "reused",
+            "signature", "location", "ignored_incomplete_runs"}``.
+        """
+        out_col = featurizer.getOutputCol()
+        signature = featurizer.featureSignature()
+        location = self.location(signature)
+        if not self._exists(f"{location}/signature.json"):
+            self._write_text(f"{location}/signature.json",
+                             json.dumps({"store_version": STORE_VERSION, **signature}, indent=2))
+        incomplete = self.incomplete_runs(signature)
+        if incomplete:
+            logger.warning("Feature store: ignoring %d incomplete run(s) (killed while writing), "
+                           "e.g. %s", len(incomplete), incomplete[0])
+        existing = self.read(signature, out_col)
+        wanted = images.select("image_id", featurizer.getInputCol()).dropDuplicates(["image_id"])
+        missing = wanted if existing is None else wanted.join(
+            existing.select("image_id"), on="image_id", how="left_anti")
+        n_missing = missing.count()
+        if n_missing:
+            run = f"{location}/run-{uuid.uuid4().hex[:12]}"
+            logger.info("Feature store: computing %d image(s) into %s", n_missing, run)
+            (featurizer.transform(missing).select("image_id", out_col)
+             .write.mode("errorifexists").parquet(run))
+            self._write_text(f"{run}/{COMMITTED}", json.dumps({"images": n_missing}))
+            existing = self.read(signature, out_col)
+        result = images.drop("content") if featurizer.getInputCol() == "content" else images
+        result = result.join(existing, on="image_id", how="inner")
+        n_images = wanted.count()
+        stats = {"images": n_images, "computed": n_missing, "reused": n_images - n_missing,
+                 "signature": signature, "location": location,
+                 "ignored_incomplete_runs": len(incomplete)}
+        return result, stats

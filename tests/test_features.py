@@ -1,0 +1,77 @@
+"""The feature store: computes only missing images; ignores runs killed mid-write."""
+import json
+import os
+
+import numpy as np
+
+from covidspark.featurizer import DeepImageFeaturizer
+from covidspark.features import COMMITTED, FeatureStore
+
+
+def _featurizer(seed=0):
+    return DeepImageFeaturizer(inputCol="content", outputCol="features", modelName="ResNet50",
+                               weights="random", seed=seed)
+
+
+def _as_dict(df):
+    return {r.image_id: r.features.toArray() for r in df.select("image_id", "features").collect()}
+
+
+def test_rerun_computes_only_missing_images(spark, images_df, resnet_features, tmp_path):
+    store = FeatureStore(spark, str(tmp_path / "store"))
+    ids = sorted(r.image_id for r in images_df.select("image_id").collect())
+    first = images_df.filter(images_df.image_id.isin(ids[:8]))
+    features, stats = store.featurize(first, _featurizer())
+    assert (stats["images"], stats["computed"], stats["reused"]) == (8, 8, 0)
+    assert "content" not in features.columns and features.count() == 8
+    features, stats = store.featurize(images_df, _featurizer())
+    assert (stats["images"], stats["computed"], stats["reused"]) == (18, 10, 8)
+    stored = _as_dict(features)
+    expected, _ = resnet_features
+    by_path = {r.image_id: r.path for r in images_df.select("image_id", "path").collect()}
+    for image_id, vector in stored.items():
+        np.testing.assert_allclose(vector, expected[by_path[image_id]], rtol=0, atol=1e-3)
+    _, stats = store.featurize(images_df, _featurizer())
+    assert stats["computed"] == 0 and stats["reused"] == 18
+    assert len(store.committed_runs(_featurizer().featureSignature())) == 2
+
+
+def test_a_run_killed_while_writing_is_ignored(spark, images_df, tmp_path):
+    store = FeatureStore(spark, str(tmp_path / "store"))
+    signature = _featurizer().featureSignature()
+    # What a killed job leaves: Parquet files without the commit marker (and wrong values).
+    partial = f"{store.location(signature)}/run-killed"
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    (images_df.limit(5).select("image_id", array_to_vector(F.array(F.lit(1.0), F.lit(2.0)))
+                               .alias("features"))
+     .write.parquet(partial))
+    features, stats = store.featurize(images_df.limit(5), _featurizer())
+    assert stats["ignored_incomplete_runs"] == 1 and stats["computed"] == 5
+    assert all(len(v) == 2048 for v in _as_dict(features).values())
+    assert not os.path.exists(os.path.join(partial, COMMITTED))
+
+
+def test_signature_separates_weights(spark, images_df, tmp_path):
+    store = FeatureStore(spark, str(tmp_path / "store"))
+    a, b = _featurizer(0).featureSignature(), _featurizer(1).featureSignature()
+    assert a != b and store.location(a) != store.location(b)
+    assert a["model"] == "ResNet50" and a["weights_id"].startswith("random:seed=0")
+    _, stats = store.featurize(images_df.limit(2), _featurizer(0))
+    with open(os.path.join(store.location(a), "signature.json")) as f:
+        assert json.load(f)["weights_id"] == a["weights_id"]
+
+
+def test_featurize_then_train_from_the_store(spark, fixture_dir, tmp_path):
+    from covidspark.cli import main
+
+    store = str(tmp_path / "store")
+    common = ["--data", fixture_dir, "--weights", "random"]
+    assert main(["featurize", *common, "--features", store]) == 0
+    out = tmp_path / "run"
+    assert main(["train", "--classifier", "rf", "--task", "3class", *common, "--features", store,
+                 "--out", str(out)]) == 0
+    run = json.loads((out / "metrics.json").read_text())
+    assert run["feature_store"]["computed"] == 0 and run["feature_store"]["reused"] == 18
+    assert run["counts"]["total"] == 18

@@ -30,7 +30,7 @@ def image_paths(data, limit):
 
 
 def single_process(paths, model_name, batch_size):
-    from covidspark.featurizer import KerasBackboneRunner
+    from covidspark.engines import KerasBackboneRunner
     from covidspark.images import decode_image
     from covidspark.models import get_backbone, resolve_weights
 

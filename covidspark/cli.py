@@ -95,6 +95,12 @@ def _add_input_args(p):
                         "path, or 'random' (seeded, not pretrained: offline tests and demos)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, random weights, RF/DT")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--precision", choices=["float32", "bfloat16", "auto"], default="float32",
+                   help="compute precision (auto: bfloat16 on AMX / AVX-512 BF16 CPUs and "
+                        "Ampere+ GPUs); features are float32 either way")
+    p.add_argument("--engine", choices=["keras", "openvino", "auto"], default="keras",
+                   help="inference engine on CPU workers (openvino: pip install "
+                        "'covidspark[openvino]')")
     p.add_argument("--synthetic-per-class", type=int, default=40,
                    help="images per class of the embedded data set when --data is not given")
     p.add_argument("--master", default=None,
@@ -133,7 +139,8 @@ def _featurizer(args):
     from covidspark.featurizer import DeepImageFeaturizer
 
     return DeepImageFeaturizer(inputCol="content", outputCol="features", modelName=args.model,
-                               weights=args.weights, seed=args.seed, batchSize=args.batch_size)
+                               weights=args.weights, seed=args.seed, batchSize=args.batch_size,
+                               precision=args.precision, engine=args.engine)
 
 
 def _add_featurize_parser(subparsers):

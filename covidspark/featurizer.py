@@ -7,16 +7,15 @@ The API is that of Databricks' retired ``sparkdl.DeepImageFeaturizer``
 - Decoding, resizing, the model's own preprocessing and the forward pass run
   together on the executors, in batches (an iterator pandas UDF over Arrow):
   only encoded bytes travel from the JVM to Python, never decoded tensors.
-- The Keras model is built once per Python worker and cached in this module
-  (keyed by model and weights), which needs ``spark.python.worker.reuse=true``
-  (Spark's default). Inference is a compiled ``tf.function``, not
-  ``model.predict`` per batch.
+- The Keras model is built once per Python worker and cached there
+  (:mod:`covidspark.engines`, keyed by model, weights, precision and engine),
+  which needs ``spark.python.worker.reuse=true`` (Spark's default). Inference
+  is a compiled ``tf.function`` (or OpenVINO), not ``model.predict`` per batch.
 - Weights are resolved once on the driver and shipped with
   ``SparkContext.addFile``; executors never download anything.
 - The stage is persistable (``DefaultParamsWritable``), alone or inside a
   ``PipelineModel``.
 """
-import collections
 import logging
 import os
 
@@ -28,6 +27,7 @@ from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from covidspark import decoding
+from covidspark.engines import ENGINES, PRECISIONS, worker_model
 from covidspark.images import read_bytes
 from covidspark.models import get_backbone, resolve_weights
 
@@ -72,6 +72,13 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         Seed of ``"random"`` weights (default 0).
     batchSize : int
         Images per forward pass (default 32); also caps Arrow batches.
+    precision : str
+        ``"float32"`` (default), ``"bfloat16"`` or ``"auto"`` (bfloat16 where the
+        worker's CPU has AMX / AVX-512 BF16 or its GPU compute capability >= 8.0).
+        Features are always float32 vectors.
+    engine : str
+        ``"keras"`` (default), ``"openvino"`` (CPU workers; ``covidspark[openvino]``)
+        or ``"auto"`` (OpenVINO on CPU workers with bf16 units, else Keras).
 
     Examples
     --------
@@ -98,20 +105,35 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
                  typeConverter=TypeConverters.toInt)
     batchSize = Param(Params._dummy(), "batchSize", "images per forward pass",
                       typeConverter=TypeConverters.toInt)
+    precision = Param(Params._dummy(), "precision",
+                      "compute precision: float32, bfloat16 or auto (bf16 on bf16 hardware)",
+                      typeConverter=TypeConverters.toString)
+    engine = Param(Params._dummy(), "engine",
+                   "inference engine: keras, openvino (CPU) or auto",
+                   typeConverter=TypeConverters.toString)
 
     @keyword_only
     def __init__(self, *, inputCol=None, outputCol=None, modelName=None,
-                 scaleHint="SCALE_AREA_AVERAGING", weights="imagenet", seed=0, batchSize=32):
+                 scaleHint="SCALE_AREA_AVERAGING", weights="imagenet", seed=0, batchSize=32,
+                 precision="float32", engine="keras"):
         super().__init__()
         self._setDefault(outputCol="features", scaleHint="SCALE_AREA_AVERAGING",
-                         weights="imagenet", seed=0, batchSize=32)
+                         weights="imagenet", seed=0, batchSize=32, precision="float32",
+                         engine="keras")
         self.setParams(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, inputCol=None, outputCol=None, modelName=None,
-                  scaleHint="SCALE_AREA_AVERAGING", weights="imagenet", seed=0, batchSize=32):
+                  scaleHint="SCALE_AREA_AVERAGING", weights="imagenet", seed=0, batchSize=32,
+                  precision="float32", engine="keras"):
         """Set the params; see the class docstring."""
         kwargs = self._input_kwargs
+        if kwargs.get("precision") is not None and kwargs["precision"] not in PRECISIONS:
+            raise ValueError(f"Unknown precision {kwargs['precision']!r}. "
+                             f"Supported: {', '.join(PRECISIONS)}.")
+        if kwargs.get("engine") is not None and kwargs["engine"] not in ENGINES:
+            raise ValueError(f"Unknown engine {kwargs['engine']!r}. "
+                             f"Supported: {', '.join(ENGINES)}.")
         if "modelName" in kwargs and kwargs["modelName"] is not None:
             get_backbone(kwargs["modelName"])  # fail early, listing supported names
         if "scaleHint" in kwargs:
@@ -162,6 +184,14 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         """Images per forward pass."""
         return self.getOrDefault(self.batchSize)
 
+    def getPrecision(self):
+        """Compute precision setting (features are float32 whatever it is)."""
+        return self.getOrDefault(self.precision)
+
+    def getEngine(self):
+        """Inference engine setting."""
+        return self.getOrDefault(self.engine)
+
     def setInputCol(self, value):
         """Set ``inputCol``."""
         return self._set(inputCol=value)
@@ -187,8 +217,8 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
     def featureSignature(self):
         """What determines the features this stage computes (the feature store's key).
 
-        Model, weights identity and preprocessing; not ``batchSize`` (or, later,
-        numeric precision), which change results only by rounding.
+        Model, weights identity and preprocessing; not ``batchSize``,
+        ``precision`` or ``engine``, which change results only by rounding.
         """
         return {
             "model": self.getModelName(),
@@ -227,7 +257,8 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         else:
             names = F.lit(None).cast("string")
         udf = _featurize_udf(spec.name, shipped, resolved.weights_id, kind,
-                             self.getScaleHint(), batch_size)
+                             self.getScaleHint(), batch_size, self.getPrecision(),
+                             self.getEngine())
         return dataset.withColumn(
             self.getOutputCol(), array_to_vector(udf(F.col(input_col), names))
         )
@@ -274,7 +305,8 @@ def _ship_file(sc, path):
     return name
 
 
-def _featurize_udf(model_name, weights_file, weights_id, kind, scale_hint, batch_size):
+def _featurize_udf(model_name, weights_file, weights_id, kind, scale_hint, batch_size,
+                   precision="float32", engine="keras"):
     """The pandas UDF; its closure holds only strings and ints (cheap to pickle)."""
 
     def featurize(batches):
@@ -283,7 +315,7 @@ def _featurize_udf(model_name, weights_file, weights_id, kind, scale_hint, batch
         model = None
         for values, names in batches:
             if model is None:
-                model = worker_model(model_name, weights_file, weights_id)
+                model = worker_model(model_name, weights_file, weights_id, precision, engine)
             size = model.input_size
             features = []
             for start in range(0, len(values), batch_size):
@@ -326,102 +358,3 @@ def _decode_row(kind, values, i, name, size, scale_hint):
             raise decoding.ImageDecodeError(f"row {i} of the batch: null path")
         return decoding.decode_image(read_bytes(value), size, scale_hint, name=value)
     return decoding.decode_image(value, size, scale_hint, name=name or f"row {i} of the batch")
-
-
-# ---------------------------------------------------------------------- worker side
-
-# One model per Python worker, reused across tasks (spark.python.worker.reuse=true).
-# Two entries at most: a pipeline rarely uses more than one backbone at a time, and
-# each holds 100+ MB.
-_MODEL_CACHE = collections.OrderedDict()
-_MODEL_CACHE_SIZE = 2
-
-
-def worker_model(model_name, weights_file, weights_id):
-    """The cached :class:`KerasBackboneRunner` for this worker (built on first use)."""
-    key = (model_name, weights_id)
-    runner = _MODEL_CACHE.get(key)
-    if runner is None:
-        from pyspark import SparkFiles
-
-        configure_tensorflow()
-        path = weights_file if os.path.isabs(weights_file) else SparkFiles.get(weights_file)
-        runner = KerasBackboneRunner(get_backbone(model_name), path)
-        _MODEL_CACHE[key] = runner
-        while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
-            _MODEL_CACHE.popitem(last=False)
-    else:
-        _MODEL_CACHE.move_to_end(key)
-    return runner
-
-
-_TF_CONFIGURED = False
-
-
-def configure_tensorflow():
-    """Pick the task's GPU and thread count before TensorFlow is first imported.
-
-    Reads Spark's task resources: a ``gpu`` address becomes ``CUDA_VISIBLE_DEVICES``
-    (no GPU resources means CPU, without error); intra-op threads follow
-    ``spark.task.cpus`` so that concurrent tasks do not oversubscribe the cores.
-    """
-    global _TF_CONFIGURED
-    if _TF_CONFIGURED:
-        return
-    from pyspark import TaskContext
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    context = TaskContext.get()
-    cpus = None
-    if context is not None:
-        gpus = context.resources().get("gpu")
-        if gpus is not None and gpus.addresses:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
-        cpus = context.cpus()
-    import tensorflow as tf
-
-    for gpu in tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.set_memory_growth(gpu, True)
-    if cpus:
-        tf.config.threading.set_intra_op_parallelism_threads(cpus)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    _TF_CONFIGURED = True
-
-
-class KerasBackboneRunner:
-    """A backbone with its preprocessing behind one compiled call.
-
-    Parameters
-    ----------
-    spec : covidspark.models.Backbone
-    weights_path : str
-        Weights file to load.
-
-    Calling the runner with a ``(n, size, size, 3)`` float32 array in [0, 255]
-    (as :func:`covidspark.images.decode_image` returns) gives ``(n, feature_dim)``
-    float32 features.
-    """
-
-    def __init__(self, spec, weights_path):
-        import tensorflow as tf
-
-        from covidspark.models import build_backbone, preprocess_function
-
-        self.spec = spec
-        self.input_size = spec.input_size
-        self.model = build_backbone(spec, weights_path)
-        self._preprocess = preprocess_function(spec)
-        model = self.model
-        # A fixed signature: one trace for every batch size, no retracing.
-        self._forward = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec([None, spec.input_size, spec.input_size, 3],
-                                           tf.float32)],
-        )
-
-    def __call__(self, pixels):
-        import tensorflow as tf
-
-        # Keras' preprocess_input may work in place; never touch the caller's array.
-        x = self._preprocess(np.array(pixels, dtype=np.float32, copy=True))
-        return self._forward(tf.convert_to_tensor(x)).numpy().astype(np.float32, copy=False)

@@ -37,7 +37,9 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "dicom": ["pydicom>=2.4"],
     "openvino": ["openvino>=2024.0"],
-    "test": ["pytest>=7", "scikit-learn>=1.2", "pydicom>=2.4", "openvino>=2024.0"],
+    "clahe": ["opencv-python-headless>=4.5"],
+    "test": ["pytest>=7", "scikit-learn>=1.2", "pydicom>=2.4", "openvino>=2024.0",
+             "opencv-python-headless>=4.5"],
 }
 
 setup(

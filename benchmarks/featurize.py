@@ -1,13 +1,23 @@
-"""Featurization throughput: Spark DeepImageFeaturizer vs one plain Python process.
+"""Featurization throughput, end to end in Spark and as single-process ceilings.
 
-Both sides decode the same files and run the same compiled Keras network with
-the same (seeded random, not pretrained) weights; the Spark side runs in
-local[N] after a warm-up pass, so job start-up and model building are not
-measured. Prints one JSON object:
+Measured in one run, on Spark local[N], with the same seeded random weights
+(not pretrained; no weights can be downloaded here):
 
-    {"spark_ips": .., "single_process_ips": .., "ratio": .., ...}
+- ``naive_fp32``: the common recipe, a pandas UDF that builds the Keras model
+  once per worker and calls ``model.predict`` on each batch.
+- ``covidspark_fp32``, ``covidspark_bf16``, ``covidspark_openvino_bf16``:
+  DeepImageFeaturizer with those settings (read, decode, resize, forward pass).
+- ``keras_ceiling_fp32``, ``keras_ceiling_bf16``, ``openvino_ceiling_bf16``:
+  each engine called directly in this process on already-decoded tensors.
 
-    python benchmarks/featurize.py --data ../shared/data/ozturk/images --images 256
+Spark rates are steady state: every Spark variant first runs a warm-up job so
+that each Python worker has built its model. Also reported: ``cold_start_s``
+(the warm-up job of covidspark_fp32: worker start, TensorFlow import, model
+build and first trace), ``bf16_cosine_min``, ``peak_rss_mb_per_worker`` and
+``scaling_4x`` (covidspark_fp32's rate on 4x the images over its rate on 1x).
+Prints one JSON object, and writes it to --json when given.
+
+    python benchmarks/featurize.py --data ../shared/data/ozturk/images --limit 128
 """
 import argparse
 import glob
@@ -24,77 +34,153 @@ def image_paths(data, limit):
                    if p.lower().endswith((".png", ".jpg", ".jpeg")))
     if not paths:
         sys.exit(f"no images under {data}")
-    # Spread the sample over the classes (folders) instead of taking the first folder.
-    step = max(1, len(paths) // limit)
+    step = max(1, len(paths) // limit)  # spread over the class folders
     return paths[::step][:limit]
 
 
-def single_process(paths, model_name, batch_size):
-    from covidspark.engines import KerasBackboneRunner
-    from covidspark.images import decode_image
+def ceiling(engine, precision, model_name, batch_size, seconds=20.0):
+    """Images/s of one engine on random, already-decoded input, in this process."""
+    from covidspark.engines import KerasBackboneRunner, OpenVinoBackboneRunner
     from covidspark.models import get_backbone, resolve_weights
 
     spec = get_backbone(model_name)
-    runner = KerasBackboneRunner(spec, resolve_weights(model_name, "random").path)
-    runner(np.zeros((batch_size, spec.input_size, spec.input_size, 3), np.float32))  # warm-up
+    path = resolve_weights(model_name, "random").path
+    runner = (OpenVinoBackboneRunner(spec, path, precision, threads=os.cpu_count())
+              if engine == "openvino" else KerasBackboneRunner(spec, path, precision))
+    x = np.random.default_rng(0).uniform(0, 255, (batch_size, spec.input_size, spec.input_size, 3))
+    runner(x)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or done == 0:
+        runner(x)
+        done += batch_size
+    return done / (time.perf_counter() - start), runner(x[:4])
+
+
+def naive_udf(model_name, weights_path):
+    """The common recipe: model.predict per batch inside a pandas UDF."""
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+
+    cache = {}
+
+    @pandas_udf("array<float>")
+    def predict(contents: pd.Series) -> pd.Series:
+        from covidspark.decoding import decode_image
+        from covidspark.models import build_backbone, get_backbone, preprocess_function
+
+        spec = get_backbone(model_name)
+        if "model" not in cache:
+            cache["model"] = build_backbone(spec, weights_path)
+        x = np.stack([decode_image(c, spec.input_size) for c in contents])
+        out = cache["model"].predict(preprocess_function(spec)(x), verbose=0)
+        return pd.Series(list(out.astype(np.float32)))
+
+    return predict
+
+
+def timed_count(frame):
     start = time.perf_counter()
-    for i in range(0, len(paths), batch_size):
-        batch = []
-        for p in paths[i:i + batch_size]:
-            with open(p, "rb") as f:
-                batch.append(decode_image(f.read(), spec.input_size, name=p))
-        runner(np.stack(batch))
-    return len(paths) / (time.perf_counter() - start)
+    frame.write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - start
 
 
-def spark_featurize(paths, model_name, batch_size, cores):
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
-    from covidspark.featurizer import DeepImageFeaturizer
-    from covidspark.session import get_spark
-
-    spark = get_spark("benchmark-featurize", master=f"local[{cores}]",
-                      conf={"spark.ui.showConsoleProgress": "false"})
-    df = spark.read.format("binaryFile").load(paths).select("path", "content")
-    df = df.repartition(cores * 4).cache()
-    df.count()
-    featurizer = DeepImageFeaturizer(inputCol="content", modelName=model_name,
-                                     weights="random", batchSize=batch_size)
-
-    def run(frame):
-        # Sum the features so that the job computes them all but collects one row.
-        return frame.select(F.aggregate(vector_to_array("features"), F.lit(0.0),
-                                        lambda a, b: a + b).alias("s")).agg(F.sum("s")).first()
-
-    run(featurizer.transform(df.limit(cores * batch_size).repartition(cores)))  # warm-up
-    start = time.perf_counter()
-    run(featurizer.transform(df))
-    return len(paths) / (time.perf_counter() - start), spark.version
+def worker_peak_rss_mb():
+    """Largest peak RSS (VmHWM) of the live Python workers (forked from pyspark.daemon)."""
+    peaks = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"pyspark.daemon" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/status") as f:
+                peaks += [int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM")]
+        except OSError:
+            continue
+    return max(peaks) if peaks else None
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=None, help="image folder (default: synthetic)")
-    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--data", required=True, help="image folder (searched recursively)")
+    parser.add_argument("--limit", type=int, default=128, help="images per measured pass")
     parser.add_argument("--model", default="ResNet50")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--json", dest="json_out", default=None)
+    parser.add_argument("--skip-4x", action="store_true", help="skip the 4x scaling pass")
     args = parser.parse_args()
-    data = args.data
-    if data is None:
-        from covidspark.datasets import default_synthetic_dir, synthetic
 
-        data = synthetic(default_synthetic_dir(max(1, args.images // 3)), max(1, args.images // 3))
-    paths = image_paths(data, args.images)
-    single = single_process(paths, args.model, args.batch_size)
-    spark_ips, spark_version = spark_featurize(paths, args.model, args.batch_size, args.cores)
-    print(json.dumps({
-        "benchmark": "featurize", "model": args.model, "weights": "random (seeded, not pretrained)",
-        "images": len(paths), "data": data, "batch_size": args.batch_size, "cores": args.cores,
-        "spark": spark_version, "single_process_ips": round(single, 2),
-        "spark_ips": round(spark_ips, 2), "ratio": round(spark_ips / single, 3),
-    }))
+    from pyspark.sql import functions as F
+
+    from covidspark.engines import cpu_flags, cpu_has_bf16, openvino_installed
+    from covidspark.featurizer import DeepImageFeaturizer
+    from covidspark.models import resolve_weights
+    from covidspark.session import get_spark
+
+    paths = image_paths(args.data, args.limit)
+    spark = get_spark("benchmark-featurize", master=f"local[{args.cores}]",
+                      conf={"spark.ui.showConsoleProgress": "false"})
+    images = (spark.read.format("binaryFile").load(paths).select("path", "content")
+              .repartition(args.cores).cache())
+    n = images.count()
+    warm = images.limit(args.cores * args.batch_size).repartition(args.cores).cache()
+    warm.count()
+    result = {"benchmark": "featurize", "model": args.model, "images": n, "data": args.data,
+              "batch_size": args.batch_size, "cores": args.cores, "spark": spark.version,
+              "weights": "random (seeded), not pretrained", "cpu_bf16": cpu_has_bf16(cpu_flags())}
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+
+    variants = {"covidspark_fp32": ("float32", "keras"), "covidspark_bf16": ("bfloat16", "keras")}
+    if openvino_installed():
+        variants["covidspark_openvino_bf16"] = ("bfloat16", "openvino")
+    for name, (precision, engine) in variants.items():
+        featurizer = DeepImageFeaturizer(inputCol="content", modelName=args.model,
+                                         weights="random", batchSize=args.batch_size,
+                                         precision=precision, engine=engine)
+        cold = timed_count(featurizer.transform(warm))
+        if name == "covidspark_fp32":
+            # The warm-up job: worker start, TensorFlow import, model build, first trace,
+            # plus one batch per core.
+            result["cold_start_s"] = round(cold, 2)
+        result[name] = round(n / timed_count(featurizer.transform(images)), 2)
+        if name == "covidspark_fp32" and not args.skip_4x:
+            four = images.union(images).union(images).union(images).repartition(args.cores)
+            result["scaling_4x"] = round(4 * n / timed_count(featurizer.transform(four))
+                                         / result[name], 3)
+    naive = naive_udf(args.model, resolve_weights(args.model, "random").path)
+    timed_count(warm.select(naive(F.col("content"))))
+    result["naive_fp32"] = round(n / timed_count(images.select(naive(F.col("content")))), 2)
+    peak = worker_peak_rss_mb()
+    result["peak_rss_mb_per_worker"] = peak and round(peak, 1)
+    spark.stop()
+
+    result["keras_ceiling_fp32"], fp32 = ceiling("keras", "float32", args.model, args.batch_size)
+    result["keras_ceiling_bf16"], bf16 = ceiling("keras", "bfloat16", args.model, args.batch_size)
+    cos = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    result["bf16_cosine_min"] = round(float(cos.min()), 6)
+    if openvino_installed():
+        result["openvino_ceiling_bf16"], _ = ceiling("openvino", "bfloat16", args.model,
+                                                     args.batch_size)
+    for key in list(result):
+        if key.endswith(("_fp32", "_bf16")) and isinstance(result[key], float):
+            result[key] = round(result[key], 2)
+    result["ratios"] = {
+        "covidspark_fp32 / naive_fp32": round(result["covidspark_fp32"] / result["naive_fp32"], 3),
+        "covidspark_fp32 / keras_ceiling_fp32":
+            round(result["covidspark_fp32"] / result["keras_ceiling_fp32"], 3),
+        "covidspark_bf16 / covidspark_fp32":
+            round(result["covidspark_bf16"] / result["covidspark_fp32"], 3),
+    }
+    if "openvino_ceiling_bf16" in result:
+        result["ratios"]["covidspark_openvino_bf16 / keras_ceiling_fp32"] = round(
+            result["covidspark_openvino_bf16"] / result["keras_ceiling_fp32"], 3)
+        result["ratios"]["covidspark_openvino_bf16 / openvino_ceiling_bf16"] = round(
+            result["covidspark_openvino_bf16"] / result["openvino_ceiling_bf16"], 3)
+    text = json.dumps(result)
+    print(text)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

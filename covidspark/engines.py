@@ -278,6 +278,9 @@ class OpenVinoBackboneRunner:
                   "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+            # Several Python workers share the machine: pinned threads would all land
+            # on the same cores.
+            config["ENABLE_CPU_PINNING"] = False
         self._compiled = ov.Core().compile_model(converted, "CPU", config)
 
     def __call__(self, pixels):

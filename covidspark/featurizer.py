@@ -76,6 +76,12 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         ``"float32"`` (default), ``"bfloat16"`` or ``"auto"`` (bfloat16 where the
         worker's CPU has AMX / AVX-512 BF16 or its GPU compute capability >= 8.0).
         Features are always float32 vectors.
+    centerCrop : float
+        Central fraction of width and height kept before resizing (default 1.0:
+        the whole image), e.g. 0.9 to cut borders and burnt-in labels.
+    clahe : bool
+        CLAHE contrast equalisation (clip limit 2.0, 8x8 tiles, OpenCV:
+        ``covidspark[clahe]``) before resizing, as one original study did.
     engine : str
         ``"keras"`` (default), ``"openvino"`` (CPU workers; ``covidspark[openvino]``)
         or ``"auto"`` (OpenVINO on CPU workers with bf16 units, else Keras).
@@ -108,6 +114,12 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
     precision = Param(Params._dummy(), "precision",
                       "compute precision: float32, bfloat16 or auto (bf16 on bf16 hardware)",
                       typeConverter=TypeConverters.toString)
+    centerCrop = Param(Params._dummy(), "centerCrop",
+                       "central fraction of width and height kept before resizing (1.0: all)",
+                       typeConverter=TypeConverters.toFloat)
+    clahe = Param(Params._dummy(), "clahe",
+                  "CLAHE contrast equalisation (clip 2.0, 8x8 tiles) before resizing",
+                  typeConverter=TypeConverters.toBoolean)
     engine = Param(Params._dummy(), "engine",
                    "inference engine: keras, openvino (CPU) or auto",
                    typeConverter=TypeConverters.toString)
@@ -115,19 +127,21 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
     @keyword_only
     def __init__(self, *, inputCol=None, outputCol=None, modelName=None,
                  scaleHint="SCALE_AREA_AVERAGING", weights="imagenet", seed=0, batchSize=32,
-                 precision="float32", engine="keras"):
+                 precision="float32", engine="keras", centerCrop=1.0, clahe=False):
         super().__init__()
         self._setDefault(outputCol="features", scaleHint="SCALE_AREA_AVERAGING",
                          weights="imagenet", seed=0, batchSize=32, precision="float32",
-                         engine="keras")
+                         engine="keras", centerCrop=1.0, clahe=False)
         self.setParams(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, inputCol=None, outputCol=None, modelName=None,
                   scaleHint="SCALE_AREA_AVERAGING", weights="imagenet", seed=0, batchSize=32,
-                  precision="float32", engine="keras"):
+                  precision="float32", engine="keras", centerCrop=1.0, clahe=False):
         """Set the params; see the class docstring."""
         kwargs = self._input_kwargs
+        if kwargs.get("centerCrop") is not None and not 0.0 < kwargs["centerCrop"] <= 1.0:
+            raise ValueError(f"centerCrop must be in (0, 1]. Received: {kwargs['centerCrop']}")
         if kwargs.get("precision") is not None and kwargs["precision"] not in PRECISIONS:
             raise ValueError(f"Unknown precision {kwargs['precision']!r}. "
                              f"Supported: {', '.join(PRECISIONS)}.")
@@ -224,6 +238,8 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
             "model": self.getModelName(),
             "weights_id": self.resolvedWeights().weights_id,
             "scaleHint": self.getScaleHint(),
+            "centerCrop": self.getOrDefault(self.centerCrop),
+            "clahe": self.getOrDefault(self.clahe),
             "preprocessing": _PREPROCESSING_VERSION,
         }
 
@@ -256,9 +272,11 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
             names = F.col("path").cast("string")
         else:
             names = F.lit(None).cast("string")
-        udf = _featurize_udf(spec.name, shipped, resolved.weights_id, kind,
-                             self.getScaleHint(), batch_size, self.getPrecision(),
-                             self.getEngine())
+        options = {"scale_hint": self.getScaleHint(),
+                   "crop": self.getOrDefault(self.centerCrop),
+                   "clahe": self.getOrDefault(self.clahe)}
+        udf = _featurize_udf(spec.name, shipped, resolved.weights_id, kind, options, batch_size,
+                             self.getPrecision(), self.getEngine())
         return dataset.withColumn(
             self.getOutputCol(), array_to_vector(udf(F.col(input_col), names))
         )
@@ -305,7 +323,7 @@ def _ship_file(sc, path):
     return name
 
 
-def _featurize_udf(model_name, weights_file, weights_id, kind, scale_hint, batch_size,
+def _featurize_udf(model_name, weights_file, weights_id, kind, options, batch_size,
                    precision="float32", engine="keras"):
     """The pandas UDF; its closure holds only strings and ints (cheap to pickle)."""
 
@@ -321,7 +339,7 @@ def _featurize_udf(model_name, weights_file, weights_id, kind, scale_hint, batch
             for start in range(0, len(values), batch_size):
                 stop = min(start + batch_size, len(values))
                 pixels = np.stack([
-                    _decode_row(kind, values, i, names.iloc[i], size, scale_hint)
+                    _decode_row(kind, values, i, names.iloc[i], size, options)
                     for i in range(start, stop)
                 ]) if stop > start else None
                 if pixels is not None:
@@ -345,16 +363,16 @@ def _iterator_udf(func):
     return pandas_udf(func, "array<float>")
 
 
-def _decode_row(kind, values, i, name, size, scale_hint):
+def _decode_row(kind, values, i, name, size, options):
     if kind == "image":
         row = values.iloc[i]
         return decoding.decode_image_struct(
             row["height"], row["width"], row["nChannels"], row["mode"], row["data"],
-            size, scale_hint, name=name or f"row {i} of the batch",
+            size, name=name or f"row {i} of the batch", **options,
         )
     value = values.iloc[i]
     if kind == "path":
         if value is None:
             raise decoding.ImageDecodeError(f"row {i} of the batch: null path")
-        return decoding.decode_image(read_bytes(value), size, scale_hint, name=value)
-    return decoding.decode_image(value, size, scale_hint, name=name or f"row {i} of the batch")
+        return decoding.decode_image(read_bytes(value), size, name=value, **options)
+    return decoding.decode_image(value, size, name=name or f"row {i} of the batch", **options)

@@ -187,3 +187,27 @@ def test_dicom_bomb_and_garbage():
         decode_image(_dicom(_ramp()), 16, name="big.dcm", max_pixels=100)
     with pytest.raises(ImageDecodeError, match="bad.dcm"):
         decode_image(b"\x00" * 128 + b"DICM" + b"\x01" * 20, 16, name="bad.dcm")
+
+
+# ------------------------------------------------------------------ preprocessing options
+
+
+def test_center_crop_keeps_the_middle():
+    pixels = np.full((100, 80), 50, np.uint8)
+    pixels[:10, :] = pixels[-10:, :] = 255  # burnt-in label bands at top and bottom
+    got = decode_image(_png(pixels), 40, crop=0.5, scale_hint="SCALE_FAST")[:, :, 0]
+    assert got.max() == 50
+    expected = np.asarray(Image.fromarray(pixels[25:75, 20:60]).resize((40, 40), Image.Resampling.NEAREST))
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        decode_image(_png(pixels), 40, crop=0.0)
+
+
+def test_clahe_matches_opencv_and_raises_local_contrast():
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    pixels = (100 + rng.normal(0, 4, (128, 128))).clip(0, 255).astype(np.uint8)  # flat, low contrast
+    got = decode_image(_png(pixels), 128, clahe=True, scale_hint="SCALE_FAST")[:, :, 0]
+    expected = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(pixels)
+    np.testing.assert_array_equal(got, expected)
+    assert got.std() > 1.5 * pixels.std()

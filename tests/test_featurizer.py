@@ -169,3 +169,28 @@ def test_pipeline_with_featurizer_saves_and_predicts_the_same_in_a_new_session(
     for path, (label, probability) in expected.items():
         assert reloaded[path][0] == label
         np.testing.assert_allclose(reloaded[path][1], probability, atol=1e-5)
+
+
+def test_center_crop_equals_keras_on_pillow_cropped_images(images_df):
+    import keras
+
+    rows = images_df.limit(3).select("path", "content").collect()
+    featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50", weights="random",
+                                     centerCrop=0.8)
+    got = {r.path: r.features.toArray()
+           for r in featurizer.transform(images_df.limit(3)).select("path", "features").collect()}
+    model = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg")
+    model.load_weights(resolve_weights("ResNet50", "random", seed=0).path)
+    batch = []
+    for r in rows:
+        image = Image.open(local_path(r.path)).convert("L")
+        w, h = image.size
+        cw, ch = round(w * 0.8), round(h * 0.8)
+        left, top = (w - cw) // 2, (h - ch) // 2
+        image = image.crop((left, top, left + cw, top + ch)).resize((224, 224), Image.Resampling.BOX)
+        batch.append(np.asarray(image, dtype=np.float32)[:, :, None].repeat(3, axis=2))
+    expected = model.predict(keras.applications.resnet50.preprocess_input(np.stack(batch)),
+                             verbose=0)
+    assert_features_close(np.stack([got[r.path] for r in rows]), expected)
+    plain = DeepImageFeaturizer(inputCol="content", modelName="ResNet50", weights="random")
+    assert plain.featureSignature() != featurizer.featureSignature()

@@ -10,12 +10,11 @@
 Both take ``(n, size, size, 3)`` float32 images in [0, 255] and return
 ``(n, feature_dim)`` float32 features. ``"auto"`` choices are resolved on the
 worker, from its own hardware: bfloat16 where the CPU has AMX or AVX-512 BF16
-or the GPU has compute capability 8.0 or more; OpenVINO on CPU workers with
-such a CPU and the package installed. Measured on a 2-core AMD EPYC without
-either (batch 8, ResNet50, one process): Keras float32 16.5 images/s, Keras
-bfloat16 15.4 (emulated; cosine to float32 0.999994), OpenVINO float32 16.7
-with the LATENCY hint (9.7 with THROUGHPUT): nothing to gain there, so "auto"
-keeps Keras float32.
+or the GPU has compute capability 8.0 or more; OpenVINO on CPU workers where it
+is installed, Keras on GPU workers. Measured in Spark local[2] on a 2-core AMD
+EPYC without bf16 units (benchmarks/featurize.py, ResNet50, batch 32):
+covidspark Keras float32 14.3 images/s, OpenVINO 18.1 (cosine to Keras
+0.9999999), Keras bfloat16 11.4 (emulated: slower, so "auto" keeps float32 there).
 """
 import collections
 import importlib.util
@@ -75,8 +74,8 @@ def openvino_installed():
     return importlib.util.find_spec("openvino") is not None
 
 
-def resolve_engine(engine, on_gpu=False, flags=None, installed=None):
-    """``"auto"`` -> OpenVINO on CPU workers with bf16 units and OpenVINO installed, else Keras."""
+def resolve_engine(engine, on_gpu=False, installed=None):
+    """``"auto"`` -> OpenVINO on CPU workers where it is installed, else Keras."""
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}. Supported: {', '.join(ENGINES)}.")
     installed = openvino_installed() if installed is None else installed
@@ -87,9 +86,7 @@ def resolve_engine(engine, on_gpu=False, flags=None, installed=None):
             raise ImportError("engine='openvino' needs OpenVINO: pip install 'covidspark[openvino]'")
         return "openvino"
     if engine == "auto":
-        if not on_gpu and installed and cpu_has_bf16(cpu_flags() if flags is None else flags):
-            return "openvino"
-        return "keras"
+        return "openvino" if installed and not on_gpu else "keras"
     return "keras"
 
 

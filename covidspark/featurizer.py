@@ -84,7 +84,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         ``covidspark[clahe]``) before resizing, as one original study did.
     engine : str
         ``"keras"`` (default), ``"openvino"`` (CPU workers; ``covidspark[openvino]``)
-        or ``"auto"`` (OpenVINO on CPU workers with bf16 units, else Keras).
+        or ``"auto"`` (OpenVINO on CPU workers where installed, Keras on GPUs).
 
     Examples
     --------

@@ -15,7 +15,15 @@ from covidspark._version import __version__
 # ``import covidspark`` stays fast and works before Spark is configured.
 _PUBLIC = {
     "read_images": "covidspark.images",
-    "decode_image": "covidspark.images",
+    "IngestError": "covidspark.images",
+    "IngestResult": "covidspark.images",
+    "decode_image": "covidspark.decoding",
+    "FeatureStore": "covidspark.features",
+    "resolve_duplicates": "covidspark.duplicates",
+    "grouped_split": "covidspark.splits",
+    "describe": "covidspark.datasets",
+    "merge": "covidspark.datasets",
+    "read_dataset": "covidspark.datasets",
     "DeepImageFeaturizer": "covidspark.featurizer",
     "BACKBONES": "covidspark.models",
     "resolve_weights": "covidspark.models",

@@ -28,7 +28,7 @@ CLASSES = ("covid", "normal", "pneumonia")
 # Folder names of the Ozturk et al. (2020) set (GitHub muhammedtalo/COVID-19).
 OZTURK_LABEL_MAP = {"Covid-19": "covid", "No_findings": "normal", "Pneumonia": "pneumonia"}
 
-SYNTHETIC_VERSION = 2
+SYNTHETIC_VERSION = 3
 
 
 def _grid(height, width, rng):
@@ -48,13 +48,13 @@ def _lesions(label, rng):
     if label == "pneumonia":
         side = rng.choice([-1.0, 1.0])
         return [(rng.uniform(-0.05, 0.3), side * rng.uniform(0.3, 0.45),
-                 rng.uniform(0.16, 0.24), rng.uniform(90, 120))]
+                 rng.uniform(0.2, 0.28), rng.uniform(110, 140))]
     if label == "covid":
         out = []
         for side in (-1.0, 1.0):
             for _ in range(rng.integers(2, 4)):
                 out.append((rng.uniform(0.05, 0.45), side * rng.uniform(0.48, 0.58),
-                            rng.uniform(0.08, 0.13), rng.uniform(45, 65)))
+                            rng.uniform(0.11, 0.16), rng.uniform(70, 90)))
         return out
     return []
 

@@ -76,3 +76,25 @@ def test_bad_precision_and_engine_are_named():
         DeepImageFeaturizer(inputCol="c", modelName="ResNet50", precision="fp8")
     with pytest.raises(ValueError, match="keras, openvino, auto"):
         DeepImageFeaturizer(inputCol="c", modelName="ResNet50", engine="onnx")
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None,
+                    reason="openvino absent")
+@pytest.mark.parametrize("model_name", ["DenseNet121", "VGG16", "VGG19", "Xception"])
+def test_every_backbone_featurizes_and_persists_on_both_engines(spark, images_df, model_name,
+                                                                tmp_path):
+    # ResNet50 and InceptionV3 are compared with plain Keras in test_featurizer.py.
+    from covidspark.models import BACKBONES
+
+    sample = images_df.limit(2).cache()
+    vectors = {}
+    for engine in ("keras", "openvino"):
+        featurizer = DeepImageFeaturizer(inputCol="content", modelName=model_name,
+                                         weights="random", engine=engine, batchSize=2)
+        featurizer.save(str(tmp_path / engine))
+        loaded = DeepImageFeaturizer.load(str(tmp_path / engine))
+        rows = loaded.transform(sample).select("path", "features").orderBy("path").collect()
+        vectors[engine] = np.stack([r.features.toArray() for r in rows])
+        assert vectors[engine].shape == (2, BACKBONES[model_name].feature_dim)
+        assert np.isfinite(vectors[engine]).all()
+    assert _cosines(vectors["keras"], vectors["openvino"]).min() >= 0.999

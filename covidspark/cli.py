@@ -50,7 +50,6 @@ def _label_map(value):
 
 
 def _add_train_parser(subparsers):
-    from covidspark.models import BACKBONES
     from covidspark.pipelines import CLASSIFIERS, TASKS
 
     p = subparsers.add_parser(
@@ -135,12 +134,19 @@ def _read_input(spark, args, warnings):
     return images, description, synthetic, rejects
 
 
-def _featurizer(args):
+def _featurizer(args, warnings):
+    """The featurizer of the flags, with its weights resolved; logs every warning so far."""
     from covidspark.featurizer import DeepImageFeaturizer
 
-    return DeepImageFeaturizer(inputCol="content", outputCol="features", modelName=args.model,
-                               weights=args.weights, seed=args.seed, batchSize=args.batch_size,
-                               precision=args.precision, engine=args.engine)
+    featurizer = DeepImageFeaturizer(
+        inputCol="content", outputCol="features", modelName=args.model, weights=args.weights,
+        seed=args.seed, batchSize=args.batch_size, precision=args.precision, engine=args.engine)
+    resolved = featurizer.resolvedWeights()
+    if not resolved.pretrained:
+        warnings.append(RANDOM_WEIGHTS_NOTE)
+    for warning in warnings:
+        logger.warning(warning)
+    return featurizer, resolved
 
 
 def _add_featurize_parser(subparsers):
@@ -162,12 +168,7 @@ def cmd_featurize(args):
     warnings = []
     spark = session.get_spark(f"covidspark-featurize-{args.model}", master=args.master)
     images, _, _, rejects = _read_input(spark, args, warnings)
-    featurizer = _featurizer(args)
-    resolved = featurizer.resolvedWeights()
-    if not resolved.pretrained:
-        warnings.append(RANDOM_WEIGHTS_NOTE)
-    for warning in warnings:
-        logger.warning(warning)
+    featurizer, _ = _featurizer(args, warnings)
     started = time.time()
     _, stats = FeatureStore(spark, args.features).featurize(images, featurizer)
     elapsed = time.time() - started
@@ -193,12 +194,7 @@ def cmd_train(args):
     labels = pipelines.task_labels(args.task)
     logger.info("Task %s: %s", args.task, task_info)
 
-    featurizer = _featurizer(args)
-    resolved = featurizer.resolvedWeights()
-    if not resolved.pretrained:
-        warnings.append(RANDOM_WEIGHTS_NOTE)
-    for warning in warnings:
-        logger.warning(warning)
+    featurizer, resolved = _featurizer(args, warnings)
 
     duplicate_report = {"policy": "ignore", "groups": [], "dropped": []}
     if args.duplicates != "ignore":

@@ -24,7 +24,6 @@ from covidspark.decoding import (  # noqa: F401  (re-exported)
     SCALE_HINTS,
     ImageDecodeError,
     _METADATA_EXTENSIONS,
-    _resample,
     bit_depth,
     decode_image,
     decode_image_struct,

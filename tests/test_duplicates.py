@@ -9,10 +9,8 @@ from PIL import Image
 from conftest import SHARED_DATA
 from covidspark.duplicates import (
     _bands,
-    duplicate_groups,
     find_duplicate_pairs,
     group_pairs,
-    image_info,
     resolve_duplicates,
 )
 from covidspark.hashing import hamming, hex_to_signed64, phash

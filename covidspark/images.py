@@ -176,17 +176,18 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
     if (path is None) == (manifest is None):
         raise ValueError("Give exactly one of path (a class-folder tree) or manifest (a CSV).")
     if path is not None:
-        candidates, rejects = _class_folder_candidates(spark, path, label_map, source, pattern,
-                                                       path_filter)
+        candidates, n_candidates, rejects = _class_folder_candidates(
+            spark, path, label_map, source, pattern, path_filter)
         what = path
     else:
-        candidates, rejects = _manifest_candidates(spark, manifest, label_map, source, base_dir)
+        candidates, n_candidates, rejects = _manifest_candidates(spark, manifest, label_map,
+                                                                 source, base_dir)
         what = manifest if isinstance(manifest, str) else f"manifest table ({base_dir})"
     if patients is not None:
         candidates = _attach_patients(spark, candidates, patients)
     if validate:
         rejects = rejects + decode_rejects(candidates, max_pixels=max_pixels)
-    total = candidates.count() + sum(1 for _, _, counted in rejects if not counted)
+    total = n_candidates + sum(1 for _, _, counted in rejects if not counted)
     reject_rows = [(p, reason) for p, reason, _ in rejects]
     if strict and reject_rows:
         raise IngestError(format_rejects(what, reject_rows, total), reject_rows)
@@ -218,6 +219,11 @@ def _binary_files(reader, paths):
 
     Spark's file sources silently skip zero-byte files. They are added back with
     empty content, so that validation reports them instead of losing them.
+
+    Returns
+    -------
+    (pyspark.sql.DataFrame, list of str)
+        The rows, and every path among them (listed once, on the driver).
     """
     from pyspark.sql import functions as F
 
@@ -226,18 +232,19 @@ def _binary_files(reader, paths):
     read = {r.path for r in files.select("path").collect()}  # column pruning: no bytes read
     skipped = sorted(listed - read)
     if not skipped:
-        return files
+        return files, sorted(read)
     spark = files.sparkSession
     empty = spark.createDataFrame([(p,) for p in skipped], "path string").withColumn(
         "content", F.lit(bytearray()).cast("binary"))
-    return files.unionByName(empty)
+    return files.unionByName(empty), sorted(read | set(skipped))
 
 
 def _class_folder_candidates(spark, root, label_map, source, pattern, path_filter):
-    """Rows to validate, and the ``(path, reason, counted)`` rejects found from paths alone.
+    """Rows to validate, their number, and the ``(path, reason, counted)`` rejects
+    found from paths alone.
 
     ``counted`` says whether the rejected path is among the rows (and so counted
-    by ``candidates.count()``) or was set aside before.
+    in their number) or was set aside before.
     """
     from pyspark.sql import functions as F
 
@@ -246,9 +253,8 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
     reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
     if pattern:
         reader = reader.option("pathGlobFilter", pattern)
-    files = _binary_files(reader, root)
+    files, listing = _binary_files(reader, root)
     prefix = _qualify(root).rstrip("/") + "/"
-    listing = [r.path for r in files.select("path").collect()]
     rejects, keep, labels = [], [], {}
     for p in listing:
         relative = p[len(prefix):] if p.startswith(prefix) else p.rsplit("/", 1)[-1]
@@ -287,7 +293,7 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
         F.lit(source).alias("source"),
         "content",
     )
-    return candidates, rejects
+    return candidates, len(keep), rejects
 
 
 def _matches(regex, text):
@@ -355,13 +361,13 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
                      rec.get("patient_id") or None, rec.get("source") or default_source))
     if not rows:
         if rejects:
-            return spark.createDataFrame([], _EMPTY_SCHEMA), rejects
+            return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
         raise ValueError(f"{manifest}: no rows")
     meta = spark.createDataFrame(rows, "path string, label string, patient_id string, source string")
-    files = _binary_files(spark.read.format("binaryFile"), [r[0] for r in rows])
+    files, _ = _binary_files(spark.read.format("binaryFile"), [r[0] for r in rows])
     candidates = meta.join(files, on="path", how="left").select(
         F.sha2("content", 256).alias("image_id"), "path", "label", "patient_id", "source", "content")
-    return candidates, rejects
+    return candidates, len(rows), rejects
 
 
 _EMPTY_SCHEMA = ("image_id string, path string, label string, patient_id string, "

@@ -78,6 +78,22 @@ def features_df(spark, resnet_features):
     ).cache()
 
 
+def png_bytes(array, **kwargs):
+    """A numpy array encoded as PNG (8- or 16-bit by its dtype)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", **kwargs)
+    return buffer.getvalue()
+
+
+def gradient(h=64, w=48):
+    """A deterministic 8-bit test image."""
+    return (np.arange(h * w).reshape(h, w) % 251).astype(np.uint8)
+
+
 def local_path(uri):
     """'file:/a/b' -> '/a/b'."""
     return uri[len("file:"):] if uri.startswith("file:") else uri

@@ -5,23 +5,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import gradient as _gradient
+from conftest import png_bytes as _png
 from covidspark.decoding import ImageDecodeError, decode_image, open_image
-
-
-def _png(array, **kwargs):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", **kwargs)
-    return buffer.getvalue()
 
 
 def _encode(image, fmt, **kwargs):
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
-
-
-def _gradient(h=64, w=48):
-    return (np.arange(h * w).reshape(h, w) % 251).astype(np.uint8)
 
 
 def test_decode_8bit_gray_matches_plain_pillow():

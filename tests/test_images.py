@@ -8,17 +8,9 @@ import pytest
 from PIL import Image
 
 from conftest import local_path
+from conftest import gradient as _gradient
+from conftest import png_bytes as _png
 from covidspark.images import IngestError, read_images
-
-
-def _png(array, **kwargs):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", **kwargs)
-    return buffer.getvalue()
-
-
-def _gradient(h=64, w=48):
-    return (np.arange(h * w).reshape(h, w) % 251).astype(np.uint8)
 
 
 # ------------------------------------------------------------------ reading

@@ -3,8 +3,13 @@
 Commands
 --------
 ``covidspark train --classifier lr|rf|dt ...``
-    Read images, featurize once, split 80/20 (stratified, seeded), fit, evaluate,
-    save the PipelineModel, ``metrics.json`` and ``report.md`` under ``--out``.
+    Read images, split (grouped by patient and duplicate group, seeded), featurize
+    once, fit (optionally class-weighted, cross-validated, with a COVID threshold
+    chosen on validation data), evaluate beside the 32x32-pixel baseline, save
+    the PipelineModel, ``metrics.json``, ``report.md`` and figures under ``--out``.
+``covidspark compare --models ResNet50,InceptionV3 --classifiers lr,rf,dt ...``
+    The grid of models x classifiers x tasks on one split and one feature store;
+    ``comparison.md`` / ``comparison.json`` plus one report per run.
 ``covidspark featurize --features STORE ...``
     Fill a feature store; reruns compute only the images it lacks.
 ``covidspark datasets download NAME --to DIR`` / ``covidspark datasets describe DIR``
@@ -62,15 +67,48 @@ def _add_train_parser(subparsers):
     p.add_argument("--task", choices=list(TASKS), default="binary",
                    help="binary: covid vs normal (pneumonia excluded); 3class: all three")
     _add_input_args(p)
+    _add_evaluation_args(p)
+    p.add_argument("--out", default="runs/latest",
+                   help="output folder: model/, metrics.json, report.md, figures")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_evaluation_args(p):
+    """Flags shared by train and compare: split, duplicates, selection, threshold, report."""
     p.add_argument("--duplicates", choices=["group", "drop", "keep", "ignore"], default="group",
                    help="exact and near-duplicate images: group (default: kept, never split "
                         "apart), drop (later copies), keep (reported only), ignore (not searched)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="per-class test share")
+    p.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="per-class validation share, taken only when --threshold is chosen "
+                        "from data")
+    p.add_argument("--threshold", default=None,
+                   help="binary task: COVID decision threshold, chosen on validation data "
+                        "('recall:0.95', 'f1', 'youden') or fixed ('0.1'); saved in the model")
+    p.add_argument("--class-weight", choices=["none", "balanced"], default="none",
+                   help="balanced: inverse class frequency as MLlib weightCol")
+    p.add_argument("--tune", choices=["none", "cv"], default="none",
+                   help="cv: cross-validate the classifier's grid over patient- and "
+                        "duplicate-grouped folds, on stored features")
+    p.add_argument("--folds", type=int, default=3, help="folds for --tune cv")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples for the 95 %% intervals (0: none)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the logistic regression on 32x32 pixels (shortcut check)")
+    p.add_argument("--train-source", default=None,
+                   help="train on images of this source (manifest 'source' column or --data "
+                        "folder name) ...")
+    p.add_argument("--test-source", default=None, help="... and test on images of this one")
     p.add_argument("--features", default=None,
                    help="feature store folder: reuse stored features, compute only missing images")
-    p.add_argument("--out", default="runs/latest",
-                   help="output folder: model/, metrics.json, report.md")
-    p.set_defaults(func=cmd_train)
+
+
+def _train_options(args):
+    from covidspark.experiment import TrainOptions
+
+    return TrainOptions(seed=args.seed, class_weight=args.class_weight == "balanced",
+                        tune=None if args.tune == "none" else args.tune, k_folds=args.folds,
+                        threshold=args.threshold, bootstrap=args.bootstrap)
 
 
 def _add_input_args(p):
@@ -78,8 +116,9 @@ def _add_input_args(p):
     from covidspark.models import BACKBONES
 
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", help="class-folder tree <DIR>/<label>/*.png|jpg "
-                                       "(default: the embedded synthetic set)")
+    source.add_argument("--data", action="append",
+                        help="class-folder tree <DIR>/<label>/*.png|jpg (default: the embedded "
+                             "synthetic set); repeat for several sources (source = folder name)")
     source.add_argument("--manifest", help="CSV with path,label[,patient_id,source]")
     p.add_argument("--label-map", type=_label_map, default=None,
                    help="folder name -> label, as JSON or 'ozturk' "
@@ -122,8 +161,8 @@ def _read_input(spark, args, warnings):
         description = f"synthetic ({args.synthetic_per_class} per class, seed {args.seed}) at {data_dir}"
         images = read_images(spark, data_dir, **read)
     elif args.data:
-        description = args.data
-        images = read_images(spark, args.data, label_map=args.label_map, **read)
+        description = ", ".join(args.data)
+        images = _union([read_images(spark, d, label_map=args.label_map, **read) for d in args.data])
     else:
         description = args.manifest
         images = read_images(spark, manifest=args.manifest, label_map=args.label_map, **read)
@@ -134,15 +173,32 @@ def _read_input(spark, args, warnings):
     return images, description, synthetic, rejects
 
 
-def _featurizer(args, warnings):
+def _union(results):
+    """Union of several read_images results (IngestResults when lenient)."""
+    from functools import reduce
+
+    from covidspark.images import IngestResult
+
+    if len(results) == 1:
+        return results[0]
+    if isinstance(results[0], IngestResult):
+        return IngestResult(
+            images=reduce(lambda a, b: a.unionByName(b), [r.images for r in results]),
+            rejects=reduce(lambda a, b: a.unionByName(b), [r.rejects for r in results]),
+            total=sum(r.total for r in results), rejected=sum(r.rejected for r in results))
+    return reduce(lambda a, b: a.unionByName(b), results)
+
+
+def _featurizer(args, warnings, model=None):
     """The featurizer of the flags, with its weights resolved; logs every warning so far."""
     from covidspark.featurizer import DeepImageFeaturizer
 
     featurizer = DeepImageFeaturizer(
-        inputCol="content", outputCol="features", modelName=args.model, weights=args.weights,
+        inputCol="content", outputCol="features", modelName=model or args.model,
+        weights=args.weights,
         seed=args.seed, batchSize=args.batch_size, precision=args.precision, engine=args.engine)
     resolved = featurizer.resolvedWeights()
-    if not resolved.pretrained:
+    if not resolved.pretrained and RANDOM_WEIGHTS_NOTE not in warnings:
         warnings.append(RANDOM_WEIGHTS_NOTE)
     for warning in warnings:
         logger.warning(warning)
@@ -178,80 +234,115 @@ def cmd_featurize(args):
     return stats
 
 
-def cmd_train(args):
-    """Run one training job; returns the run's description (also written to metrics.json)."""
-    from pyspark import StorageLevel
-    from pyspark.ml import PipelineModel
-
-    from covidspark import evaluation, pipelines, session
+def _prepare_images(spark, args, task, warnings):
+    """Read, keep the task's classes, resolve duplicates: (images, description, facts)."""
+    from covidspark import pipelines
     from covidspark.duplicates import resolve_duplicates
 
-    warnings = []
-    spark = session.get_spark(f"covidspark-train-{args.classifier}", master=args.master)
-    started = time.time()
-    images, data_description, synthetic, rejects = _read_input(spark, args, warnings)
-    images, task_info = pipelines.prepare_task(images, args.task)
-    labels = pipelines.task_labels(args.task)
-    logger.info("Task %s: %s", args.task, task_info)
-
-    featurizer, resolved = _featurizer(args, warnings)
-
+    images, description, synthetic, rejects = _read_input(spark, args, warnings)
+    images, task_info = pipelines.prepare_task(images, task)
+    logger.info("Task %s: %s", task, task_info)
     duplicate_report = {"policy": "ignore", "groups": [], "dropped": []}
     if args.duplicates != "ignore":
         images, duplicate_report = resolve_duplicates(images, args.duplicates)
         logger.info("Duplicates: %d group(s), %d dropped", len(duplicate_report["groups"]),
                     len(duplicate_report["dropped"]))
-    split, split_method = _split(images, args)
-    # Featurize once; both the fit and the evaluation read the stored features.
-    spark.sparkContext.setJobDescription(f"featurize with {args.model}")
-    t0 = time.time()
-    store_stats = None
-    if args.features:
-        from covidspark.features import FeatureStore
-
-        features, store_stats = FeatureStore(spark, args.features).featurize(split, featurizer)
-        features = features.persist(StorageLevel.MEMORY_AND_DISK)
-        n_images = features.count()
-        logger.info("Feature store %s: %d computed, %d reused", store_stats["location"],
-                    store_stats["computed"], store_stats["reused"])
-    else:
-        features = (featurizer.transform(split).drop("content")
-                    .persist(StorageLevel.MEMORY_AND_DISK))
-        n_images = features.count()
-    featurize_s = time.time() - t0
-    logger.info("Featurized %d images in %.1f s (%.1f images/s)",
-                n_images, featurize_s, n_images / max(featurize_s, 1e-9))
-    train = features.filter("split = 'train'")
-    test = features.filter("split = 'test'")
-
-    spark.sparkContext.setJobDescription(f"fit {args.classifier}")
-    head = pipelines.build_head(args.task, args.classifier, seed=args.seed).fit(train)
-    model = PipelineModel(stages=[featurizer, *head.stages])
-    predictions = head.transform(test)
-    spark.sparkContext.setJobDescription("evaluate")
-    metrics = evaluation.evaluate(predictions, labels)
-    counts = {"train": train.count(), "test": metrics["n"], "total": n_images}
-    features.unpersist()
-
-    model_dir = os.path.join(args.out, "model")
-    model.write().overwrite().save(model_dir)
-    run = {
-        "task": args.task,
-        "labels": list(labels),
-        "classifier": args.classifier,
-        "model": args.model,
-        "weights": {"setting": args.weights, "description": resolved.description,
-                    "pretrained": resolved.pretrained},
-        "data": {"description": data_description, "synthetic": synthetic,
+    facts = {
+        "data": {"description": description, "synthetic": synthetic,
                  "class_counts": task_info["counts"], "excluded": task_info["excluded"]},
-        "split": {"test_fraction": args.test_fraction, "seed": args.seed,
-                  "method": split_method},
         "duplicates": {"policy": duplicate_report["policy"],
                        "groups": [g["paths"] for g in duplicate_report["groups"]],
                        "dropped": duplicate_report["dropped"]},
         "rejected": [{"path": p, "reason": r} for p, r in rejects],
-        "counts": counts,
-        "metrics": metrics,
+    }
+    return images, facts
+
+
+def _split_for(images, args, options):
+    from covidspark.experiment import split_images
+
+    split, info = split_images(
+        images, test_fraction=args.test_fraction,
+        validation_fraction=args.validation_fraction if options.needs_validation else 0.0,
+        seed=args.seed, k_folds=options.k_folds if options.tune else None,
+        train_source=args.train_source, test_source=args.test_source)
+    return split, {"test_fraction": args.test_fraction, "seed": args.seed, **info}
+
+
+def _features(spark, split, featurizer, store_path):
+    """Featurize once and persist: (features, store stats or None, featurize seconds)."""
+    from pyspark import StorageLevel
+
+    spark.sparkContext.setJobDescription(f"featurize with {featurizer.getModelName()}")
+    t0 = time.time()
+    stats = None
+    if store_path:
+        from covidspark.features import FeatureStore
+
+        features, stats = FeatureStore(spark, store_path).featurize(split, featurizer)
+        logger.info("Feature store %s: %d computed, %d reused", stats["location"],
+                    stats["computed"], stats["reused"])
+    else:
+        features = featurizer.transform(split).drop("content")
+    features = features.persist(StorageLevel.MEMORY_AND_DISK)
+    n_images = features.count()
+    seconds = time.time() - t0
+    logger.info("Featurized %d images in %.1f s (%.1f images/s)",
+                n_images, seconds, n_images / max(seconds, 1e-9))
+    return features, stats, seconds
+
+
+def _pixels(spark, split):
+    """The baseline's 32x32 pixels of the split, persisted."""
+    from pyspark import StorageLevel
+
+    from covidspark.baseline import PixelFeaturizer
+
+    spark.sparkContext.setJobDescription("32x32 pixel baseline features")
+    pixels = PixelFeaturizer().transform(split).drop("content").persist(StorageLevel.MEMORY_AND_DISK)
+    pixels.count()
+    return pixels
+
+
+def cmd_train(args):
+    """Run one training job; returns the run's description (also written to metrics.json)."""
+    from pyspark.ml import PipelineModel
+
+    from covidspark import evaluation, experiment, pipelines, session
+
+    options = _train_options(args)
+    options.validate(args.task)
+    warnings = []
+    spark = session.get_spark(f"covidspark-train-{args.classifier}", master=args.master)
+    started = time.time()
+    images, facts = _prepare_images(spark, args, args.task, warnings)
+    featurizer, resolved = _featurizer(args, warnings)
+    split, split_info = _split_for(images, args, options)
+    # Featurize once; the fit, cross-validation folds and evaluation read the stored features.
+    features, store_stats, featurize_s = _features(spark, split, featurizer, args.features)
+    spark.sparkContext.setJobDescription(f"fit {args.classifier}")
+    head, result = experiment.fit_and_evaluate(features, args.task, args.classifier, options)
+    if args.baseline:
+        pixels = _pixels(spark, split)
+        experiment.with_verdict(f"{args.model} + {args.classifier}", result,
+                                experiment.baseline(pixels, args.task, options))
+        pixels.unpersist()
+    features.unpersist()
+
+    model = PipelineModel(stages=[featurizer, *head.stages])
+    model_dir = os.path.join(args.out, "model")
+    model.write().overwrite().save(model_dir)
+    run = {
+        "task": args.task,
+        "labels": list(pipelines.task_labels(args.task)),
+        "classifier": args.classifier,
+        "model": args.model,
+        "weights": {"setting": args.weights, "description": resolved.description,
+                    "pretrained": resolved.pretrained},
+        **facts,
+        "split": split_info,
+        **result,
+        "images_featurized": featurizer.imagesFeaturized(),
         "timing_s": {"featurize": round(featurize_s, 2), "total": round(time.time() - started, 2)},
         "feature_store": store_stats and {k: store_stats[k] for k in
                                           ("location", "computed", "reused")},
@@ -259,36 +350,132 @@ def cmd_train(args):
         "warnings": warnings,
         "model_dir": model_dir,
     }
+    run["data"]["excluded"] = result["excluded"]
     metrics_path, report_path = evaluation.write_report(run, args.out)
     print()
     for warning in warnings:
         print(f"NOTE: {warning}")
+    counts = result["counts"]
     print(f"{args.task} task, {args.model} ({resolved.description}) + {args.classifier}; "
-          f"train {counts['train']} / test {counts['test']} images")
-    print(evaluation.format_table(metrics))
+          f"train {counts['train']} / validation {counts['validation']} / test {counts['test']} "
+          f"images")
+    print(evaluation.format_table(result["metrics"]))
+    if result["threshold"]:
+        chosen = result["threshold"]
+        print(f"\nCOVID threshold {chosen['threshold']:.4g} ({chosen['strategy']}), saved in "
+              f"the model" + (f"; caution: {chosen['warning']}" if chosen["warning"] else ""))
+    if result.get("baseline"):
+        print("\n" + result["baseline"]["verdict"].replace("**", ""))
     print(f"\nmodel:   {os.path.abspath(model_dir)}")
     print(f"metrics: {os.path.abspath(metrics_path)}")
     print(f"report:  {os.path.abspath(report_path)}")
     return run
 
 
-def _split(images, args):
-    """Grouped (patients, duplicates) when there are groups, else exactly stratified."""
-    from pyspark.sql import functions as F
+def _add_compare_parser(subparsers):
+    from covidspark.models import BACKBONES
+    from covidspark.pipelines import CLASSIFIERS, TASKS
 
-    from covidspark import splits
+    p = subparsers.add_parser(
+        "compare", help="train the grid models x classifiers x tasks from one feature store",
+        description="Featurize each backbone once, fit every classifier for every task on the "
+                    "same split, and write one comparison report (the studies' result tables).",
+    )
+    _add_input_args(p)
+    _add_evaluation_args(p)
+    p.add_argument("--models", type=_choices(BACKBONES), default=["ResNet50", "InceptionV3"],
+                   help="comma-separated backbones (default ResNet50,InceptionV3)")
+    p.add_argument("--classifiers", type=_choices(CLASSIFIERS), default=list(CLASSIFIERS),
+                   help="comma-separated (default lr,rf,dt)")
+    p.add_argument("--tasks", type=_choices(TASKS), default=list(TASKS),
+                   help="comma-separated (default binary,3class)")
+    p.add_argument("--out", default="runs/compare",
+                   help="output folder: comparison.md/json and <task>/<model>-<classifier>/")
+    p.set_defaults(func=cmd_compare)
 
-    group_cols = [c for c in ("patient_id", "dup_group") if c in images.columns]
-    has_groups = group_cols and images.filter(
-        F.coalesce(*[F.col(c) for c in group_cols]).isNotNull()).limit(1).count() > 0
-    if has_groups:
-        split, summary = splits.grouped_split(
-            images, (1 - args.test_fraction, 0.0, args.test_fraction), args.seed,
-            group_cols=group_cols)
-        return split, (f"stratified by label, grouped by {' and '.join(group_cols)} "
-                       f"({summary['units']} units), seeded")
-    return (splits.stratified_split(images, args.test_fraction, args.seed),
-            "stratified by label, seeded hash of image_id")
+
+def _choices(allowed):
+    def parse(text):
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        unknown = [v for v in values if v not in allowed]
+        if unknown or not values:
+            raise argparse.ArgumentTypeError(f"{unknown or text!r}: choose from {', '.join(allowed)}")
+        return values
+    return parse
+
+
+def cmd_compare(args):
+    """Fit and evaluate every (model, classifier, task) on one split; write the comparison."""
+    from pyspark.ml import PipelineModel
+
+    from covidspark import evaluation, experiment, reports, session
+
+    options = _train_options(args)
+    tasks = [t for t in ("binary", "3class") if t in args.tasks]
+    for task in tasks:
+        options.validate(task)
+    warnings = []
+    spark = session.get_spark("covidspark-compare", master=args.master)
+    started = time.time()
+    # One split of the widest task's images; the binary task uses its normal and COVID rows.
+    widest = "3class" if "3class" in tasks else "binary"
+    images, facts = _prepare_images(spark, args, widest, warnings)
+    split, split_info = _split_for(images, args, options)
+    pixels = _pixels(spark, split) if args.baseline else None
+    baselines = {task: experiment.baseline(pixels, task, options) for task in tasks} \
+        if args.baseline else {}
+    comparison = {"data": facts["data"]["description"], "split": split_info["method"],
+                  "weights": None, "warnings": warnings, "rejected": facts["rejected"],
+                  "duplicates": facts["duplicates"], "models": args.models,
+                  "classifiers": args.classifiers,
+                  "tasks": {task: {"runs": [], "baseline": baselines.get(task)} for task in tasks},
+                  "featurized": {}}
+    for model_name in args.models:
+        featurizer, resolved = _featurizer(args, warnings, model=model_name)
+        comparison["weights"] = resolved.description
+        features, store_stats, seconds = _features(spark, split, featurizer, args.features)
+        comparison["featurized"][model_name] = {"seconds": round(seconds, 1),
+                                                "images": featurizer.imagesFeaturized()}
+        for task in tasks:
+            for classifier in args.classifiers:
+                name = f"{model_name} + {classifier}"
+                spark.sparkContext.setJobDescription(f"{task}: fit {name}")
+                logger.info("%s task: fitting %s", task, name)
+                head, result = experiment.fit_and_evaluate(features, task, classifier, options)
+                if task in baselines:
+                    experiment.with_verdict(name, result, baselines[task])
+                run_dir = os.path.join(args.out, task, f"{model_name}-{classifier}")
+                PipelineModel(stages=[featurizer, *head.stages]).write().overwrite().save(
+                    os.path.join(run_dir, "model"))
+                run = {"task": task, "classifier": classifier, "model": model_name,
+                       "weights": {"setting": args.weights, "description": resolved.description,
+                                   "pretrained": resolved.pretrained},
+                       **facts, "split": split_info, **result, "warnings": warnings}
+                evaluation.write_report(run, run_dir)
+                entry = comparison["tasks"][task]
+                entry["counts"] = result["counts"]
+                summary = {k: v for k, v in result["metrics"].items() if k != "curves"}
+                entry["runs"].append({
+                    "model": model_name, "classifier": classifier, "metrics": summary,
+                    "threshold": result["threshold"] and result["threshold"]["threshold"],
+                    "verdict": result.get("baseline", {}).get("verdict"),
+                    "verdict_warns": result.get("baseline", {}).get("warns", False),
+                    "report": os.path.join(task, f"{model_name}-{classifier}", "report.md")})
+        features.unpersist()
+    if pixels is not None:
+        pixels.unpersist()
+    comparison["timing_s"] = round(time.time() - started, 1)
+    comparison["environment"] = _environment(spark)
+    os.makedirs(args.out, exist_ok=True)
+    reports.write_json(comparison, os.path.join(args.out, "comparison.json"))
+    with open(os.path.join(args.out, "comparison.md"), "w") as f:
+        f.write(reports.comparison_markdown(comparison))
+    print()
+    for warning in warnings:
+        print(f"NOTE: {warning}")
+    print(reports.comparison_markdown(comparison))
+    print(f"comparison: {os.path.abspath(os.path.join(args.out, 'comparison.md'))}")
+    return comparison
 
 
 def _environment(spark):
@@ -377,6 +564,7 @@ def build_parser():
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
+    _add_compare_parser(sub)
     _add_featurize_parser(sub)
     _add_datasets_parser(sub)
     p = sub.add_parser("synthetic", help="write the embedded synthetic data set")

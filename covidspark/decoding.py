@@ -49,7 +49,7 @@ def _resample(scale_hint):
         ) from None
 
 
-def open_image(data, name="<bytes>", max_pixels=DEFAULT_MAX_PIXELS):
+def open_image(data, name="<bytes>", max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
     """Open encoded image bytes, fully decoded and EXIF-rotated.
 
     Parameters
@@ -61,6 +61,9 @@ def open_image(data, name="<bytes>", max_pixels=DEFAULT_MAX_PIXELS):
     max_pixels : int
         Refuse images with more pixels than this, before decoding them
         (decompression bombs).
+    draft_size : (int, int), optional
+        Let libjpeg decode JPEGs in grayscale at a reduced scale (1/2 to 1/8)
+        that stays at least this large: several times faster for thumbnails.
 
     Returns
     -------
@@ -98,6 +101,8 @@ def open_image(data, name="<bytes>", max_pixels=DEFAULT_MAX_PIXELS):
             f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of "
             f"{max_pixels} (possible decompression bomb)"
         )
+    if draft_size is not None and image.format == "JPEG":
+        image.draft("L", tuple(draft_size))
     try:
         image.load()
         rotated = ImageOps.exif_transpose(image)

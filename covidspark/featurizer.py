@@ -228,6 +228,15 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
                              f"Supported: {', '.join(_backbone_names())}.")
         return resolve_weights(self.getModelName(), self.getWeights(), self.getSeed())
 
+    def imagesFeaturized(self):
+        """Images this featurizer has run through its network so far, over all its transforms.
+
+        Counted on the executors (a Spark accumulator) as actions run: a
+        DataFrame featurized once and persisted counts each image once, however
+        many models are then fitted on it; a recomputed partition counts again.
+        """
+        return sum(counter.value for counter in getattr(self, "_counters", []))
+
     def featureSignature(self):
         """What determines the features this stage computes (the feature store's key).
 
@@ -275,8 +284,12 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         options = {"scale_hint": self.getScaleHint(),
                    "crop": self.getOrDefault(self.centerCrop),
                    "clahe": self.getOrDefault(self.clahe)}
+        # Counts every image a forward pass saw, on every executor, across this
+        # instance's transforms: a recomputed partition shows up here.
+        counter = spark.sparkContext.accumulator(0)
+        self._counters = [*getattr(self, "_counters", []), counter]
         udf = _featurize_udf(spec.name, shipped, resolved.weights_id, kind, options, batch_size,
-                             self.getPrecision(), self.getEngine())
+                             self.getPrecision(), self.getEngine(), counter)
         return dataset.withColumn(
             self.getOutputCol(), array_to_vector(udf(F.col(input_col), names))
         )
@@ -324,7 +337,7 @@ def _ship_file(sc, path):
 
 
 def _featurize_udf(model_name, weights_file, weights_id, kind, options, batch_size,
-                   precision="float32", engine="keras"):
+                   precision="float32", engine="keras", counter=None):
     """The pandas UDF; its closure holds only strings and ints (cheap to pickle)."""
 
     def featurize(batches):
@@ -344,6 +357,8 @@ def _featurize_udf(model_name, weights_file, weights_id, kind, options, batch_si
                 ]) if stop > start else None
                 if pixels is not None:
                     features.extend(model(pixels))
+            if counter is not None:
+                counter.add(len(values))
             yield pd.Series(features, dtype=object)
 
     return _iterator_udf(featurize)

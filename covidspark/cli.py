@@ -406,14 +406,15 @@ def _choices(allowed):
 
 def cmd_compare(args):
     """Fit and evaluate every (model, classifier, task) on one split; write the comparison."""
+    from dataclasses import replace
+
     from pyspark.ml import PipelineModel
 
     from covidspark import evaluation, experiment, reports, session
 
     options = _train_options(args)
     tasks = [t for t in ("binary", "3class") if t in args.tasks]
-    for task in tasks:
-        options.validate(task)
+    options.validate("binary")  # --threshold applies to the binary runs only
     warnings = []
     spark = session.get_spark("covidspark-compare", master=args.master)
     started = time.time()
@@ -441,7 +442,9 @@ def cmd_compare(args):
                 name = f"{model_name} + {classifier}"
                 spark.sparkContext.setJobDescription(f"{task}: fit {name}")
                 logger.info("%s task: fitting %s", task, name)
-                head, result = experiment.fit_and_evaluate(features, task, classifier, options)
+                head, result = experiment.fit_and_evaluate(
+                    features, task, classifier,
+                    options if task == "binary" else replace(options, threshold=None))
                 if task in baselines:
                     experiment.with_verdict(name, result, baselines[task])
                 run_dir = os.path.join(args.out, task, f"{model_name}-{classifier}")

@@ -29,7 +29,7 @@ def _predictions(spark, n_classes, n=200, seed=0):
 @pytest.mark.parametrize("labels", [("normal", "covid"), ("normal", "covid", "pneumonia")])
 def test_metrics_match_scikit_learn(spark, labels):
     df, y, pred, prob = _predictions(spark, len(labels))
-    m = evaluate(df, labels)
+    m = evaluate(df, labels, bootstrap=300)
     k = list(range(len(labels)))
     np.testing.assert_array_equal(m["confusion_matrix"]["counts"],
                                   skm.confusion_matrix(y, pred, labels=k))
@@ -51,14 +51,78 @@ def test_metrics_match_scikit_learn(spark, labels):
         assert m[f"{average}_avg"]["precision"] == pytest.approx(p)
         assert m[f"{average}_avg"]["recall"] == pytest.approx(r)
         assert m[f"{average}_avg"]["f1"] == pytest.approx(f)
+    # Confusion matrices normalised by row (true) and by column (pred), as scikit-learn does.
+    for key, normalize in (("row_normalised", "true"), ("column_normalised", "pred")):
+        np.testing.assert_allclose(m["confusion_matrix"][key],
+                                   skm.confusion_matrix(y, pred, labels=k, normalize=normalize),
+                                   atol=1e-6)
+    # ROC-AUC and PR-AUC (average precision): COVID vs rest, or one-vs-rest per class.
+    classes = ["covid"] if len(labels) == 2 else labels
+    for label in classes:
+        i = labels.index(label)
+        assert m["per_class_auc"][label]["roc_auc"] == pytest.approx(
+            skm.roc_auc_score(y == i, prob[:, i]))
+        assert m["per_class_auc"][label]["pr_auc"] == pytest.approx(
+            skm.average_precision_score(y == i, prob[:, i]))
     if len(labels) == 2:
         assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y == 1, prob[:, 1]))
+        assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y == 1, prob[:, 1]))
     else:
-        assert "roc_auc" not in m
+        assert m["roc_auc"] == pytest.approx(
+            skm.roc_auc_score(y, prob, multi_class="ovr", average="macro"))
+        assert m["pr_auc"] == pytest.approx(np.mean(
+            [skm.average_precision_score(y == i, prob[:, i]) for i in k]))
+    # Bootstrap intervals: the same resamples, recomputed with scikit-learn.
+    ci = m["confidence_intervals"]
+    rng = np.random.default_rng(0)
+    accuracy, f1, recall = [], [], []
+    for _ in range(ci["n_resamples"]):
+        idx = rng.integers(0, len(y), len(y))
+        accuracy.append(skm.accuracy_score(y[idx], pred[idx]))
+        recall.append(skm.recall_score(y[idx] == 1, pred[idx] == 1, zero_division=0))
+        f1.append(skm.f1_score(y[idx] == 1, pred[idx] == 1, zero_division=0))
+    for name, values in (("accuracy", accuracy), ("covid_recall", recall), ("covid_f1", f1)):
+        np.testing.assert_allclose(ci[name], np.quantile(values, [0.025, 0.975]))
+        assert ci[name][0] < np.mean(values) < ci[name][1]
+
+
+def test_bootstrap_is_seeded_and_narrows_with_more_rows():
+    from covidspark.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(3)
+    labels = ["normal", "covid"]
+
+    def width(n, seed=0):
+        y = rng.integers(0, 2, n)
+        pred = np.where(rng.random(n) < 0.85, y, 1 - y)
+        ci = bootstrap_intervals(y, pred, labels, n_resamples=300, seed=seed)
+        assert ci == bootstrap_intervals(y, pred, labels, n_resamples=300, seed=seed)
+        return ci["accuracy"][1] - ci["accuracy"][0]
+
+    assert width(2000) < width(100) / 3
+
+
+def test_curves_match_scikit_learn_with_ties():
+    from covidspark.metrics import precision_recall_curve, roc_curve
+
+    rng = np.random.default_rng(1)
+    positive = rng.random(300) < 0.3
+    score = np.round(rng.random(300) * 0.5 + 0.4 * positive, 1)  # few distinct values: ties
+    fpr, tpr, thresholds = roc_curve(positive, score)
+    sk_fpr, sk_tpr, sk_thresholds = skm.roc_curve(positive, score, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+    np.testing.assert_allclose(thresholds[1:], sk_thresholds[1:])
+    precision, recall, _ = precision_recall_curve(positive, score)
+    sk_precision, sk_recall, _ = skm.precision_recall_curve(positive, score)
+    # scikit-learn lists the same points lowest threshold first, plus the (recall 0, precision 1) end.
+    np.testing.assert_allclose(precision, sk_precision[:-1][::-1])
+    np.testing.assert_allclose(recall, sk_recall[:-1][::-1])
 
 
 def test_a_class_never_predicted_has_zero_precision():
     m = metrics_from_confusion([[5, 0], [3, 0]], ["normal", "covid"])
+    assert m["confusion_matrix"]["column_normalised"] == [[5 / 8, 0.0], [3 / 8, 0.0]]
     assert m["per_class"]["covid"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0,
                                        "specificity": 1.0, "support": 3}
     assert m["accuracy"] == pytest.approx(5 / 8)
@@ -75,7 +139,11 @@ def test_table_and_report_files(tmp_path):
     metrics_path, report_path = write_report(run, str(tmp_path))
     with open(metrics_path) as f:
         saved = json.load(f)
-    assert saved["schema_version"] == 1
+    assert saved["schema_version"] == 2
+    assert sorted(saved["plots"]) == ["confusion_by_column.png", "confusion_by_row.png",
+                                      "confusion_counts.png"]
+    for name in saved["plots"]:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert saved["metrics"]["per_class"]["covid"]["recall"] == pytest.approx(0.9)
     report = open(report_path).read()
     assert "SYNTHETIC data" in report and "random (seed 0)" in report and "0.818" in report

@@ -36,7 +36,7 @@ def test_spark_submit_train_lr_uses_the_venv_python_for_workers(fixture_dir, tmp
     assert f"model:   {out}/model" in result.stdout
     assert "RANDOMLY INITIALISED" in result.stdout
     run = json.loads((out / "metrics.json").read_text())
-    assert run["schema_version"] == 1
+    assert run["schema_version"] == 2
     assert run["task"] == "binary" and run["labels"] == ["normal", "covid"]
     assert run["counts"]["total"] == 12 and run["data"]["excluded"] == {"pneumonia": 6}
     assert run["counts"]["train"] + run["counts"]["test"] == 12

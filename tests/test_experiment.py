@@ -1,0 +1,101 @@
+"""Train and compare as the jobs run them (in this process, on the suite's Spark session)."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from covidspark.cli import build_parser
+
+
+def _run(argv):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+def test_tuned_weighted_thresholded_run_featurizes_once(fixture_dir, tmp_path):
+    from pyspark.ml import PipelineModel
+
+    out = tmp_path / "run"
+    run = _run(["train", "--classifier", "dt", "--data", fixture_dir, "--task", "binary",
+                "--weights", "random", "--tune", "cv", "--folds", "3", "--class-weight",
+                "balanced", "--threshold", "0.3", "--bootstrap", "100", "--out", str(out)])
+    # 6 grid settings x 3 folds + the refit, on features computed once per image.
+    assert run["images_featurized"] == run["counts"]["total"] == 12
+    assert len(run["tuning"]["results"]) == 6 and run["tuning"]["folds"] == 3
+    assert run["tuning"]["best"] in [r["params"] for r in run["tuning"]["results"]]
+    assert run["class_weight"]["weights"] == {"covid": 1.0, "normal": 1.0}
+    assert run["threshold"]["threshold"] == 0.3
+    assert [r["threshold"] for r in run["threshold"]["test_table"]].count(0.3) == 1
+    assert run["baseline"]["name"].startswith("baseline") and "verdict" in run["baseline"]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["schema_version"] == 2 and saved["images_featurized"] == 12
+    assert {"roc.png", "pr.png", "confusion_by_row.png"} <= set(os.listdir(out))
+    report = (out / "report.md").read_text()
+    for heading in ("## Results", "baseline: LR on 32x32 pixels", "## Decision threshold",
+                    "## Model selection", "normalised by column", "class weights"):
+        assert heading in report
+    # The saved model predicts with the chosen threshold and the tuned tree.
+    model = PipelineModel.load(str(out / "model"))
+    tree = model.stages[2]
+    assert tree.getThresholds() == [0.7, 0.3]
+    assert tree.getWeightCol() == "class_weight"
+    assert tree.getMaxDepth() == run["tuning"]["best"]["maxDepth"]
+
+
+def test_train_on_one_source_test_on_another(fixture_dir, tmp_path):
+    from covidspark.datasets import synthetic
+
+    other = synthetic(str(tmp_path / "site-b"), n_per_class=3, seed=7)
+    copied = sorted(os.listdir(os.path.join(fixture_dir, "covid")))[0]
+    shutil.copy(os.path.join(fixture_dir, "covid", copied),
+                os.path.join(other, "covid", "copy-" + copied))
+    site_a = os.path.basename(fixture_dir.rstrip("/"))
+    run = _run(["train", "--data", fixture_dir, "--data", other, "--train-source", site_a,
+                "--test-source", "site-b", "--weights", "random", "--threshold", "f1",
+                "--validation-fraction", "0.34", "--bootstrap", "50", "--out", str(tmp_path / "x")])
+    # Train and validation come from site A (12 binary images); test is site B minus the copy
+    # of a training image, which is listed rather than silently dropped.
+    assert run["counts"]["train"] + run["counts"]["validation"] == 12
+    assert run["counts"]["validation"] >= 2
+    assert run["counts"]["test"] == 6
+    assert [p.rsplit("/", 1)[-1] for p in run["split"]["cross_source_duplicates"]] == \
+        ["copy-" + copied]
+    assert "train on source" in run["split"]["method"]
+    assert 0 < run["threshold"]["threshold"] < 1 and run["threshold"]["warning"]
+
+
+def test_compare_grid_from_one_feature_store(fixture_dir, tmp_path):
+    out = tmp_path / "cmp"
+    comparison = _run(["compare", "--data", fixture_dir, "--weights", "random",
+                       "--models", "ResNet50,InceptionV3", "--classifiers", "lr,dt",
+                       "--features", str(tmp_path / "store"), "--bootstrap", "50",
+                       "--out", str(out)])
+    # Each backbone featurized each image exactly once, for all tasks and classifiers.
+    assert comparison["featurized"]["ResNet50"]["images"] == 18
+    assert comparison["featurized"]["InceptionV3"]["images"] == 18
+    for task, n_test in (("binary", 2), ("3class", 3)):
+        runs = comparison["tasks"][task]["runs"]
+        assert [(r["model"], r["classifier"]) for r in runs] == [
+            ("ResNet50", "lr"), ("ResNet50", "dt"), ("InceptionV3", "lr"), ("InceptionV3", "dt")]
+        assert all(r["metrics"]["n"] == n_test for r in runs)
+        assert comparison["tasks"][task]["baseline"]["metrics"]["n"] == n_test
+        for r in runs:
+            assert (out / r["report"]).exists()
+            assert (out / task / f"{r['model']}-{r['classifier']}" / "model").is_dir()
+    table = (out / "comparison.md").read_text()
+    assert "| ResNet50 + lr |" in table and "| InceptionV3 + dt |" in table
+    assert table.count("baseline: LR on 32x32 pixels") == 2
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["schema_version"] == 2
+    # Per-class numbers in the comparison are the same as in each run's own report.
+    run = json.loads((out / "3class" / "InceptionV3-dt" / "metrics.json").read_text())
+    got = next(r for r in saved["tasks"]["3class"]["runs"] if r["model"] == "InceptionV3"
+               and r["classifier"] == "dt")
+    assert np.isclose(got["metrics"]["accuracy"], run["metrics"]["accuracy"])
+
+
+def test_threshold_needs_the_binary_task():
+    with pytest.raises(ValueError, match="binary task"):
+        _run(["train", "--task", "3class", "--threshold", "f1", "--weights", "random"])

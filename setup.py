@@ -32,6 +32,8 @@ INSTALL_REQUIRES = [
     "pyarrow>=11",
     "pillow>=9.5",
     "numpy>=1.23",
+    # Report figures (confusion matrices, ROC and PR curves), drawn with the Agg backend.
+    "matplotlib>=3.5",
 ]
 
 EXTRAS_REQUIRE = {

@@ -32,6 +32,14 @@ _PUBLIC = {
     "build_pipeline": "covidspark.pipelines",
     "prepare_task": "covidspark.pipelines",
     "evaluate": "covidspark.evaluation",
+    "PixelFeaturizer": "covidspark.baseline",
+    "TrainOptions": "covidspark.experiment",
+    "split_images": "covidspark.experiment",
+    "fit_and_evaluate": "covidspark.experiment",
+    "choose_threshold": "covidspark.thresholds",
+    "apply_threshold": "covidspark.thresholds",
+    "cross_validate": "covidspark.selection",
+    "write_report": "covidspark.reports",
     "get_spark": "covidspark.session",
 }
 

@@ -26,5 +26,6 @@ def test_unknown_attribute_raises():
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "covidspark.cli", "train", "--help"],
                          capture_output=True, text=True, check=True)
-    for flag in ("--data", "--task", "--model", "--weights", "--out", "--classifier"):
+    for flag in ("--data", "--task", "--model", "--weights", "--out", "--classifier",
+                 "--threshold", "--tune", "--class-weight", "--train-source"):
         assert flag in out.stdout

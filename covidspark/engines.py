@@ -103,6 +103,27 @@ def gpu_visible_devices(resources):
 
 # ------------------------------------------------------------ worker set-up
 
+
+def host_has_nvidia_gpu():
+    """Whether an NVIDIA GPU may be usable here, known without importing TensorFlow.
+
+    False when the driver exposes no GPU (``/proc/driver/nvidia/gpus`` empty or
+    absent and no ``/dev/nvidia0``) or ``CUDA_VISIBLE_DEVICES`` hides them all.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    proc = "/proc/driver/nvidia/gpus"
+    return (os.path.isdir(proc) and bool(os.listdir(proc))) or os.path.exists("/dev/nvidia0")
+
+
+def task_cpus():
+    """``spark.task.cpus`` of the running task, or None outside a task."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return context.cpus() if context is not None else None
+
+
 _TF_CONFIGURED = False
 
 
@@ -173,15 +194,24 @@ def worker_model(model_name, weights_file, weights_id, precision="float32", engi
         return runner
     from pyspark import SparkFiles
 
-    cpus = configure_tensorflow()
-    capability = gpu_capability()
+    # TensorFlow is imported only where it is needed: to find a GPU on a host that
+    # has one, and to build the Keras model. A CPU worker whose OpenVINO model is
+    # cached on local disk never loads it (a few seconds and ~1 GB less per worker).
+    if host_has_nvidia_gpu():
+        configure_tensorflow()
+        capability = gpu_capability()
+    else:
+        capability = None
+    cpus = task_cpus()
     chosen_precision = resolve_precision(precision, gpu_capability=capability)
     chosen_engine = resolve_engine(engine, on_gpu=capability is not None)
     path = weights_file if os.path.isabs(weights_file) else SparkFiles.get(weights_file)
     spec = get_backbone(model_name)
     if chosen_engine == "openvino":
-        runner = OpenVinoBackboneRunner(spec, path, chosen_precision, threads=cpus)
+        runner = OpenVinoBackboneRunner(spec, path, chosen_precision, threads=cpus,
+                                        weights_id=weights_id)
     else:
+        configure_tensorflow()
         runner = KerasBackboneRunner(spec, path, chosen_precision)
     logger.info("Worker %d: %s on %s, %s", os.getpid(), model_name, chosen_engine, chosen_precision)
     _MODEL_CACHE[key] = runner
@@ -247,6 +277,45 @@ class KerasBackboneRunner:
         return self._forward(tf.convert_to_tensor(x)).numpy().astype(np.float32, copy=False)
 
 
+def openvino_ir_path(spec, weights_id, cache_dir=None):
+    """Where this worker keeps the OpenVINO IR of a backbone and its weights (local disk).
+
+    Keyed by model, weights and OpenVINO version; under
+    ``$COVIDSPARK_CACHE/openvino`` (default ``~/.cache/covidspark``).
+    """
+    import hashlib
+
+    import openvino as ov
+
+    from covidspark.models import default_cache_dir
+
+    key = hashlib.sha256(f"{spec.name}|{weights_id}|{ov.__version__}".encode()).hexdigest()[:16]
+    return os.path.join(cache_dir or default_cache_dir(), "openvino", f"{spec.name}-{key}.xml")
+
+
+def convert_to_openvino(spec, weights_path, ir_path=None):
+    """Build the Keras backbone, convert it with ``openvino.convert_model``; save the IR if asked.
+
+    The IR is written under temporary names and renamed, ``.bin`` first and
+    ``.xml`` last, so that a reader never sees a half-written pair (several
+    workers on one host may convert at once; they write identical files).
+    """
+    import openvino as ov
+
+    from covidspark.models import build_backbone
+
+    configure_tensorflow()
+    converted = ov.convert_model(build_backbone(spec, weights_path))
+    if ir_path:
+        os.makedirs(os.path.dirname(ir_path), exist_ok=True)
+        tmp = f"{ir_path[:-4]}.tmp-{os.getpid()}.xml"
+        ov.save_model(converted, tmp, compress_to_fp16=False)
+        os.replace(tmp[:-4] + ".bin", ir_path[:-4] + ".bin")
+        os.replace(tmp, ir_path)
+        logger.info("Saved the OpenVINO model of %s to %s", spec.name, ir_path)
+    return converted
+
+
 class OpenVinoBackboneRunner:
     """The Keras backbone converted to OpenVINO and compiled for this CPU.
 
@@ -258,19 +327,31 @@ class OpenVinoBackboneRunner:
         OpenVINO's inference precision hint (bf16 needs AMX or AVX-512 BF16).
     threads : int, optional
         CPU threads for inference (``spark.task.cpus``).
+    weights_id : str, optional
+        The weights' identity: with it, the converted model is cached on local
+        disk (:func:`openvino_ir_path`) and later workers load it without
+        TensorFlow.
+    cache_dir : str, optional
+        Overrides :func:`covidspark.models.default_cache_dir`.
     """
 
-    def __init__(self, spec, weights_path, precision="float32", threads=None):
+    def __init__(self, spec, weights_path, precision="float32", threads=None, weights_id=None,
+                 cache_dir=None):
         import openvino as ov
 
-        from covidspark.models import build_backbone, preprocess_function
+        from covidspark.models import numpy_preprocess
 
         self.spec = spec
         self.input_size = spec.input_size
         self.precision = precision
         self.engine = "openvino"
-        self._preprocess = preprocess_function(spec)
-        converted = ov.convert_model(build_backbone(spec, weights_path))
+        self._preprocess = numpy_preprocess(spec)
+        self.ir_path = openvino_ir_path(spec, weights_id, cache_dir) if weights_id else None
+        self.from_cache = bool(self.ir_path) and os.path.exists(self.ir_path)
+        if self.from_cache:
+            converted = ov.Core().read_model(self.ir_path)
+        else:
+            converted = convert_to_openvino(spec, weights_path, self.ir_path)
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
                   "PERFORMANCE_HINT": "LATENCY"}
         if threads:

@@ -23,6 +23,8 @@ import logging
 import os
 import tempfile
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 _KERAS_WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -326,3 +328,25 @@ def preprocess_function(spec):
     import importlib
 
     return importlib.import_module(spec.keras_module).preprocess_input
+
+
+# Keras' preprocess_input modes (keras/src/applications/imagenet_utils.py), in numpy.
+_CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+_TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def numpy_preprocess(spec):
+    """``preprocess_input`` of ``spec``'s mode without importing Keras or TensorFlow.
+
+    The OpenVINO engine uses it so that a worker whose converted model is
+    cached on disk never loads TensorFlow; tested equal to Keras' own.
+    """
+    mode = spec.preprocessing
+    if mode == "caffe":  # RGB -> BGR, minus the ImageNet mean, no scaling
+        return lambda x: x[..., ::-1] - _CAFFE_BGR_MEAN
+    if mode == "tf":  # to [-1, 1]
+        return lambda x: x / np.float32(127.5) - np.float32(1.0)
+    if mode == "torch":  # to [0, 1], then ImageNet mean and std per channel
+        return lambda x: (x / np.float32(255.0) - _TORCH_MEAN) / _TORCH_STD
+    raise ValueError(f"Unknown preprocessing mode {mode!r} of {spec.name}")

@@ -1,4 +1,6 @@
 """Engine and precision choices, GPU selection, and bf16 / OpenVINO against float32 Keras."""
+import os
+
 import numpy as np
 import pytest
 from pyspark.resource import ResourceInformation
@@ -98,3 +100,48 @@ def test_every_backbone_featurizes_and_persists_on_both_engines(spark, images_df
         assert vectors[engine].shape == (2, BACKBONES[model_name].feature_dim)
         assert np.isfinite(vectors[engine]).all()
     assert _cosines(vectors["keras"], vectors["openvino"]).min() >= 0.999
+
+
+@pytest.mark.parametrize("model_name", ["ResNet50", "InceptionV3", "DenseNet121", "VGG16",
+                                        "VGG19", "Xception"])
+def test_numpy_preprocessing_equals_keras(model_name):
+    from covidspark.models import BACKBONES, numpy_preprocess, preprocess_function
+
+    spec = BACKBONES[model_name]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    expected = np.asarray(preprocess_function(spec)(x.copy()))
+    np.testing.assert_allclose(numpy_preprocess(spec)(x), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None,
+                    reason="openvino absent")
+def test_openvino_model_is_cached_on_disk_and_loads_without_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    from covidspark.engines import OpenVinoBackboneRunner
+    from covidspark.models import BACKBONES, resolve_weights
+
+    spec = BACKBONES["ResNet50"]
+    weights = resolve_weights("ResNet50", "random", seed=0)
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    first = OpenVinoBackboneRunner(spec, weights.path, weights_id=weights.weights_id,
+                                   cache_dir=str(tmp_path))
+    assert not first.from_cache and first.ir_path.startswith(str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "openvino")) == sorted(
+        [os.path.basename(first.ir_path), os.path.basename(first.ir_path)[:-4] + ".bin"])
+    expected = first(pixels)
+    np.save(tmp_path / "pixels.npy", pixels)
+    # A fresh worker process: the cached IR, numpy preprocessing, no TensorFlow import.
+    code = (
+        "import sys, numpy as np\n"
+        "from covidspark.engines import OpenVinoBackboneRunner\n"
+        "from covidspark.models import BACKBONES\n"
+        f"r = OpenVinoBackboneRunner(BACKBONES['ResNet50'], '/nonexistent.h5', "
+        f"weights_id={weights.weights_id!r}, cache_dir={str(tmp_path)!r})\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, r(np.load({str(tmp_path / 'pixels.npy')!r})))\n"
+        "print(r.from_cache, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "False", "False"]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-4, atol=1e-4)

@@ -213,6 +213,7 @@ def worker_model(model_name, weights_file, weights_id, precision="float32", engi
     else:
         configure_tensorflow()
         runner = KerasBackboneRunner(spec, path, chosen_precision)
+    runner.on_gpu = capability is not None
     logger.info("Worker %d: %s on %s, %s", os.getpid(), model_name, chosen_engine, chosen_precision)
     _MODEL_CACHE[key] = runner
     while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:

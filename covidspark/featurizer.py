@@ -289,7 +289,8 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         counter = spark.sparkContext.accumulator(0)
         self._counters = [*getattr(self, "_counters", []), counter]
         udf = _featurize_udf(spec.name, shipped, resolved.weights_id, kind, options, batch_size,
-                             self.getPrecision(), self.getEngine(), counter)
+                             self.getPrecision(), self.getEngine(), counter,
+                             spark.conf.get(DECODE_AHEAD_CONF, "auto"))
         return dataset.withColumn(
             self.getOutputCol(), array_to_vector(udf(F.col(input_col), names))
         )
@@ -336,32 +337,74 @@ def _ship_file(sc, path):
     return name
 
 
+DECODE_AHEAD_CONF = "spark.covidspark.decodeAhead"
+
+
 def _featurize_udf(model_name, weights_file, weights_id, kind, options, batch_size,
-                   precision="float32", engine="keras", counter=None):
-    """The pandas UDF; its closure holds only strings and ints (cheap to pickle)."""
+                   precision="float32", engine="keras", counter=None, decode_ahead="auto"):
+    """The pandas UDF; its closure holds only strings and ints (cheap to pickle).
+
+    With decode-ahead, a thread decodes Arrow batch k+1 while the network runs
+    on batch k (Pillow and the engines release the GIL). It pays where the
+    decoder would otherwise wait for the accelerator or for spare cores: on GPU
+    workers and with ``spark.task.cpus`` >= 2 ("auto"); with one core per task
+    the two would only contend for it.
+    """
 
     def featurize(batches):
         import pandas as pd
 
+        from covidspark.engines import task_cpus
+
         model = None
-        for values, names in batches:
-            if model is None:
-                model = worker_model(model_name, weights_file, weights_id, precision, engine)
-            size = model.input_size
+        pool = None
+        pending = None
+
+        def decode(values, names):
+            return [np.stack([_decode_row(kind, values, i, names.iloc[i], model.input_size,
+                                          options) for i in range(start,
+                                                                  min(start + batch_size,
+                                                                      len(values)))])
+                    for start in range(0, len(values), batch_size)]
+
+        def infer(chunks, n):
             features = []
-            for start in range(0, len(values), batch_size):
-                stop = min(start + batch_size, len(values))
-                pixels = np.stack([
-                    _decode_row(kind, values, i, names.iloc[i], size, options)
-                    for i in range(start, stop)
-                ]) if stop > start else None
-                if pixels is not None:
-                    features.extend(model(pixels))
+            for pixels in chunks:
+                features.extend(model(pixels))
             if counter is not None:
-                counter.add(len(values))
-            yield pd.Series(features, dtype=object)
+                counter.add(n)
+            return pd.Series(features, dtype=object)
+
+        try:
+            for values, names in batches:
+                if model is None:
+                    model = worker_model(model_name, weights_file, weights_id, precision, engine)
+                    if _decode_ahead(decode_ahead, model, task_cpus()):
+                        from concurrent.futures import ThreadPoolExecutor
+
+                        pool = ThreadPoolExecutor(1, thread_name_prefix="covidspark-decode")
+                if pool is None:
+                    yield infer(decode(values, names), len(values))
+                    continue
+                upcoming = (pool.submit(decode, values, names), len(values))
+                if pending is not None:
+                    yield infer(pending[0].result(), pending[1])
+                pending = upcoming
+            if pending is not None:
+                yield infer(pending[0].result(), pending[1])
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     return _iterator_udf(featurize)
+
+
+def _decode_ahead(setting, model, cpus):
+    """Whether to decode the next batch in a thread: "true", "false" or "auto"."""
+    setting = str(setting).lower()
+    if setting in ("true", "false"):
+        return setting == "true"
+    return getattr(model, "on_gpu", False) or (cpus or 1) >= 2
 
 
 def _iterator_udf(func):

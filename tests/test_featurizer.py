@@ -72,6 +72,25 @@ def test_partitioning_and_batch_size_do_not_change_features(images_df, resnet_fe
         assert_features_close(r.features.toArray(), features[r.path])
 
 
+def test_decode_ahead_keeps_rows_in_order_and_counts_each_image_once(spark, images_df,
+                                                                    resnet_features):
+    from covidspark.featurizer import DECODE_AHEAD_CONF
+
+    features, _ = resnet_features
+    featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50",
+                                     weights="random", batchSize=4)
+    spark.conf.set(DECODE_AHEAD_CONF, "true")
+    try:
+        # Arrow batches of 4: each partition's later batches are decoded in a thread while
+        # the network runs on the earlier ones.
+        rows = featurizer.transform(images_df.coalesce(2)).select("path", "features").collect()
+    finally:
+        spark.conf.unset(DECODE_AHEAD_CONF)
+    assert len(rows) == len(features) == featurizer.imagesFeaturized() == 18
+    for r in rows:
+        assert_features_close(r.features.toArray(), features[r.path])
+
+
 def test_path_column_input_reads_files_on_the_workers(images_df, resnet_features):
     features, _ = resnet_features
     featurizer = DeepImageFeaturizer(inputCol="path", modelName="ResNet50", weights="random")

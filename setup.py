@@ -34,6 +34,8 @@ INSTALL_REQUIRES = [
     "numpy>=1.23",
     # Report figures (confusion matrices, ROC and PR curves), drawn with the Agg backend.
     "matplotlib>=3.5",
+    # --config params.yaml for the jobs.
+    "pyyaml>=5.4",
 ]
 
 EXTRAS_REQUIRE = {

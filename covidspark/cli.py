@@ -143,6 +143,9 @@ def _add_input_args(p):
                    help="images per class of the embedded data set when --data is not given")
     p.add_argument("--master", default=None,
                    help="Spark master when run with python (default: spark-submit's, or local[*])")
+    p.add_argument("--config", default=None,
+                   help="YAML file of this command's flags (e.g. 'task: binary', 'data: DIR'); "
+                        "flags on the command line override it")
 
 
 def _read_input(spark, args, warnings):
@@ -273,19 +276,25 @@ def _features(spark, split, featurizer, store_path):
     """Featurize once and persist: (features, store stats or None, featurize seconds)."""
     from pyspark import StorageLevel
 
-    spark.sparkContext.setJobDescription(f"featurize with {featurizer.getModelName()}")
+    from covidspark.progress import Progress
+
+    label = f"featurize with {featurizer.getModelName()}"
+    spark.sparkContext.setJobDescription(label)
     t0 = time.time()
     stats = None
-    if store_path:
-        from covidspark.features import FeatureStore
+    # Only paths are read for the count: Spark's binaryFile source skips the bytes.
+    total = None if store_path else split.select("path").count()
+    with Progress(label, total, featurizer.imagesFeaturized):
+        if store_path:
+            from covidspark.features import FeatureStore
 
-        features, stats = FeatureStore(spark, store_path).featurize(split, featurizer)
-        logger.info("Feature store %s: %d computed, %d reused", stats["location"],
-                    stats["computed"], stats["reused"])
-    else:
-        features = featurizer.transform(split).drop("content")
-    features = features.persist(StorageLevel.MEMORY_AND_DISK)
-    n_images = features.count()
+            features, stats = FeatureStore(spark, store_path).featurize(split, featurizer)
+            logger.info("Feature store %s: %d computed, %d reused", stats["location"],
+                        stats["computed"], stats["reused"])
+        else:
+            features = featurizer.transform(split).drop("content")
+        features = features.persist(StorageLevel.MEMORY_AND_DISK)
+        n_images = features.count()
     seconds = time.time() - t0
     logger.info("Featurized %d images in %.1f s (%.1f images/s)",
                 n_images, seconds, n_images / max(seconds, 1e-9))
@@ -581,9 +590,72 @@ def build_parser():
     return parser
 
 
+def _subparser(parser, command):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    raise KeyError(command)
+
+
+def load_config(path, subparser):
+    """A ``--config`` YAML file as ``{dest: value}`` defaults for ``subparser``.
+
+    Keys are the command's flags without dashes (``label-map`` or ``label_map``);
+    an unknown key is an error that lists the valid ones. Lists become
+    comma-separated values, except for repeatable flags (``data``).
+    """
+    import yaml
+
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping of flag: value, got {type(config).__name__}")
+    actions = {a.dest: a for a in subparser._actions if a.dest not in ("help", "config")}
+    defaults, unknown = {}, []
+    for key, value in config.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            unknown.append(str(key))
+            continue
+        if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(action, argparse._AppendAction) and not isinstance(value, list):
+            value = [value]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and action.type is None:
+            value = str(value)
+        defaults[dest] = value
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; valid: "
+                         f"{', '.join(sorted(d.replace('_', '-') for d in actions))}")
+    return defaults
+
+
+def parse_args(argv=None):
+    """Parse the command line, with a ``--config`` YAML file's values as defaults."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        subparser = _subparser(parser, args.command)
+        defaults = load_config(args.config, subparser)
+        # argparse would append a repeatable flag's values to the file's list: a flag
+        # given on the command line replaces the file's value instead.
+        for action in subparser._actions:
+            if isinstance(action, argparse._AppendAction) and getattr(args, action.dest) is not None:
+                defaults.pop(action.dest, None)
+        subparser.set_defaults(**defaults)
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv=None):
     """Entry point of the ``covidspark`` command and of ``jobs/*.py``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except (ValueError, OSError) as exc:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        logger.error("%s", exc)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

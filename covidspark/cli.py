@@ -359,7 +359,6 @@ def cmd_train(args):
         "warnings": warnings,
         "model_dir": model_dir,
     }
-    run["data"]["excluded"] = result["excluded"]
     metrics_path, report_path = evaluation.write_report(run, args.out)
     print()
     for warning in warnings:

@@ -111,10 +111,8 @@ def _train_options(args):
                         threshold=args.threshold, bootstrap=args.bootstrap)
 
 
-def _add_input_args(p):
-    """Flags shared by the commands that read images and featurize them."""
-    from covidspark.models import BACKBONES
-
+def _add_input_args(p, featurizer=True):
+    """Flags shared by the commands that read images (and, with ``featurizer``, featurize them)."""
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", action="append",
                         help="class-folder tree <DIR>/<label>/*.png|jpg (default: the embedded "
@@ -127,18 +125,10 @@ def _add_input_args(p):
                                       "one patient stay on one side of the split")
     p.add_argument("--lenient", action="store_true",
                    help="skip bad files and list them in metrics.json instead of failing")
-    p.add_argument("--model", choices=list(BACKBONES), default="ResNet50", help="backbone network")
-    p.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (default, downloaded once on the driver), a weights file "
-                        "path, or 'random' (seeded, not pretrained: offline tests and demos)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, random weights, RF/DT")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--precision", choices=["float32", "bfloat16", "auto"], default="float32",
-                   help="compute precision (auto: bfloat16 on AMX / AVX-512 BF16 CPUs and "
-                        "Ampere+ GPUs); features are float32 either way")
-    p.add_argument("--engine", choices=["keras", "openvino", "auto"], default="keras",
-                   help="inference engine on CPU workers (openvino: pip install "
-                        "'covidspark[openvino]')")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, random weights, RF/DT and the bootstrap")
+    if featurizer:
+        _add_featurizer_args(p)
     p.add_argument("--synthetic-per-class", type=int, default=40,
                    help="images per class of the embedded data set when --data is not given")
     p.add_argument("--master", default=None,
@@ -146,6 +136,22 @@ def _add_input_args(p):
     p.add_argument("--config", default=None,
                    help="YAML file of this command's flags (e.g. 'task: binary', 'data: DIR'); "
                         "flags on the command line override it")
+
+
+def _add_featurizer_args(p):
+    from covidspark.models import BACKBONES
+
+    p.add_argument("--model", choices=list(BACKBONES), default="ResNet50", help="backbone network")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (default, downloaded once on the driver), a weights file "
+                        "path, or 'random' (seeded, not pretrained: offline tests and demos)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--precision", choices=["float32", "bfloat16", "auto"], default="float32",
+                   help="compute precision (auto: bfloat16 on AMX / AVX-512 BF16 CPUs and "
+                        "Ampere+ GPUs); features are float32 either way")
+    p.add_argument("--engine", choices=["keras", "openvino", "auto"], default="keras",
+                   help="inference engine on CPU workers (openvino: pip install "
+                        "'covidspark[openvino]')")
 
 
 def _read_input(spark, args, warnings):
@@ -489,6 +495,136 @@ def cmd_compare(args):
     return comparison
 
 
+def _add_predict_parser(subparsers):
+    p = subparsers.add_parser(
+        "predict", help="predict with a saved model; write one row per image",
+        description="Load a PipelineModel saved by train or compare and predict every image "
+                    "under --images (any folder layout) or of --data / --manifest.",
+    )
+    p.add_argument("--model", required=True, help="model folder (<run>/model)")
+    p.add_argument("--images", help="folder or glob of images, any layout (no labels needed)")
+    _add_input_args(p, featurizer=False)
+    p.add_argument("--out", required=True, help="output folder (Parquet) or file ending in .csv")
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_evaluate_parser(subparsers):
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate a saved model on labelled images; write the report",
+        description="Predict labelled images with a saved model and write metrics.json, "
+                    "report.md and figures (e.g. a model trained on one source, tested on "
+                    "another).",
+    )
+    p.add_argument("--model", required=True, help="model folder (<run>/model)")
+    _add_input_args(p, featurizer=False)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: none)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _load_model(path):
+    """A saved PipelineModel and its task's labels (from its label indexer)."""
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import StringIndexerModel
+
+    if not os.path.exists(os.path.join(path, "metadata")) and "://" not in path:
+        raise FileNotFoundError(f"No saved model at {path} (expected <run>/model from train)")
+    model = PipelineModel.load(path)
+    indexer = next(s for s in model.stages if isinstance(s, StringIndexerModel))
+    return model, list(indexer.labels)
+
+
+def _unlabelled_images(spark, location, lenient):
+    """Every image file under ``location`` (any layout), decode-checked."""
+    from pyspark.sql import functions as F
+
+    from covidspark.images import IngestError, IngestResult, decode_rejects, format_rejects
+
+    files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+             .option("pathGlobFilter", "*.{png,PNG,jpg,JPG,jpeg,JPEG,dcm,DCM}").load(location)
+             .select(F.sha2("content", 256).alias("image_id"), "path",
+                     F.lit(None).cast("string").alias("label"), "content"))
+    rejects = [(p, r) for p, r, _ in decode_rejects(files)]
+    total = files.count()
+    if rejects and not lenient:
+        raise IngestError(format_rejects("predict", rejects, total), rejects)
+    good = files.filter(~F.col("path").isin([p for p, _ in rejects])) if rejects else files
+    return IngestResult(images=good, rejects=spark.createDataFrame(
+        rejects, "path string, reason string"), total=total, rejected=len(rejects))
+
+
+def cmd_predict(args):
+    """Predictions of a saved model: path, predicted_label, p_<class> per image."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    from covidspark import session
+    from covidspark.progress import Progress
+
+    spark = session.get_spark("covidspark-predict", master=args.master)
+    model, labels = _load_model(args.model)
+    if args.images:
+        result = _unlabelled_images(spark, args.images, args.lenient)
+        images, rejects = result.images, [(r.path, r.reason) for r in result.rejects.collect()]
+    else:
+        images, _, _, rejects = _read_input(spark, args, [])
+    # The indexer needs a label column; unknown or missing labels must not fail prediction.
+    indexer = model.stages[1]
+    indexer.setHandleInvalid("keep")
+    featurizer = model.stages[0]
+    total = images.count()
+    spark.sparkContext.setJobDescription(f"predict {total} images")
+    probability = vector_to_array("probability")
+    predictions = model.transform(images.withColumn(
+        "label", F.coalesce(F.col("label"), F.lit(labels[0])) if "label" in images.columns
+        else F.lit(labels[0]))).select(
+        "path", *([F.col("label").alias("label")] if not args.images else []),
+        "predicted_label", *[probability[k].alias(f"p_{name}") for k, name in enumerate(labels)])
+    with Progress("predict", total, featurizer.imagesFeaturized):
+        if args.out.endswith(".csv"):
+            frame = predictions.toPandas()
+            frame.to_csv(args.out, index=False)
+            n = len(frame)
+        else:
+            predictions.write.mode("overwrite").parquet(args.out)
+            n = spark.read.parquet(args.out).count()
+    print(f"{n} predictions of {total} images -> {os.path.abspath(args.out)}; "
+          f"{len(rejects)} rejected")
+    for path, reason in rejects[:20]:
+        print(f"  rejected {path}: {reason}")
+    return {"predictions": n, "images": total, "rejected": rejects}
+
+
+def cmd_evaluate(args):
+    """Metrics of a saved model on labelled images, written like train's report."""
+    from covidspark import evaluation, pipelines, session
+
+    spark = session.get_spark("covidspark-evaluate", master=args.master)
+    model, labels = _load_model(args.model)
+    task = next(t for t, task_labels in pipelines.TASKS.items() if list(task_labels) == labels)
+    warnings = []
+    images, facts = _prepare_images(spark, argparse.Namespace(**{**vars(args),
+                                                                 "duplicates": "ignore"}),
+                                    task, warnings)
+    spark.sparkContext.setJobDescription(f"evaluate {os.path.basename(args.model.rstrip('/'))}")
+    predictions = model.transform(images).persist()
+    metrics = evaluation.evaluate(predictions, labels, bootstrap=args.bootstrap, seed=args.seed)
+    predictions.unpersist()
+    featurizer = model.stages[0]
+    run = {"task": task, "labels": labels, "classifier": type(model.stages[2]).__name__,
+           "model": featurizer.getModelName(),
+           "weights": {"setting": featurizer.getWeights(),
+                       "description": featurizer.resolvedWeights().description,
+                       "pretrained": featurizer.resolvedWeights().pretrained},
+           **facts, "split": {"method": f"all images, model from {args.model}"},
+           "counts": {"train": 0, "test": metrics["n"], "total": metrics["n"]},
+           "metrics": metrics, "environment": _environment(spark), "warnings": warnings}
+    metrics_path, report_path = evaluation.write_report(run, args.out)
+    print(evaluation.format_table(metrics))
+    print(f"\nmetrics: {os.path.abspath(metrics_path)}\nreport:  {os.path.abspath(report_path)}")
+    return run
+
+
 def _environment(spark):
     import platform
 
@@ -576,6 +712,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
     _add_compare_parser(sub)
+    _add_predict_parser(sub)
+    _add_evaluate_parser(sub)
     _add_featurize_parser(sub)
     _add_datasets_parser(sub)
     p = sub.add_parser("synthetic", help="write the embedded synthetic data set")

@@ -99,3 +99,40 @@ def test_compare_grid_from_one_feature_store(fixture_dir, tmp_path):
 def test_threshold_needs_the_binary_task():
     with pytest.raises(ValueError, match="binary task"):
         _run(["train", "--task", "3class", "--threshold", "f1", "--weights", "random"])
+
+
+def test_predict_and_evaluate_with_a_saved_model(fixture_dir, tmp_path):
+    import pandas as pd
+
+    from covidspark.cli import main
+    from covidspark.images import IngestError
+
+    _run(["train", "--data", fixture_dir, "--weights", "random", "--threshold", "0.4",
+          "--no-baseline", "--bootstrap", "0", "--out", str(tmp_path / "run")])
+    model = str(tmp_path / "run" / "model")
+    images = tmp_path / "incoming"
+    shutil.copytree(fixture_dir, images / "batch-1")
+    (images / "batch-1" / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(IngestError, match="broken.png"):
+        _run(["predict", "--model", model, "--images", str(images), "--out",
+              str(tmp_path / "p.csv")])
+    result = _run(["predict", "--model", model, "--images", str(images), "--lenient",
+                   "--out", str(tmp_path / "p.csv")])
+    assert result["images"] == 18 and [p.rsplit("/", 1)[-1] for p, _ in result["rejected"]] == \
+        ["broken.png"]
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert len(predicted) == 18 and set(predicted.predicted_label) <= {"normal", "covid"}
+    np.testing.assert_allclose(predicted.p_normal + predicted.p_covid, 1.0, atol=1e-9)
+    # The saved threshold is used: COVID exactly when p_covid > 0.4.
+    assert ((predicted.p_covid > 0.4) == (predicted.predicted_label == "covid")).all()
+
+    run = _run(["evaluate", "--model", model, "--data", fixture_dir, "--bootstrap", "50",
+                "--out", str(tmp_path / "eval")])
+    assert run["task"] == "binary" and run["metrics"]["n"] == 12
+    assert run["data"]["excluded"] == {"pneumonia": 6}
+    truth = predicted.path.str.extract(r"/(covid|normal|pneumonia)/")[0]
+    binary = truth != "pneumonia"
+    accuracy = (predicted.predicted_label[binary] == truth[binary]).mean()
+    assert run["metrics"]["accuracy"] == pytest.approx(accuracy)
+    assert (tmp_path / "eval" / "report.md").exists()
+    assert main(["evaluate", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2

@@ -51,6 +51,12 @@ def test_notebook_runs_in_local_mode(path, spark, fixture_dir):
     }
     exec(compile(source, path, "exec"), namespace)
     assert shown and all(n > 0 for n in shown)
+    if "comparison" in namespace:
+        rows = namespace["comparison"].collect()
+        assert {(r.task, r.classifier) for r in rows} == {
+            (t, c) for t in ("binary", "3class") for c in ("lr", "rf", "dt")}
+        for r in rows:
+            assert r.accuracy_low <= r.accuracy <= r.accuracy_high
     if "results" in namespace:
         assert set(namespace["results"]) == {"lr", "rf", "dt"}
         for metrics in namespace["results"].values():

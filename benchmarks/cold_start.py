@@ -10,12 +10,13 @@ pretrained: nothing can be downloaded here). Prints one JSON object.
     python benchmarks/cold_start.py --models ResNet50,InceptionV3
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+
+from common import emit_json
 
 WORKER = r"""
 import os, resource, sys, time
@@ -70,11 +71,7 @@ def main(argv=None):
         runs["cached_ir_speedup_vs_keras"] = round(
             runs["keras"]["first_batch_s"] / runs["openvino_cached_ir"]["first_batch_s"], 2)
         result[model] = runs
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    emit_json(result, args.json, indent=2)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ Prints one JSON object, and writes it to --json when given.
 """
 import argparse
 import glob
-import json
 import os
 import sys
 import time
 
 import numpy as np
+
+from common import emit_json
 
 
 def image_paths(data, limit):
@@ -176,11 +177,7 @@ def main():
             result["covidspark_openvino_bf16"] / result["keras_ceiling_fp32"], 3)
         result["ratios"]["covidspark_openvino_bf16 / openvino_ceiling_bf16"] = round(
             result["covidspark_openvino_bf16"] / result["openvino_ceiling_bf16"], 3)
-    text = json.dumps(result)
-    print(text)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(text + "\n")
+    emit_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -50,23 +50,29 @@ def _submit(master, env, job, *args):
 
 
 def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_dir, tmp_path,
-                                                             spark, resnet_features):
+                                                             spark, images_df):
     from covidspark.cli import build_parser
     from covidspark.featurizer import DeepImageFeaturizer
     from covidspark.features import FeatureStore
 
     master, state, env = cluster
     store = str(tmp_path / "store")
+    # OpenVINO: the executors read the model the suite's workers cached on local disk
+    # (same host, same COVIDSPARK_CACHE), as a real cluster's later jobs do.
     _submit(master, env, "featurize.py", "--data", fixture_dir, "--weights", "random",
-            "--features", store)
+            "--engine", "openvino", "--features", store)
     out = tmp_path / "cluster-run"
-    _submit(master, env, "train_lr.py", "--data", fixture_dir, "--weights", "random",
-            "--features", store, "--bootstrap", "100", "--out", str(out))
+    train_flags = ["--data", fixture_dir, "--weights", "random", "--engine", "openvino",
+                   "--features", store, "--bootstrap", "0", "--no-baseline",
+                   "--duplicates", "ignore"]
+    _submit(master, env, "train_lr.py", *train_flags, "--out", str(out))
 
     # The cluster's features are the local-mode features of the same images.
-    featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50", weights="random")
+    featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50", weights="random",
+                                     engine="openvino")
     stored = FeatureStore(spark, store).read(featurizer.featureSignature())
-    local, _ = resnet_features
+    local = {r.path: r.features.toArray()
+             for r in featurizer.transform(images_df).select("path", "features").collect()}
     paths = {r.image_id: r.path for r in spark.read.format("binaryFile").load(
         f"{fixture_dir}/*/*").selectExpr("sha2(content, 256) AS image_id", "path").collect()}
     rows = stored.collect()
@@ -76,9 +82,7 @@ def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_di
                                    rtol=1e-4, atol=1e-4)
 
     # The same training run in local mode gives the same split, model and metrics.
-    args = build_parser().parse_args(
-        ["train", "--data", fixture_dir, "--weights", "random", "--features", store,
-         "--bootstrap", "100", "--out", str(tmp_path / "local-run")])
+    args = build_parser().parse_args(["train", *train_flags, "--out", str(tmp_path / "local-run")])
     local_run = args.func(args)
     cluster_run = json.loads((out / "metrics.json").read_text())
     assert cluster_run["environment"]["master"] == master
@@ -86,6 +90,7 @@ def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_di
     assert cluster_run["metrics"]["confusion_matrix"]["counts"] == \
         local_run["metrics"]["confusion_matrix"]["counts"]
     assert cluster_run["metrics"]["roc_auc"] == pytest.approx(local_run["metrics"]["roc_auc"])
+    assert cluster_run["feature_store"]["computed"] == 0  # train reused the cluster's features
 
     # Both workers ran tasks (executor logs under each worker's work dir).
     for worker in ("worker-1", "worker-2"):

@@ -7,8 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, venv_bin
-
-pytestmark = pytest.mark.subprocess
+from covidspark.cli import main
 
 
 def _clean_env():
@@ -22,12 +21,13 @@ def _clean_env():
     return env
 
 
+@pytest.mark.subprocess
 def test_spark_submit_train_lr_uses_the_venv_python_for_workers(fixture_dir, tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
         [venv_bin("spark-submit"), "--master", "local[2]", os.path.join(REPO_ROOT, "jobs", "train_lr.py"),
          "--data", fixture_dir, "--task", "binary", "--model", "ResNet50", "--weights", "random",
-         "--out", str(out)],
+         "--bootstrap", "100", "--no-baseline", "--out", str(out)],
         capture_output=True, text=True, env=_clean_env(), timeout=900, cwd=str(tmp_path),
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -47,21 +47,20 @@ def test_spark_submit_train_lr_uses_the_venv_python_for_workers(fixture_dir, tmp
     assert (out / "report.md").exists()
 
 
-def test_python_train_dt_3class(fixture_dir, tmp_path):
+def test_train_dt_3class(fixture_dir, tmp_path, spark):
+    # In this process (the suite's Spark session, warm workers): what jobs/train_dt.py runs.
     out = tmp_path / "dt"
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "jobs", "train_dt.py"), "--master", "local[2]",
-         "--data", fixture_dir, "--task", "3class", "--weights", "random", "--out", str(out)],
-        capture_output=True, text=True, env=_clean_env(), timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert main(["train", "--classifier", "dt", "--data", fixture_dir, "--task", "3class",
+                 "--weights", "random", "--bootstrap", "50", "--no-baseline",
+                 "--out", str(out)]) == 0
     run = json.loads((out / "metrics.json").read_text())
     assert run["classifier"] == "dt" and run["labels"] == ["normal", "covid", "pneumonia"]
     per_class = run["metrics"]["per_class"]
     assert sum(c["support"] for c in per_class.values()) == run["counts"]["test"] == 3
-    assert "pneumonia" in result.stdout
+    assert "pneumonia" in (out / "report.md").read_text()
 
 
+@pytest.mark.subprocess
 def test_bad_input_exits_2_with_a_clear_message(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "jobs", "train_rf.py"), "--master", "local[1]",
@@ -72,7 +71,7 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path):
     assert "Image folder not found" in result.stderr and "no-such-folder" in result.stderr
 
 
-def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir, tmp_path):
+def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir, tmp_path, spark):
     import shutil
 
     data = tmp_path / "data"
@@ -84,34 +83,26 @@ def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir
         f"data/{'covid' if n.startswith('syn-covid') or n == 'truncated.png' else 'normal'}/{n},"
         f"p{i // 3}\n" for i, n in enumerate(names)))
     out = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "jobs", "train_lr.py"), "--master", "local[2]",
-         "--data", str(data), "--patients", str(patients), "--lenient", "--weights", "random",
-         "--out", str(out)],
-        capture_output=True, text=True, env=_clean_env(), timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert main(["train", "--data", str(data), "--patients", str(patients), "--lenient",
+                 "--weights", "random", "--bootstrap", "50", "--no-baseline",
+                 "--out", str(out)]) == 0
     run = json.loads((out / "metrics.json").read_text())
     assert [r["path"].rsplit("/", 1)[-1] for r in run["rejected"]] == ["truncated.png"]
     assert "grouped by patient_id" in run["split"]["method"]
     assert run["counts"]["total"] == 12
 
 
-def test_datasets_describe_command(fixture_dir, tmp_path):
+def test_datasets_describe_command(fixture_dir, tmp_path, spark, capsys):
     import shutil
 
     data = tmp_path / "data"
     shutil.copytree(fixture_dir, data)
     first = sorted(os.listdir(data / "normal"))[0]
     shutil.copy(data / "normal" / first, data / "normal" / ("again-" + first))
-    result = subprocess.run(
-        [sys.executable, "-m", "covidspark.cli", "datasets", "describe", str(data),
-         "--master", "local[2]", "--json", str(tmp_path / "report.json")],
-        capture_output=True, text=True, env=_clean_env(), timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "images: 19" in result.stdout
-    assert "by label: covid 6, normal 7, pneumonia 6" in result.stdout
-    assert "exact (same bytes)" in result.stdout and f"again-{first}" in result.stdout
+    assert main(["datasets", "describe", str(data), "--json", str(tmp_path / "report.json")]) == 0
+    stdout = capsys.readouterr().out
+    assert "images: 19" in stdout
+    assert "by label: covid 6, normal 7, pneumonia 6" in stdout
+    assert "exact (same bytes)" in stdout and f"again-{first}" in stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert len(report["duplicate_groups"]) == 1

@@ -352,8 +352,7 @@ def cmd_train(args):
         "labels": list(pipelines.task_labels(args.task)),
         "classifier": args.classifier,
         "model": args.model,
-        "weights": {"setting": args.weights, "description": resolved.description,
-                    "pretrained": resolved.pretrained},
+        "weights": _weights_facts(args.weights, resolved),
         **facts,
         "split": split_info,
         **result,
@@ -465,8 +464,7 @@ def cmd_compare(args):
                 PipelineModel(stages=[featurizer, *head.stages]).write().overwrite().save(
                     os.path.join(run_dir, "model"))
                 run = {"task": task, "classifier": classifier, "model": model_name,
-                       "weights": {"setting": args.weights, "description": resolved.description,
-                                   "pretrained": resolved.pretrained},
+                       "weights": _weights_facts(args.weights, resolved),
                        **facts, "split": split_info, **result, "warnings": warnings}
                 evaluation.write_report(run, run_dir)
                 entry = comparison["tasks"][task]
@@ -523,7 +521,7 @@ def _add_evaluate_parser(subparsers):
 
 
 def _load_model(path):
-    """A saved PipelineModel and its task's labels (from its label indexer)."""
+    """A saved PipelineModel and its label indexer (whose labels give the task)."""
     from pyspark.ml import PipelineModel
     from pyspark.ml.feature import StringIndexerModel
 
@@ -531,7 +529,7 @@ def _load_model(path):
         raise FileNotFoundError(f"No saved model at {path} (expected <run>/model from train)")
     model = PipelineModel.load(path)
     indexer = next(s for s in model.stages if isinstance(s, StringIndexerModel))
-    return model, list(indexer.labels)
+    return model, indexer
 
 
 def _unlabelled_images(spark, location, lenient):
@@ -562,22 +560,22 @@ def cmd_predict(args):
     from covidspark.progress import Progress
 
     spark = session.get_spark("covidspark-predict", master=args.master)
-    model, labels = _load_model(args.model)
+    model, indexer = _load_model(args.model)
+    labels = list(indexer.labels)
     if args.images:
         result = _unlabelled_images(spark, args.images, args.lenient)
         images, rejects = result.images, [(r.path, r.reason) for r in result.rejects.collect()]
+        total = result.accepted
     else:
         images, _, _, rejects = _read_input(spark, args, [])
-    # The indexer needs a label column; unknown or missing labels must not fail prediction.
-    indexer = model.stages[1]
+        total = images.count()
+    # The indexer needs a label; a missing or unknown one must not fail prediction.
     indexer.setHandleInvalid("keep")
     featurizer = model.stages[0]
-    total = images.count()
     spark.sparkContext.setJobDescription(f"predict {total} images")
     probability = vector_to_array("probability")
     predictions = model.transform(images.withColumn(
-        "label", F.coalesce(F.col("label"), F.lit(labels[0])) if "label" in images.columns
-        else F.lit(labels[0]))).select(
+        "label", F.coalesce(F.col("label"), F.lit(labels[0])))).select(
         "path", *([F.col("label").alias("label")] if not args.images else []),
         "predicted_label", *[probability[k].alias(f"p_{name}") for k, name in enumerate(labels)])
     with Progress("predict", total, featurizer.imagesFeaturized):
@@ -600,7 +598,8 @@ def cmd_evaluate(args):
     from covidspark import evaluation, pipelines, session
 
     spark = session.get_spark("covidspark-evaluate", master=args.master)
-    model, labels = _load_model(args.model)
+    model, indexer = _load_model(args.model)
+    labels = list(indexer.labels)
     task = next(t for t, task_labels in pipelines.TASKS.items() if list(task_labels) == labels)
     warnings = []
     images, facts = _prepare_images(spark, argparse.Namespace(**{**vars(args),
@@ -613,9 +612,7 @@ def cmd_evaluate(args):
     featurizer = model.stages[0]
     run = {"task": task, "labels": labels, "classifier": type(model.stages[2]).__name__,
            "model": featurizer.getModelName(),
-           "weights": {"setting": featurizer.getWeights(),
-                       "description": featurizer.resolvedWeights().description,
-                       "pretrained": featurizer.resolvedWeights().pretrained},
+           "weights": _weights_facts(featurizer.getWeights(), featurizer.resolvedWeights()),
            **facts, "split": {"method": f"all images, model from {args.model}"},
            "counts": {"train": 0, "test": metrics["n"], "total": metrics["n"]},
            "metrics": metrics, "environment": _environment(spark), "warnings": warnings}
@@ -623,6 +620,12 @@ def cmd_evaluate(args):
     print(evaluation.format_table(metrics))
     print(f"\nmetrics: {os.path.abspath(metrics_path)}\nreport:  {os.path.abspath(report_path)}")
     return run
+
+
+def _weights_facts(setting, resolved):
+    """The ``weights`` block of metrics.json."""
+    return {"setting": setting, "description": resolved.description,
+            "pretrained": resolved.pretrained}
 
 
 def _environment(spark):

@@ -12,6 +12,14 @@ import numpy as np
 MAX_CURVE_POINTS = 500
 
 
+def precision_recall_f1(tp, predicted, support):
+    """Precision, recall and F1 from counts; 0.0 where a denominator is 0 (``zero_division=0``)."""
+    precision = tp / predicted if predicted else 0.0
+    recall = tp / support if support else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
 def metrics_from_confusion(matrix, labels):
     """Per-class precision, recall, F1, specificity and support; accuracy; macro and weighted means.
 
@@ -37,9 +45,7 @@ def metrics_from_confusion(matrix, labels):
         tp = int(counts[k, k])
         predicted = int(counts[:, k].sum())
         support = int(counts[k].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        precision, recall, f1 = precision_recall_f1(tp, predicted, support)
         negatives = total - support
         specificity = (negatives - (predicted - tp)) / negatives if negatives else 0.0
         per_class[label] = {"precision": precision, "recall": recall, "f1": f1,
@@ -233,13 +239,11 @@ def bootstrap_intervals(y_true, y_pred, labels, probability=None, positive_label
         counts = confusion_from_arrays(y_true[idx], y_pred[idx], k)
         tp = counts[positive, positive]
         predicted, support = counts[:, positive].sum(), counts[positive].sum()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
+        precision, recall, f1 = precision_recall_f1(tp, predicted, support)
         samples["accuracy"].append(np.trace(counts) / n)
         samples[f"{positive_label}_precision"].append(precision)
         samples[f"{positive_label}_recall"].append(recall)
-        samples[f"{positive_label}_f1"].append(
-            2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+        samples[f"{positive_label}_f1"].append(f1)
         if with_auc:
             auc = roc_auc(y_true[idx] == positive, score[idx])
             if auc is not None:

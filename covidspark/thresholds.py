@@ -16,7 +16,7 @@ Strategies (``--threshold``):
 """
 import numpy as np
 
-from covidspark.metrics import _sorted_counts
+from covidspark.metrics import _sorted_counts, precision_recall_f1
 
 #: Fewer COVID validation images than this and the report warns about the threshold.
 MIN_VALIDATION_POSITIVES = 20
@@ -56,10 +56,8 @@ def rates_at(positive, score, threshold):
     tp = int(np.sum(predicted & positive))
     fp = int(np.sum(predicted & ~positive))
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / n_pos if n_pos else 0.0
+    precision, recall, f1 = precision_recall_f1(tp, tp + fp, n_pos)
     specificity = (n_neg - fp) / n_neg if n_neg else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"threshold": float(threshold), "precision": precision, "recall": recall,
             "specificity": specificity, "f1": f1, "predicted_positive": tp + fp}
 

@@ -38,12 +38,17 @@ INSTALL_REQUIRES = [
     "pyyaml>=5.4",
 ]
 
+SERVE = ["starlette>=0.40", "uvicorn>=0.23", "python-multipart>=0.0.9"]
+
 EXTRAS_REQUIRE = {
     "dicom": ["pydicom>=2.4"],
     "openvino": ["openvino>=2024.0"],
     "clahe": ["opencv-python-headless>=4.5"],
+    # covidspark serve: the REST API and upload page.
+    "serve": SERVE,
+    # The browser test drives Debian's chromium through Playwright (no browser download).
     "test": ["pytest>=7", "scikit-learn>=1.2", "pydicom>=2.4", "openvino>=2024.0",
-             "opencv-python-headless>=4.5"],
+             "opencv-python-headless>=4.5", *SERVE, "playwright>=1.40"],
 }
 
 setup(
@@ -58,6 +63,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["covidspark", "covidspark.*"]),
+    package_data={"covidspark": ["static/*.html"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["covidspark=covidspark.cli:main"]},

@@ -503,7 +503,41 @@ def _add_predict_parser(subparsers):
     p.add_argument("--images", help="folder or glob of images, any layout (no labels needed)")
     _add_input_args(p, featurizer=False)
     p.add_argument("--out", required=True, help="output folder (Parquet) or file ending in .csv")
+    p.add_argument("--heatmaps", default=None, metavar="DIR",
+                   help="also write an overlay PNG per image into DIR (Grad-CAM for LR models, "
+                        "occlusion for RF/DT), computed on the executors; the predictions get "
+                        "a 'heatmap' column with its path")
     p.set_defaults(func=cmd_predict)
+
+
+def _add_serve_parser(subparsers):
+    from covidspark.service import DEFAULT_MAX_UPLOAD_MB
+
+    p = subparsers.add_parser(
+        "serve", help="serve a saved model: REST API and upload page with heat maps",
+        description="Load a saved model once and serve POST /predict, POST /explain, "
+                    "GET /health and an upload page at / (no Spark needed). Research tool, "
+                    "not a diagnostic device.",
+    )
+    p.add_argument("--model", required=True, help="model folder (<run>/model)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                   help="largest accepted upload; bigger ones get 413 before being read")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="largest accepted image in pixels (decompression bombs get 422)")
+    p.add_argument("--engine", choices=["keras", "openvino", "auto"], default=None,
+                   help="override the saved featurizer's inference engine")
+    p.add_argument("--config", default=None, help="YAML file of this command's flags")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args):
+    """Run the prediction service until interrupted."""
+    from covidspark.service import serve
+
+    serve(args.model, args.host, args.port, args.max_upload_mb, args.max_pixels, args.engine)
 
 
 def _add_evaluate_parser(subparsers):
@@ -575,9 +609,15 @@ def cmd_predict(args):
     spark.sparkContext.setJobDescription(f"predict {total} images")
     probability = vector_to_array("probability")
     predictions = model.transform(images.withColumn(
-        "label", F.coalesce(F.col("label"), F.lit(labels[0])))).select(
+        "label", F.coalesce(F.col("label"), F.lit(labels[0]))))
+    if args.heatmaps:
+        from covidspark.explain import add_heatmaps
+
+        predictions = add_heatmaps(predictions, os.path.abspath(args.model), args.heatmaps)
+    predictions = predictions.select(
         "path", *([F.col("label").alias("label")] if not args.images else []),
-        "predicted_label", *[probability[k].alias(f"p_{name}") for k, name in enumerate(labels)])
+        "predicted_label", *[probability[k].alias(f"p_{name}") for k, name in enumerate(labels)],
+        *(["heatmap"] if args.heatmaps else []))
     with Progress("predict", total, featurizer.imagesFeaturized):
         if args.out.endswith(".csv"):
             frame = predictions.toPandas()
@@ -717,6 +757,7 @@ def build_parser():
     _add_compare_parser(sub)
     _add_predict_parser(sub)
     _add_evaluate_parser(sub)
+    _add_serve_parser(sub)
     _add_featurize_parser(sub)
     _add_datasets_parser(sub)
     p = sub.add_parser("synthetic", help="write the embedded synthetic data set")

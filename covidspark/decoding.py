@@ -164,10 +164,14 @@ def center_crop(image, fraction):
         raise ValueError(f"center crop fraction must be in (0, 1]. Received: {fraction}")
     if fraction == 1.0:
         return image
-    width, height = image.size
+    return image.crop(crop_box(*image.size, fraction))
+
+
+def crop_box(width, height, fraction):
+    """``(left, top, right, bottom)`` of the central ``fraction`` of a width x height image."""
     w, h = max(1, round(width * fraction)), max(1, round(height * fraction))
     left, top = (width - w) // 2, (height - h) // 2
-    return image.crop((left, top, left + w, top + h))
+    return left, top, left + w, top + h
 
 
 CLAHE_CLIP_LIMIT = 2.0

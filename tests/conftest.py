@@ -102,3 +102,16 @@ def local_path(uri):
 def venv_bin(name):
     """A script installed next to the running interpreter (spark-submit, covidspark)."""
     return os.path.join(os.path.dirname(sys.executable), name)
+
+
+@pytest.fixture(scope="session")
+def trained_model(spark, fixture_dir, tmp_path_factory):
+    """A binary ResNet50 + LR model trained by ``covidspark train`` (threshold 0.4), its folder."""
+    from covidspark.cli import build_parser
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    args = build_parser().parse_args([
+        "train", "--data", fixture_dir, "--weights", "random", "--threshold", "0.4",
+        "--no-baseline", "--bootstrap", "0", "--out", str(out)])
+    args.func(args)
+    return str(out / "model")

@@ -12,7 +12,7 @@ TASK        ?= 3class
 DEMO_OUT    ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: help java venv test-venv demo test bench-ingest clean
+.PHONY: help java browser venv test-venv demo test bench-ingest clean
 
 help:
 	@echo "make demo   - create $(VENV), install covidspark, train LR on the embedded synthetic data"
@@ -21,6 +21,10 @@ help:
 
 java:
 	@bash scripts/ensure_java.sh
+
+# Debian's Chromium for the browser test of the upload page.
+browser:
+	@bash scripts/ensure_chromium.sh
 
 # The stamp files make re-runs cheap; they are rebuilt when setup.py changes.
 $(VENV)/.stamp-runtime: setup.py pyproject.toml
@@ -37,14 +41,14 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-runtime
 
 venv: java $(VENV)/.stamp-runtime
 
-test-venv: java $(VENV)/.stamp-test
+test-venv: java browser $(VENV)/.stamp-test
 
 demo: venv
 	$(VENV)/bin/spark-submit jobs/train_lr.py --task $(TASK) --model $(MODEL) \
 	    --weights $(WEIGHTS) --out $(DEMO_OUT)
 
 test: test-venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	COVIDSPARK_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs spark-warehouse .pytest_cache

@@ -168,8 +168,8 @@ def to_image_coordinates(heat, width, height, crop=1.0):
     stretched = Image.fromarray(np.asarray(heat, dtype=np.float32)).resize(
         (right - left, bottom - top), Image.Resampling.BILINEAR)
     full = np.zeros((height, width), dtype=np.float32)
-    full[top:bottom, left:right] = np.clip(np.asarray(stretched), 0.0, 1.0)
-    return full
+    full[top:bottom, left:right] = np.maximum(np.asarray(stretched), 0.0)
+    return _normalise(full)  # resampling moves the peak: 1 again at the strongest point
 
 
 def explain(predictor, data, label=None, method="auto", name="<upload>"):

@@ -235,7 +235,9 @@ def render_page(facts, limit):
     from html import escape
 
     template = resources.files("covidspark").joinpath("static/index.html").read_text("utf-8")
-    weights = facts["weights"] + ("" if facts["pretrained"] else " (NOT pretrained)")
+    weights = facts["weights"]
+    if not facts["pretrained"] and "NOT pretrained" not in weights:
+        weights += " (NOT pretrained)"
     model = f"{facts['backbone']} + {facts['classifier'].upper()}, classes {', '.join(facts['labels'])}"
     return (template.replace("{{DISCLAIMER}}", escape(DISCLAIMER))
             .replace("{{MODEL}}", escape(model)).replace("{{WEIGHTS}}", escape(weights))

@@ -115,3 +115,23 @@ def trained_model(spark, fixture_dir, tmp_path_factory):
         "--no-baseline", "--bootstrap", "0", "--out", str(out)])
     args.func(args)
     return str(out / "model")
+
+
+def save_head_pipeline(features_df, tmp_path, task, classifier, threshold=None):
+    """Fit a head on the fixture's Spark features; save it behind the fixture's featurizer."""
+    from pyspark.ml import PipelineModel
+
+    from covidspark.featurizer import DeepImageFeaturizer
+    from covidspark.pipelines import build_head, prepare_task
+    from covidspark.thresholds import apply_threshold
+
+    rows, _ = prepare_task(features_df, task)
+    head = build_head(task, classifier, seed=3).fit(rows)
+    if threshold is not None:
+        apply_threshold(head, threshold)
+    featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features",
+                                     modelName="ResNet50", weights="random", seed=0)
+    model = PipelineModel(stages=[featurizer, *head.stages])
+    path = str(tmp_path / f"{task}-{classifier}")
+    model.save(path)
+    return model, path, rows

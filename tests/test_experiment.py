@@ -103,15 +103,14 @@ def test_threshold_needs_the_binary_task():
         _run(["train", "--task", "3class", "--threshold", "f1", "--weights", "random"])
 
 
-def test_predict_and_evaluate_with_a_saved_model(fixture_dir, tmp_path):
+def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp_path):
     import pandas as pd
+    from PIL import Image
 
     from covidspark.cli import main
     from covidspark.images import IngestError
 
-    _run(["train", "--data", fixture_dir, "--weights", "random", "--threshold", "0.4",
-          "--no-baseline", "--bootstrap", "0", "--out", str(tmp_path / "run")])
-    model = str(tmp_path / "run" / "model")
+    model = trained_model  # covidspark train ... --threshold 0.4
     images = tmp_path / "incoming"
     shutil.copytree(fixture_dir, images / "batch-1")
     (images / "batch-1" / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
@@ -119,11 +118,16 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, tmp_path):
         _run(["predict", "--model", model, "--images", str(images), "--out",
               str(tmp_path / "p.csv")])
     result = _run(["predict", "--model", model, "--images", str(images), "--lenient",
-                   "--out", str(tmp_path / "p.csv")])
+                   "--out", str(tmp_path / "p.csv"), "--heatmaps", str(tmp_path / "heat")])
     assert result["images"] == 18 and [p.rsplit("/", 1)[-1] for p, _ in result["rejected"]] == \
         ["broken.png"]
     predicted = pd.read_csv(tmp_path / "p.csv")
     assert len(predicted) == 18 and set(predicted.predicted_label) <= {"normal", "covid"}
+    # One overlay per image, as large as the X-ray (the fixture's sides are <= 1024).
+    assert sorted(os.listdir(tmp_path / "heat")) == sorted(os.path.basename(h)
+                                                           for h in predicted.heatmap)
+    for image, heatmap in zip(predicted.path, predicted.heatmap):
+        assert Image.open(heatmap).size == Image.open(image.replace("file:", "")).size
     np.testing.assert_allclose(predicted.p_normal + predicted.p_covid, 1.0, atol=1e-9)
     # The saved threshold is used: COVID exactly when p_covid > 0.4.
     assert ((predicted.p_covid > 0.4) == (predicted.predicted_label == "covid")).all()

@@ -1,26 +1,7 @@
 """The Spark-free single-image predictor gives the Spark pipeline's results."""
 import numpy as np
 import pytest
-
-
-def _saved_pipeline(features_df, tmp_path, task, classifier, threshold=None):
-    """Fit a head on the fixture's Spark features; save it behind the fixture's featurizer."""
-    from pyspark.ml import PipelineModel
-
-    from covidspark.featurizer import DeepImageFeaturizer
-    from covidspark.pipelines import build_head, prepare_task
-    from covidspark.thresholds import apply_threshold
-
-    rows, _ = prepare_task(features_df, task)
-    head = build_head(task, classifier, seed=3).fit(rows)
-    if threshold is not None:
-        apply_threshold(head, threshold)
-    featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features",
-                                     modelName="ResNet50", weights="random", seed=0)
-    model = PipelineModel(stages=[featurizer, *head.stages])
-    path = str(tmp_path / f"{task}-{classifier}")
-    model.save(path)
-    return model, path, rows
+from conftest import save_head_pipeline as _saved_pipeline
 
 
 @pytest.mark.parametrize("task, classifier, threshold", [

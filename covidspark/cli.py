@@ -222,6 +222,9 @@ def _add_featurize_parser(subparsers):
     )
     _add_input_args(p)
     p.add_argument("--features", required=True, help="feature store folder")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="images per committed chunk (default 2000): a killed job keeps the "
+                        "chunks it finished and its rerun computes only the rest")
     p.set_defaults(func=cmd_featurize)
 
 
@@ -235,7 +238,13 @@ def cmd_featurize(args):
     images, _, _, rejects = _read_input(spark, args, warnings)
     featurizer, _ = _featurizer(args, warnings)
     started = time.time()
-    _, stats = FeatureStore(spark, args.features).featurize(images, featurizer)
+    from covidspark.features import DEFAULT_CHUNK_SIZE
+    from covidspark.progress import Progress
+
+    with Progress(f"featurize with {featurizer.getModelName()}", None,
+                  featurizer.imagesFeaturized):
+        _, stats = FeatureStore(spark, args.features).featurize(
+            images, featurizer, chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE)
     elapsed = time.time() - started
     print(f"{stats['images']} images: {stats['computed']} computed, {stats['reused']} reused "
           f"({elapsed:.1f} s); {len(rejects)} rejected")

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 STORE_VERSION = 1
 COMMITTED = "_COMMITTED"
+# Images per committed chunk: what a killed job can lose, and one write each.
+DEFAULT_CHUNK_SIZE = 2000
 
 
 def signature_key(signature):
@@ -104,7 +106,7 @@ class FeatureStore:
         frame = self.spark.read.parquet(*runs)
         return frame.select("image_id", features_col).dropDuplicates(["image_id"])
 
-    def featurize(self, images, featurizer):
+    def featurize(self, images, featurizer, chunk_size=DEFAULT_CHUNK_SIZE):
         """Features of every row of ``images``, computing only images the store lacks.
 
         Parameters
@@ -112,6 +114,10 @@ class FeatureStore:
         images : pyspark.sql.DataFrame
             With ``image_id`` and the featurizer's input column.
         featurizer : covidspark.featurizer.DeepImageFeaturizer
+        chunk_size : int
+            Missing images are computed and committed in chunks of about this
+            many (by a hash of ``image_id``): a job killed part-way keeps every
+            chunk it committed, and its rerun computes only the rest.
 
         Returns
         -------
@@ -136,11 +142,7 @@ class FeatureStore:
             existing.select("image_id"), on="image_id", how="left_anti")
         n_missing = missing.count()
         if n_missing:
-            run = f"{location}/run-{uuid.uuid4().hex[:12]}"
-            logger.info("Feature store: computing %d image(s) into %s", n_missing, run)
-            (featurizer.transform(missing).select("image_id", out_col)
-             .write.mode("errorifexists").parquet(run))
-            self._write_text(f"{run}/{COMMITTED}", json.dumps({"images": n_missing}))
+            self._compute(missing, featurizer, location, n_missing, chunk_size)
             existing = self.read(signature, out_col)
         result = images.drop("content") if featurizer.getInputCol() == "content" else images
         result = result.join(existing, on="image_id", how="inner")
@@ -149,3 +151,23 @@ class FeatureStore:
                  "signature": signature, "location": location,
                  "ignored_incomplete_runs": len(incomplete)}
         return result, stats
+
+    def _compute(self, missing, featurizer, location, n_missing, chunk_size):
+        """Featurize ``missing`` into one committed run folder per chunk."""
+        from pyspark.sql import functions as F
+
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1. Received: {chunk_size}")
+        n_chunks = -(-n_missing // chunk_size)
+        for chunk in range(n_chunks):
+            part = missing if n_chunks == 1 else missing.filter(
+                F.pmod(F.xxhash64("image_id"), F.lit(n_chunks)) == chunk)
+            run = f"{location}/run-{uuid.uuid4().hex[:12]}"
+            logger.info("Feature store: computing chunk %d/%d (~%d images) into %s",
+                        chunk + 1, n_chunks, n_missing // n_chunks, run)
+            (featurizer.transform(part).select("image_id", featurizer.getOutputCol())
+             .write.mode("errorifexists").parquet(run))
+            # Written last: until it exists, readers ignore the folder.
+            self._write_text(f"{run}/{COMMITTED}", json.dumps({"chunk": chunk,
+                                                               "chunks": n_chunks}))
+

@@ -143,15 +143,16 @@ def create_app(model_dir, max_upload_mb=DEFAULT_MAX_UPLOAD_MB, max_pixels=None, 
     from covidspark import decoding, explain
     from covidspark.predictor import Predictor
 
+    workdir = tempfile.mkdtemp(prefix="covidspark-serve-")
+    # Everything this process writes to tempfile's directory lands in its own folder,
+    # removed at shutdown: multipart spools, TensorFlow's autograph sources.
+    tempfile.tempdir = workdir
     if predictor is None:
         predictor = Predictor(model_dir, max_pixels=max_pixels or decoding.DEFAULT_MAX_PIXELS,
                               engine=engine)
     facts = predictor.describe()
     predictor.warm_up()  # the first request should not pay for building and tracing the model
     limit = int(max_upload_mb * 2 ** 20)
-    workdir = tempfile.mkdtemp(prefix="covidspark-serve-")
-    # Starlette spools large multipart files to tempfile's directory: make it ours.
-    tempfile.tempdir = workdir
     counters = {"requests": 0, "ok": 0, "refused": 0, "errors": 0}
     counters_lock = threading.Lock()
     started = time.time()

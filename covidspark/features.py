@@ -26,6 +26,8 @@ STORE_VERSION = 1
 COMMITTED = "_COMMITTED"
 # Images per committed chunk: what a killed job can lose, and one write each.
 DEFAULT_CHUNK_SIZE = 2000
+# Images per featurize task, at most: enough batches to amortise a task's start.
+IMAGES_PER_TASK = 128
 
 
 def signature_key(signature):
@@ -159,9 +161,16 @@ class FeatureStore:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1. Received: {chunk_size}")
         n_chunks = -(-n_missing // chunk_size)
+        # After the anti-join's shuffle, adaptive execution would coalesce a few MB of
+        # encoded images into one partition, i.e. one task on one core: spread each
+        # chunk over every core, with at least a few batches per task.
+        per_chunk = -(-n_missing // n_chunks)
+        partitions = max(self.spark.sparkContext.defaultParallelism,
+                         -(-per_chunk // IMAGES_PER_TASK))
         for chunk in range(n_chunks):
             part = missing if n_chunks == 1 else missing.filter(
                 F.pmod(F.xxhash64("image_id"), F.lit(n_chunks)) == chunk)
+            part = part.repartition(min(partitions, per_chunk))
             run = f"{location}/run-{uuid.uuid4().hex[:12]}"
             logger.info("Feature store: computing chunk %d/%d (~%d images) into %s",
                         chunk + 1, n_chunks, n_missing // n_chunks, run)

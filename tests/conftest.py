@@ -135,3 +135,15 @@ def save_head_pipeline(features_df, tmp_path, task, classifier, threshold=None):
     path = str(tmp_path / f"{task}-{classifier}")
     model.save(path)
     return model, path, rows
+
+
+def clean_env():
+    """The environment of a user who did not activate the venv."""
+    # As a user who did not activate the venv and exported nothing: the venv's
+    # bin is not on the PATH and PYSPARK_PYTHON is unset.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV", "SPARK_HOME")}
+    bindir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if os.path.abspath(p) != os.path.abspath(bindir))
+    return env

@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -58,11 +59,11 @@ def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_di
     master, state, env = cluster
     store = str(tmp_path / "store")
     # OpenVINO: the executors read the model the suite's workers cached on local disk
-    # (same host, same COVIDSPARK_CACHE), as a real cluster's later jobs do.
-    _submit(master, env, "featurize.py", "--data", fixture_dir, "--weights", "random",
-            "--engine", "openvino", "--features", store)
+    # (same host, same COVIDSPARK_CACHE), as a real cluster's later jobs do. The
+    # featurize job itself runs on the cluster in test_featurize_survives_a_killed_executor.
     out = tmp_path / "cluster-run"
-    train_flags = ["--data", fixture_dir, "--weights", "random", "--engine", "openvino",
+    train_flags = ["--data", fixture_dir, "--task", "3class", "--weights", "random",
+                   "--engine", "openvino",
                    "--features", store, "--bootstrap", "0", "--no-baseline",
                    "--duplicates", "ignore"]
     _submit(master, env, "train_lr.py", *train_flags, "--out", str(out))
@@ -90,9 +91,102 @@ def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_di
     assert cluster_run["metrics"]["confusion_matrix"]["counts"] == \
         local_run["metrics"]["confusion_matrix"]["counts"]
     assert cluster_run["metrics"]["roc_auc"] == pytest.approx(local_run["metrics"]["roc_auc"])
-    assert cluster_run["feature_store"]["computed"] == 0  # train reused the cluster's features
+    assert cluster_run["feature_store"]["computed"] == 18  # all of them, on the cluster
+    assert local_run["feature_store"]["computed"] == 0  # local mode reused the cluster's
+    # Workers ran this environment's Python (cluster.sh passes PYSPARK_PYTHON on).
+    assert cluster_run["environment"]["worker_python"] == sys.executable
 
     # Both workers ran tasks (executor logs under each worker's work dir).
     for worker in ("worker-1", "worker-2"):
         logs = glob.glob(str(state / worker / "app-*" / "*" / "stderr"))
         assert any("Running task" in open(log).read() for log in logs), worker
+
+
+def _executor_jvms():
+    """PIDs of Spark executor JVMs on this machine (the cluster's, in this test)."""
+    pids = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(cmdline, "rb") as f:
+                if b"CoarseGrainedExecutorBackend" in f.read():
+                    pids.append(int(cmdline.split("/")[2]))
+        except OSError:
+            pass
+    return sorted(pids)
+
+
+def _descendants(pid):
+    """Every process below ``pid`` (the executor's Python daemon and workers)."""
+    children = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
+        except (OSError, IndexError, ValueError):
+            pass
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_featurize_survives_a_killed_executor(cluster, spark, tmp_path):
+    """Kill one executor JVM mid-stage: the job completes, one row per image, clean features.
+
+    Relies on Spark's defaults: the tasks of a lost executor are rerun elsewhere
+    (spark.task.maxFailures=4 attempts), the standalone master starts a
+    replacement executor, and the feature store's write commits each task once.
+    """
+    import signal
+    import time
+
+    from covidspark.datasets import synthetic
+    from covidspark.featurizer import DeepImageFeaturizer
+    from covidspark.images import read_images
+    from test_reliability import committed, store_rows
+
+    master, _, env = cluster
+    data = synthetic(str(tmp_path / "xrays"), n_per_class=80, seed=9, min_size=48, max_size=64)
+    store = str(tmp_path / "store")
+    before = set(_executor_jvms())
+    log = open(tmp_path / "job.log", "w")
+    job = subprocess.Popen(
+        [venv_bin("spark-submit"), "--master", master, "--total-executor-cores", "2",
+         "--executor-cores", "1", "--executor-memory", "1g",
+         os.path.join(REPO_ROOT, "jobs", "featurize.py"), "--data", data, "--weights", "random",
+         "--engine", "openvino", "--features", store, "--batch-size", "8"],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    victim, deadline = None, time.time() + 300
+    while victim is None and job.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+        if "Feature store: computing" not in open(tmp_path / "job.log").read():
+            continue  # still ingesting
+        for pid in set(_executor_jvms()) - before:
+            # Its Python worker is running the network: the stage is under way.
+            if len(_descendants(pid)) >= 2:
+                time.sleep(3)
+                victim = pid
+                break
+    assert victim is not None, open(tmp_path / "job.log").read()[-3000:]
+    os.kill(victim, signal.SIGKILL)
+    assert job.wait(timeout=900) == 0, open(tmp_path / "job.log").read()[-4000:]
+    output = open(tmp_path / "job.log").read()
+    assert re.search(r"Lost executor|Executor lost|ExecutorLost|Removed executor", output), \
+        output[-3000:]
+    assert "240 images: 240 computed, 0 reused" in output
+    # The executor died while featurizing: the features stage lost a task.
+    featurize_stage = output[output.index("Feature store: computing"):]
+    assert re.search(r"Lost executor|Lost task", featurize_stage), featurize_stage[-3000:]
+
+    rows = store_rows(committed(store))
+    assert len(rows) == 240 and len({image_id for image_id, _ in rows}) == 240
+    featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50", weights="random",
+                                     engine="openvino")
+    images = read_images(spark, data)
+    clean = {r.image_id: r.features.toArray()
+             for r in featurizer.transform(images).select("image_id", "features").collect()}
+    for image_id, vector in rows:
+        np.testing.assert_allclose(vector, clean[image_id], rtol=1e-4, atol=1e-4)

@@ -6,45 +6,8 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, venv_bin
+from conftest import REPO_ROOT, clean_env
 from covidspark.cli import main
-
-
-def _clean_env():
-    # As a user who did not activate the venv and exported nothing: the venv's
-    # bin is not on the PATH and PYSPARK_PYTHON is unset.
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV", "SPARK_HOME")}
-    bindir = os.path.dirname(sys.executable)
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if os.path.abspath(p) != os.path.abspath(bindir))
-    return env
-
-
-@pytest.mark.subprocess
-def test_spark_submit_train_lr_uses_the_venv_python_for_workers(fixture_dir, tmp_path):
-    out = tmp_path / "run"
-    result = subprocess.run(
-        [venv_bin("spark-submit"), "--master", "local[2]", os.path.join(REPO_ROOT, "jobs", "train_lr.py"),
-         "--data", fixture_dir, "--task", "binary", "--model", "ResNet50", "--weights", "random",
-         "--bootstrap", "100", "--no-baseline", "--out", str(out)],
-        capture_output=True, text=True, env=_clean_env(), timeout=900, cwd=str(tmp_path),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    # The table the original studies print, and where things went.
-    assert "precision" in result.stdout and "covid" in result.stdout
-    assert f"model:   {out}/model" in result.stdout
-    assert "RANDOMLY INITIALISED" in result.stdout
-    run = json.loads((out / "metrics.json").read_text())
-    assert run["schema_version"] == 2
-    assert run["task"] == "binary" and run["labels"] == ["normal", "covid"]
-    assert run["counts"]["total"] == 12 and run["data"]["excluded"] == {"pneumonia": 6}
-    assert run["counts"]["train"] + run["counts"]["test"] == 12
-    assert run["weights"]["pretrained"] is False
-    assert run["environment"]["worker_python"] == sys.executable
-    assert run["environment"]["driver_python"] == sys.executable
-    assert sorted(os.listdir(out / "model" / "stages"))[0].startswith("0_DeepImageFeaturizer")
-    assert (out / "report.md").exists()
 
 
 def test_train_dt_3class(fixture_dir, tmp_path, spark):
@@ -65,7 +28,7 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "jobs", "train_rf.py"), "--master", "local[1]",
          "--data", str(tmp_path / "no-such-folder"), "--weights", "random", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=_clean_env(), timeout=600,
+        capture_output=True, text=True, env=clean_env(), timeout=600,
     )
     assert result.returncode == 2
     assert "Image folder not found" in result.stderr and "no-such-folder" in result.stderr

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, venv_bin
+from conftest import REPO_ROOT, clean_env, venv_bin
 
 pytestmark = pytest.mark.subprocess
 
@@ -44,8 +44,11 @@ def test_killed_featurize_job_resumes_computing_only_the_missing_images(spark, t
                os.path.join(REPO_ROOT, "jobs", "featurize.py"), "--data", data,
                "--weights", "random", "--engine", "openvino", "--features", store,
                "--chunk-size", "15"]
+    # As a user who did not activate the venv: spark-submit itself must give the
+    # workers this environment's Python (else they cannot import covidspark).
+    env = clean_env()
     log = open(tmp_path / "killed.log", "w")
-    job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+    job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                            start_new_session=True)
     deadline = time.time() + 600
     while not committed(store) and job.poll() is None and time.time() < deadline:
@@ -57,7 +60,7 @@ def test_killed_featurize_job_resumes_computing_only_the_missing_images(spark, t
     assert 1 <= len(kept) < 4, open(tmp_path / "killed.log").read()[-3000:]
     kept_ids = {image_id for image_id, _ in store_rows(kept)}
 
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     counts = re.search(r"(\d+) images: (\d+) computed, (\d+) reused", rerun.stdout)
     total, computed, reused = map(int, counts.groups())

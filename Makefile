@@ -11,12 +11,21 @@ MODEL       ?= ResNet50
 TASK        ?= 3class
 DEMO_OUT    ?= runs/demo
 PYTEST_ARGS ?=
+# Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
+# EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x), and the core tests.
+COMPAT_VENV ?= .venv-compat
+COMPAT_PY   := $(COMPAT_VENV)/bin/python
+COMPAT_TESTS ?= tests/test_images.py tests/test_pipelines.py tests/test_features.py \
+	tests/test_featurizer.py::test_resnet50_features_equal_plain_keras \
+	tests/test_featurizer.py::test_pipeline_with_featurizer_saves_and_predicts_the_same_in_a_new_session \
+	tests/test_predictor.py::test_local_heads_equal_spark_on_the_same_features
 
-.PHONY: help java browser venv test-venv demo test bench-ingest clean
+.PHONY: help java browser venv test-venv demo test test-compat bench-ingest clean
 
 help:
 	@echo "make demo   - create $(VENV), install covidspark, train LR on the embedded synthetic data"
 	@echo "make test   - create/update $(VENV) with test dependencies and run the whole test suite"
+	@echo "make test-compat - the core tests on pyspark 3.5 + pandas 1.5.3 in $(COMPAT_VENV)"
 	@echo "make clean  - remove $(VENV), build outputs and runs/"
 
 java:
@@ -50,5 +59,16 @@ demo: venv
 test: test-venv
 	COVIDSPARK_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
+$(COMPAT_VENV)/.stamp: setup.py pyproject.toml
+	@test -x $(COMPAT_PY) || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install -q --upgrade pip setuptools wheel
+	$(COMPAT_PY) -m pip install -q "pyspark==3.5.*" "pandas==1.5.3" "numpy<2" -e ".[test]"
+	$(COMPAT_PY) -m covidspark.cli spark-env --write
+	@touch $@
+
+test-compat: java $(COMPAT_VENV)/.stamp
+	$(COMPAT_PY) -c "import pyspark, pandas; print('pyspark', pyspark.__version__, 'pandas', pandas.__version__)"
+	$(COMPAT_PY) -m pytest $(COMPAT_TESTS)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info runs spark-warehouse .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENV) build dist *.egg-info runs spark-warehouse .pytest_cache

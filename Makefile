@@ -12,7 +12,7 @@ TASK        ?= 3class
 DEMO_OUT    ?= runs/demo
 PYTEST_ARGS ?=
 # Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
-# EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x), and the core tests.
+# EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x, pyarrow 15), and the core tests.
 COMPAT_VENV ?= .venv-compat
 COMPAT_PY   := $(COMPAT_VENV)/bin/python
 COMPAT_TESTS ?= tests/test_images.py tests/test_pipelines.py tests/test_features.py \
@@ -59,10 +59,10 @@ demo: venv
 test: test-venv
 	COVIDSPARK_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
-$(COMPAT_VENV)/.stamp: setup.py pyproject.toml
+$(COMPAT_VENV)/.stamp: setup.py pyproject.toml Makefile
 	@test -x $(COMPAT_PY) || $(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_PY) -m pip install -q --upgrade pip setuptools wheel
-	$(COMPAT_PY) -m pip install -q "pyspark==3.5.*" "pandas==1.5.3" "numpy<2" -e ".[test]"
+	$(COMPAT_PY) -m pip install -q "pyspark==3.5.*" "pandas==1.5.3" "numpy<2" "pyarrow<16" -e ".[test]"
 	$(COMPAT_PY) -m covidspark.cli spark-env --write
 	@touch $@
 

@@ -119,14 +119,14 @@ def run_size(spark, manifest, n, args, work):
     """One ingest -> featurize -> train run over the first ``n`` manifest rows."""
     from covidspark.featurizer import DeepImageFeaturizer
     from covidspark.images import read_images
-    from covidspark.pipelines import build_head
+    from covidspark.pipelines import ALL_LABELS, build_head
 
     subset = manifest.iloc[:n]
     timings = {}
     with RssSampler() as rss:
         t0 = time.time()
         result = read_images(spark, manifest=subset, base_dir=args.data_dir, strict=False,
-                             max_pixels=args.max_pixels)
+                             max_pixels=args.max_pixels, known_labels=ALL_LABELS)
         accepted = result.accepted
         timings["ingest_s"] = time.time() - t0
         featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features",
@@ -147,7 +147,7 @@ def run_size(spark, manifest, n, args, work):
     rejects = [(r.path, r.reason) for r in result.rejects.collect()]
     return {
         "images": n, "accepted": accepted, "rejected": result.rejected,
-        "rejects_sample": rejects[:8], "reject_paths": [p for p, _ in rejects],
+        "reject_pairs": rejects, "reject_paths": [p for p, _ in rejects],
         **{k: round(v, 1) for k, v in timings.items()},
         "featurize_images_per_s": round(accepted / timings["featurize_s"], 2),
         "end_to_end_images_per_s": round(n / total_s, 2),
@@ -218,10 +218,22 @@ def main():
                         if os.path.relpath(p, args.data_dir) in set(manifest.path)}
         listed = {os.path.abspath(p.replace("file:", "")) for p in last["reject_paths"]}
         checks["every bad file rejected with a reason"] = expected_bad <= listed
+        reasons = {os.path.abspath(p.replace("file:", "")): r for p, r in last["reject_pairs"]}
+        by_kind = {}
+        for path, kind in bad.items():
+            entry = by_kind.setdefault(kind, {"files": 0, "rejected": 0, "example_reason": None})
+            if os.path.abspath(path) not in expected_bad:
+                continue
+            entry["files"] += 1
+            if os.path.abspath(path) in reasons:
+                entry["rejected"] += 1
+                entry["example_reason"] = reasons[os.path.abspath(path)]
+        last["bad_files_by_kind"] = by_kind
         checks["accepted + rejected = total"] = \
             last["accepted"] + last["rejected"] == last["images"]
     for run in runs:
         run.pop("reject_paths")
+        run.pop("reject_pairs")
     import pyspark
 
     result = {"benchmark": "scale", "model": args.model, "engine": args.engine,

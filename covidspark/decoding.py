@@ -90,7 +90,10 @@ def open_image(data, name="<bytes>", max_pixels=DEFAULT_MAX_PIXELS, draft_size=N
     try:
         image = Image.open(io.BytesIO(data))
     except Exception as exc:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
-        raise ImageDecodeError(f"{name}: not a decodable image ({type(exc).__name__}: {exc})") from exc
+        # Pillow's UnidentifiedImageError names the BytesIO object, which says nothing.
+        detail = ("no known image format" if type(exc).__name__ == "UnidentifiedImageError"
+                  else f"{type(exc).__name__}: {exc}")
+        raise ImageDecodeError(f"{name}: not a decodable image ({detail})") from exc
     if image.format not in SUPPORTED_FORMATS:
         raise ImageDecodeError(
             f"{name}: unsupported format {image.format} (supported: PNG, JPEG, DICOM)"

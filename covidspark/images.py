@@ -115,7 +115,7 @@ def read_bytes(path):
 
 def read_images(spark, path=None, manifest=None, label_map=None, source=None, pattern=None,
                 path_filter=None, patients=None, strict=True, validate=True,
-                max_pixels=DEFAULT_MAX_PIXELS, base_dir=None):
+                max_pixels=DEFAULT_MAX_PIXELS, base_dir=None, known_labels=None):
     """Read labelled chest X-rays into a DataFrame.
 
     Parameters
@@ -155,6 +155,10 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         Decompression-bomb limit (default 60 megapixels).
     base_dir : str, optional
         Folder that relative paths of a pandas ``manifest`` are relative to.
+    known_labels : sequence of str, optional
+        Labels (after ``label_map``) the caller accepts, e.g.
+        ``covidspark.pipelines.ALL_LABELS``: any other label is a reject that
+        names it. By default every folder name or manifest label is kept.
 
     Returns
     -------
@@ -185,8 +189,17 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         what = manifest if isinstance(manifest, str) else f"manifest table ({base_dir})"
     if patients is not None:
         candidates = _attach_patients(spark, candidates, patients)
+    checked = candidates
+    if known_labels is not None:
+        from pyspark.sql import functions as F
+
+        known = list(known_labels)
+        unknown = checked.filter(~F.col("label").isin(known)).select("path", "label").collect()
+        rejects = rejects + [(r.path, f"label {r.label!r} is not one of {', '.join(known)} "
+                                      f"(map it with label_map)", True) for r in unknown]
+        checked = checked.filter(F.col("label").isin(known))
     if validate:
-        rejects = rejects + decode_rejects(candidates, max_pixels=max_pixels)
+        rejects = rejects + decode_rejects(checked, max_pixels=max_pixels)
     total = n_candidates + sum(1 for _, _, counted in rejects if not counted)
     reject_rows = [(p, reason) for p, reason, _ in rejects]
     if strict and reject_rows:

@@ -205,3 +205,24 @@ def test_dicom_files_are_read_and_decoded_on_the_executors(spark, fixture_dir, t
     assert report["formats"]["DICOM"] == 1 and report["bit_depths"]["12"] == 1
     row = df.filter("label = 'normal'").collect()[0]
     np.testing.assert_array_equal(decode_image(bytes(row.content), 32), decode_image(data, 32))
+
+
+def test_known_labels_turn_unknown_labels_into_rejects(spark, fixture_dir, tmp_path):
+    import pandas as pd
+
+    from covidspark.images import IngestError, read_images
+
+    rows = [{"path": f"{label}/{name}", "label": label}
+            for label in ("covid", "normal") for name in sorted(os.listdir(
+                os.path.join(fixture_dir, label)))[:2]]
+    rows[0]["label"] = "Lateral"
+    manifest = pd.DataFrame(rows)
+    result = read_images(spark, manifest=manifest, base_dir=fixture_dir, strict=False,
+                         known_labels=("normal", "covid", "pneumonia"))
+    rejects = [(r.path, r.reason) for r in result.rejects.collect()]
+    assert result.total == 4 and result.accepted == 3 and result.images.count() == 3
+    assert len(rejects) == 1 and rejects[0][0].endswith(rows[0]["path"])
+    assert "label 'Lateral' is not one of normal, covid, pneumonia" in rejects[0][1]
+    with pytest.raises(IngestError, match="Lateral"):
+        read_images(spark, manifest=manifest, base_dir=fixture_dir, known_labels=("covid",
+                                                                                   "normal"))

@@ -158,9 +158,12 @@ def _read_input(spark, args, warnings):
     """Images named by the input flags: (images, description, synthetic?, rejects)."""
     from covidspark import datasets
     from covidspark.images import read_images
+    from covidspark.pipelines import ALL_LABELS
 
     synthetic = args.data is None and args.manifest is None
-    read = dict(patients=args.patients, strict=not args.lenient)
+    # A label outside the three classes is a bad row like any other: named in the
+    # strict error, or listed among the rejects with --lenient.
+    read = dict(patients=args.patients, strict=not args.lenient, known_labels=ALL_LABELS)
     if synthetic:
         data_dir = datasets.synthetic(
             datasets.default_synthetic_dir(args.synthetic_per_class, args.seed),

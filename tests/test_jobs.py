@@ -40,6 +40,8 @@ def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir
     data = tmp_path / "data"
     shutil.copytree(fixture_dir, data)
     (data / "covid" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (data / "Lateral").mkdir()  # a folder that is not a class: its images are rejects
+    shutil.copy(data / "normal" / sorted(os.listdir(data / "normal"))[0], data / "Lateral" / "side.png")
     names = sorted(os.listdir(data / "covid")) + sorted(os.listdir(data / "normal"))
     patients = tmp_path / "patients.csv"
     patients.write_text("path,patient_id\n" + "".join(
@@ -50,7 +52,9 @@ def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir
                  "--weights", "random", "--bootstrap", "50", "--no-baseline",
                  "--out", str(out)]) == 0
     run = json.loads((out / "metrics.json").read_text())
-    assert [r["path"].rsplit("/", 1)[-1] for r in run["rejected"]] == ["truncated.png"]
+    reasons = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in run["rejected"]}
+    assert sorted(reasons) == ["side.png", "truncated.png"]
+    assert "label 'Lateral' is not one of normal, covid, pneumonia" in reasons["side.png"]
     assert "grouped by patient_id" in run["split"]["method"]
     assert run["counts"]["total"] == 12
 

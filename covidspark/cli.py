@@ -626,10 +626,14 @@ def cmd_predict(args):
         from covidspark.explain import add_heatmaps
 
         predictions = add_heatmaps(predictions, os.path.abspath(args.model), args.heatmaps)
+    from covidspark.thresholds import saved_threshold
+
+    # The binary COVID threshold the model predicted with (null for 3-class argmax).
+    threshold = F.lit(saved_threshold(model)).cast("double").alias("threshold")
     predictions = predictions.select(
         "path", *([F.col("label").alias("label")] if not args.images else []),
         "predicted_label", *[probability[k].alias(f"p_{name}") for k, name in enumerate(labels)],
-        *(["heatmap"] if args.heatmaps else []))
+        threshold, *(["heatmap"] if args.heatmaps else []))
     with Progress("predict", total, featurizer.imagesFeaturized):
         if args.out.endswith(".csv"):
             frame = predictions.toPandas()

@@ -149,3 +149,26 @@ def apply_threshold(pipeline_model, threshold):
             stage.setThresholds([1.0 - threshold, threshold])
             return pipeline_model
     raise ValueError("apply_threshold: the pipeline has no probabilistic classifier stage")
+
+
+def saved_threshold(pipeline_model):
+    """The binary COVID threshold a fitted pipeline predicts with (None for 3-class).
+
+    The inverse of :func:`apply_threshold`: LR's ``threshold``, or
+    ``t_1 / (t_0 + t_1)`` of a tree model's ``thresholds``; 0.5 when none was set.
+    """
+    from pyspark.ml.classification import LogisticRegressionModel, ProbabilisticClassificationModel
+
+    for stage in pipeline_model.stages:
+        if not isinstance(stage, ProbabilisticClassificationModel):
+            continue
+        if stage.numClasses != 2:
+            return None
+        if isinstance(stage, LogisticRegressionModel):
+            return float(stage.getThreshold())
+        if stage.isDefined(stage.thresholds):
+            low, high = stage.getThresholds()
+            return float(high / (low + high)) if low + high > 0 else 0.5
+        return 0.5
+    return None
+

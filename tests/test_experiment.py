@@ -129,8 +129,9 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     for image, heatmap in zip(predicted.path, predicted.heatmap):
         assert Image.open(heatmap).size == Image.open(image.replace("file:", "")).size
     np.testing.assert_allclose(predicted.p_normal + predicted.p_covid, 1.0, atol=1e-9)
-    # The saved threshold is used: COVID exactly when p_covid > 0.4.
+    # The saved threshold is used, and reported: COVID exactly when p_covid > 0.4.
     assert ((predicted.p_covid > 0.4) == (predicted.predicted_label == "covid")).all()
+    assert (predicted.threshold == 0.4).all()
 
     run = _run(["evaluate", "--model", model, "--data", fixture_dir, "--bootstrap", "50",
                 "--out", str(tmp_path / "eval")])

@@ -7,6 +7,7 @@ from covidspark.thresholds import (
     choose_threshold,
     parse_strategy,
     rates_at,
+    saved_threshold,
     tradeoff_table,
 )
 
@@ -90,3 +91,5 @@ def test_threshold_is_applied_and_saved_with_the_model(spark, features_df, class
         assert r.predicted_label == ("covid" if r.p > threshold else "normal")
     above = sum(p > threshold for p in scores)
     assert 0 < above < len(scores) and sum(r.prediction for r in rows) == above
+    assert saved_threshold(loaded) == pytest.approx(threshold, rel=1e-12)
+    assert saved_threshold(build_head("binary", classifier, seed=0).fit(data)) == 0.5

@@ -20,33 +20,22 @@ embedded synthetic set with seeded RANDOM weights (not pretrained).
 """
 import argparse
 import concurrent.futures
+import json
 import os
 import random
-import struct
 import sys
 import tempfile
 import threading
 import time
-import zlib
 
 import numpy as np
 
 from common import emit_json
 
 
-def _bomb_png(side=30000):
-    def chunk(kind, payload):
-        return (struct.pack(">I", len(payload)) + kind + payload
-                + struct.pack(">I", zlib.crc32(kind + payload)))
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * (side + 1) * 32, 9)) + chunk(b"IEND", b""))
-
-
 def bad_requests(good, limit_bytes):
     """name -> function(client) sending one bad request."""
-    from covidspark.service_client import multipart_body
+    from covidspark.service_client import decompression_bomb_png, multipart_body
 
     def send_raw(client, body, content_type):
         return client.request("POST", "/predict", body, {"Content-Type": content_type})
@@ -55,7 +44,8 @@ def bad_requests(good, limit_bytes):
         "oversize": lambda c: c.upload("/predict", b"\0" * (limit_bytes + 1), "../../big.png"),
         "non-image": lambda c: c.upload("/predict", b"not an image\n" * 100, "../etc/passwd"),
         "truncated": lambda c: c.upload("/predict", good[: len(good) // 3], "/tmp/x/../t.png"),
-        "bomb": lambda c: c.upload("/predict", _bomb_png(), "..\\..\\bomb.png"),
+        "bomb": lambda c: c.upload("/predict", decompression_bomb_png(30000, 32),
+                                   "..\\..\\bomb.png"),
         "wrong content type": lambda c: send_raw(c, good, "image/png"),
         "missing field": lambda c: send_raw(c, *multipart_body(good, "a.png", field="image")),
     }
@@ -164,8 +154,6 @@ def main():
         if kind == "good":
             name, data = goods[which]
             status, _, payload, seconds = client.upload("/predict", data, f"../../{name}")
-            import json
-
             ok = status == 200 and json.loads(payload)["label"] == expected[name]
             return kind, which, status, ok, seconds
         status, _, _, seconds = bad[which](client)

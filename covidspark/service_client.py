@@ -7,9 +7,11 @@ Used by the tests and ``benchmarks/serve.py``; handy in scripts too::
 """
 import http.client
 import json
+import struct
 import time
 import urllib.parse
 import uuid
+import zlib
 
 
 def multipart_body(data, filename="image.png", field="file", content_type="image/png"):
@@ -19,6 +21,17 @@ def multipart_body(data, filename="image.png", field="file", content_type="image
             f"filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n").encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), \
         f"multipart/form-data; boundary={boundary}"
+
+
+def decompression_bomb_png(side=20000, rows=64):
+    """A valid PNG that declares ``side`` x ``side`` pixels in a few KB (to test refusals)."""
+    def chunk(kind, payload):
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload)))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    data = zlib.compress(b"\x00" * (side + 1) * rows, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 class ServiceClient:

@@ -4,8 +4,6 @@ import json
 import os
 import shutil
 import socket
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -62,19 +60,8 @@ def test_predict_explain_and_health(service, predictor, fixture_dir):
     assert status == 200 and b"not a diagnostic device" in page
 
 
-def _bomb_png(side=20000):
-    """A valid PNG header declaring side x side pixels, with a few KB of data."""
-    def chunk(kind, payload):
-        return (struct.pack(">I", len(payload)) + kind + payload
-                + struct.pack(">I", zlib.crc32(kind + payload)))
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    rows = zlib.compress(b"\x00" * (side + 1) * 64, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-
-
 def test_bad_uploads_get_4xx_with_a_reason_and_the_service_keeps_serving(service, fixture_dir):
-    from covidspark.service_client import multipart_body
+    from covidspark.service_client import decompression_bomb_png, multipart_body
 
     path, good = _fixture_image(fixture_dir)
     cases = {
@@ -85,7 +72,7 @@ def test_bad_uploads_get_4xx_with_a_reason_and_the_service_keeps_serving(service
         "empty": (lambda: service.upload("/predict", b""), 422, "empty file"),
         "truncated": (lambda: service.upload("/predict", good[: len(good) // 3]), 422,
                       "truncated|not a decodable image"),
-        "bomb": (lambda: service.upload("/predict", _bomb_png()), 422,
+        "bomb": (lambda: service.upload("/predict", decompression_bomb_png()), 422,
                  "decompression bomb|exceeds"),
         "wrong content type": (lambda: service.request("POST", "/predict", good,
                                                        {"Content-Type": "image/png"}), 415,

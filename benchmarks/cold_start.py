@@ -22,8 +22,8 @@ WORKER = r"""
 import os, resource, sys, time
 t0 = time.time()
 import numpy as np
-from covidspark.engines import KerasBackboneRunner, OpenVinoBackboneRunner
-from covidspark.models import BACKBONES
+from covidspark.models.engines import KerasBackboneRunner, OpenVinoBackboneRunner
+from covidspark.models.registry import BACKBONES
 spec = BACKBONES[sys.argv[1]]
 engine, weights_path, weights_id, cache_dir, batch = sys.argv[2:7]
 if engine == "keras":
@@ -57,7 +57,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args(argv)
-    from covidspark.models import resolve_weights
+    from covidspark.models.weights import resolve_weights
 
     result = {"weights": "random (seeded), NOT pretrained", "batch": args.batch}
     for model in args.models.split(","):

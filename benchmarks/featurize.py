@@ -41,8 +41,9 @@ def image_paths(data, limit):
 
 def ceiling(engine, precision, model_name, batch_size, seconds=20.0):
     """Images/s of one engine on random, already-decoded input, in this process."""
-    from covidspark.engines import KerasBackboneRunner, OpenVinoBackboneRunner
-    from covidspark.models import get_backbone, resolve_weights
+    from covidspark.models.engines import KerasBackboneRunner, OpenVinoBackboneRunner
+    from covidspark.models.registry import get_backbone
+    from covidspark.models.weights import resolve_weights
 
     spec = get_backbone(model_name)
     path = resolve_weights(model_name, "random").path
@@ -66,8 +67,8 @@ def naive_udf(model_name, weights_path):
 
     @pandas_udf("array<float>")
     def predict(contents: pd.Series) -> pd.Series:
-        from covidspark.decoding import decode_image
-        from covidspark.models import build_backbone, get_backbone, preprocess_function
+        from covidspark.data.decoding import decode_image
+        from covidspark.models.registry import build_backbone, get_backbone, preprocess_function
 
         spec = get_backbone(model_name)
         if "model" not in cache:
@@ -113,10 +114,10 @@ def main():
 
     from pyspark.sql import functions as F
 
-    from covidspark.engines import cpu_flags, cpu_has_bf16, openvino_installed
-    from covidspark.featurizer import DeepImageFeaturizer
-    from covidspark.models import resolve_weights
-    from covidspark.session import get_spark
+    from covidspark.models.engines import cpu_flags, cpu_has_bf16, openvino_installed
+    from covidspark.ml.featurizer import DeepImageFeaturizer
+    from covidspark.models.weights import resolve_weights
+    from covidspark.runtime.session import get_spark
 
     paths = image_paths(args.data, args.limit)
     spark = get_spark("benchmark-featurize", master=f"local[{args.cores}]",

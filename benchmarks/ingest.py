@@ -19,7 +19,7 @@ import time
 
 
 def image_paths(data):
-    from covidspark.decoding import IMAGE_EXTENSIONS
+    from covidspark.data.decoding import IMAGE_EXTENSIONS
 
     paths = sorted(p for p in glob.glob(os.path.join(data, "**", "*"), recursive=True)
                    if p.lower().endswith(IMAGE_EXTENSIONS))
@@ -29,7 +29,7 @@ def image_paths(data):
 
 
 def pillow_loop(paths, size):
-    from covidspark.decoding import decode_image
+    from covidspark.data.decoding import decode_image
 
     start = time.perf_counter()
     for p in paths:
@@ -42,8 +42,8 @@ def spark_decode(spark, paths, size, partitions):
     import pandas as pd
 
     def decode(batches):
-        from covidspark.decoding import decode_image
-        from covidspark.images import read_bytes
+        from covidspark.data.decoding import decode_image
+        from covidspark.data.reading import read_bytes
 
         for batch in batches:
             means = [float(decode_image(read_bytes(p), size, name=p).mean()) for p in batch["path"]]
@@ -66,7 +66,7 @@ def main():
     parser.add_argument("--partitions", type=int, default=None, help="default: one per core")
     args = parser.parse_args()
 
-    from covidspark.session import get_spark
+    from covidspark.runtime.session import get_spark
 
     files = image_paths(args.data)
     paths = files * -(-args.min_images // len(files))

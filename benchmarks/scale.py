@@ -117,9 +117,9 @@ def write_bad_files(root, n, labels=("covid", "normal", "pneumonia")):
 
 def run_size(spark, manifest, n, args, work):
     """One ingest -> featurize -> train run over the first ``n`` manifest rows."""
-    from covidspark.featurizer import DeepImageFeaturizer
-    from covidspark.images import read_images
-    from covidspark.pipelines import ALL_LABELS, build_head
+    from covidspark.ml.featurizer import DeepImageFeaturizer
+    from covidspark.data.reading import read_images
+    from covidspark.ml.pipelines import ALL_LABELS, build_head
 
     subset = manifest.iloc[:n]
     timings = {}
@@ -175,8 +175,8 @@ def main():
 
     import pandas as pd
 
-    from covidspark.datasets import synthetic
-    from covidspark.session import get_spark
+    from covidspark.data.synthetic import synthetic
+    from covidspark.runtime.session import get_spark
 
     work = args.work or tempfile.mkdtemp(prefix="covidspark-bench-scale-")
     biggest = sizes[-1]

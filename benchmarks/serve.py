@@ -96,8 +96,8 @@ def main():
     else:
         args.bad_fraction = 0.0
 
-    from covidspark.datasets import synthetic
-    from covidspark.predictor import Predictor
+    from covidspark.data.synthetic import synthetic
+    from covidspark.serving.predictor import Predictor
     from covidspark.service_client import launch
 
     work = tempfile.mkdtemp(prefix="covidspark-bench-serve-")

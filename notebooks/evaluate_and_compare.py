@@ -30,12 +30,13 @@ import tempfile
 
 from pyspark import StorageLevel
 
-from covidspark import datasets, experiment, pipelines
-from covidspark.baseline import PixelFeaturizer
-from covidspark.duplicates import resolve_duplicates
-from covidspark.featurizer import DeepImageFeaturizer
-from covidspark.images import read_images
-from covidspark.reports import headline
+from covidspark.data import datasets
+from covidspark.ml import experiment, pipelines
+from covidspark.ml.baseline import PixelFeaturizer
+from covidspark.data.duplicates import resolve_duplicates
+from covidspark.ml.featurizer import DeepImageFeaturizer
+from covidspark.data.reading import read_images
+from covidspark.evaluation.reports import headline
 
 data = dbutils.widgets.get("data")
 if not data:

@@ -27,9 +27,11 @@ import tempfile
 
 from pyspark import StorageLevel
 
-from covidspark import datasets, evaluation, pipelines, splits
-from covidspark.featurizer import DeepImageFeaturizer
-from covidspark.images import read_images
+from covidspark import evaluation
+from covidspark.data import datasets, splits
+from covidspark.ml import pipelines
+from covidspark.ml.featurizer import DeepImageFeaturizer
+from covidspark.data.reading import read_images
 
 data = dbutils.widgets.get("data")
 task = dbutils.widgets.get("task")

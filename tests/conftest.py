@@ -29,7 +29,7 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def spark():
-    from covidspark.session import get_spark
+    from covidspark.runtime.session import get_spark
 
     session = get_spark("covidspark-tests", master="local[2]",
                         conf={"spark.ui.enabled": "false", "spark.driver.memory": "2g",
@@ -41,14 +41,14 @@ def spark():
 @pytest.fixture(scope="session")
 def fixture_dir(tmp_path_factory):
     """18 synthetic X-rays (6 per class), PNG and JPEG, 256-1024 px."""
-    from covidspark.datasets import synthetic
+    from covidspark.data.synthetic import synthetic
 
     return synthetic(str(tmp_path_factory.mktemp("xrays")), n_per_class=6, seed=1)
 
 
 @pytest.fixture(scope="session")
 def images_df(spark, fixture_dir):
-    from covidspark.images import read_images
+    from covidspark.data.reading import read_images
 
     return read_images(spark, fixture_dir).cache()
 
@@ -56,7 +56,7 @@ def images_df(spark, fixture_dir):
 @pytest.fixture(scope="session")
 def resnet_features(spark, images_df):
     """ResNet50 (random weights, seed 0) features of the fixture, collected as pandas."""
-    from covidspark.featurizer import DeepImageFeaturizer
+    from covidspark.ml.featurizer import DeepImageFeaturizer
 
     featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features",
                                      modelName="ResNet50", weights="random", seed=0)
@@ -121,9 +121,9 @@ def save_head_pipeline(features_df, tmp_path, task, classifier, threshold=None):
     """Fit a head on the fixture's Spark features; save it behind the fixture's featurizer."""
     from pyspark.ml import PipelineModel
 
-    from covidspark.featurizer import DeepImageFeaturizer
-    from covidspark.pipelines import build_head, prepare_task
-    from covidspark.thresholds import apply_threshold
+    from covidspark.ml.featurizer import DeepImageFeaturizer
+    from covidspark.ml.pipelines import build_head, prepare_task
+    from covidspark.ml.thresholds import apply_threshold
 
     rows, _ = prepare_task(features_df, task)
     head = build_head(task, classifier, seed=3).fit(rows)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covidspark.baseline import PixelFeaturizer, thumbnail, verdict
+from covidspark.ml.baseline import PixelFeaturizer, thumbnail, verdict
 from conftest import gradient, png_bytes
 
 
@@ -23,7 +23,7 @@ def test_jpeg_thumbnail_decoded_in_draft_mode_matches_a_full_decode():
     Image.fromarray(smooth).convert("RGB").save(buffer, format="JPEG", quality=95)
     full = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("L")
                       .resize((32, 32), Image.BOX), np.float32) / 255
-    from covidspark.decoding import open_image
+    from covidspark.data.decoding import open_image
 
     # libjpeg decoded it at 1/8 scale (100x75 >= 64x64), off by ~3 grey levels on average.
     assert open_image(buffer.getvalue(), draft_size=(64, 64)).size == (100, 75)

@@ -2,7 +2,7 @@
 import pytest
 
 from covidspark.cli import main, parse_args
-from covidspark.progress import Progress, format_progress
+from covidspark.runtime.progress import Progress, format_progress
 
 
 def test_config_file_sets_flags_and_the_command_line_overrides(tmp_path):

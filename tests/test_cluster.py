@@ -53,8 +53,8 @@ def _submit(master, env, job, *args):
 def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_dir, tmp_path,
                                                              spark, images_df):
     from covidspark.cli import build_parser
-    from covidspark.featurizer import DeepImageFeaturizer
-    from covidspark.features import FeatureStore
+    from covidspark.ml.featurizer import DeepImageFeaturizer
+    from covidspark.ml.feature_store import FeatureStore
 
     master, state, env = cluster
     store = str(tmp_path / "store")
@@ -143,9 +143,9 @@ def test_featurize_survives_a_killed_executor(cluster, spark, tmp_path):
     import signal
     import time
 
-    from covidspark.datasets import synthetic
-    from covidspark.featurizer import DeepImageFeaturizer
-    from covidspark.images import read_images
+    from covidspark.data.synthetic import synthetic
+    from covidspark.ml.featurizer import DeepImageFeaturizer
+    from covidspark.data.reading import read_images
     from test_reliability import committed, store_rows
 
     master, _, env = cluster

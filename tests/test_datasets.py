@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covidspark.datasets import CLASSES, synthetic
+from covidspark.data.synthetic import CLASSES, synthetic
 
 
 def _files(root):
@@ -45,7 +45,7 @@ def test_synthetic_layout_sizes_and_formats(fixture_dir):
 
 
 def test_class_signal_lies_in_the_lungs():
-    from covidspark.datasets import render_xray
+    from covidspark.data.synthetic import render_xray
 
     for seed in range(5):
         rng = np.random.default_rng(seed)
@@ -86,7 +86,7 @@ COHEN_METADATA = """patientid,offset,sex,age,finding,RT_PCR_positive,survival,vi
 
 
 def test_cohen_manifest_maps_findings_views_and_patients(tmp_path):
-    from covidspark.datasets import cohen_label, cohen_manifest
+    from covidspark.data.datasets import cohen_label, cohen_manifest
 
     (tmp_path / "metadata.csv").write_text(COHEN_METADATA)
     manifest, left_out = cohen_manifest(str(tmp_path / "metadata.csv"))
@@ -104,9 +104,9 @@ def test_cohen_manifest_maps_findings_views_and_patients(tmp_path):
 def test_read_dataset_cohen_and_merge_with_another_source(spark, fixture_dir, tmp_path):
     import shutil
 
-    from covidspark.datasets import merge, read_dataset
-    from covidspark.duplicates import resolve_duplicates
-    from covidspark.images import read_images
+    from covidspark.data.datasets import merge, read_dataset
+    from covidspark.data.duplicates import resolve_duplicates
+    from covidspark.data.reading import read_images
 
     cohen = tmp_path / "cohen"
     (cohen / "images").mkdir(parents=True)
@@ -139,7 +139,7 @@ def test_download_offline_says_what_to_run(monkeypatch, tmp_path):
     import dataclasses
     import socket
 
-    from covidspark import datasets
+    from covidspark.data import datasets
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

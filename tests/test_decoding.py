@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import gradient as _gradient
 from conftest import png_bytes as _png
-from covidspark.decoding import ImageDecodeError, decode_image, open_image
+from covidspark.data.decoding import ImageDecodeError, decode_image, open_image
 
 
 def _encode(image, fmt, **kwargs):

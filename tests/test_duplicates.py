@@ -7,14 +7,9 @@ import pytest
 from PIL import Image
 
 from conftest import SHARED_DATA
-from covidspark.duplicates import (
-    _bands,
-    find_duplicate_pairs,
-    group_pairs,
-    resolve_duplicates,
-)
-from covidspark.hashing import hamming, hex_to_signed64, phash
-from covidspark.images import read_images
+from covidspark.data.duplicates import _bands, find_duplicate_pairs, group_pairs, resolve_duplicates
+from covidspark.data.hashing import hamming, hex_to_signed64, phash
+from covidspark.data.reading import read_images
 
 
 def test_bands_cover_64_bits_pigeonhole():
@@ -70,7 +65,7 @@ def tree_with_duplicates(fixture_dir, tmp_path):
 
 
 def test_describe_finds_exact_and_recropped_copies(spark, tree_with_duplicates):
-    from covidspark.datasets import describe, format_description
+    from covidspark.data.datasets import describe, format_description
 
     root, exact_source, cropped_source = tree_with_duplicates
     report = describe(spark, read_images(spark, str(root)))

@@ -5,13 +5,8 @@ import numpy as np
 import pytest
 from pyspark.resource import ResourceInformation
 
-from covidspark.engines import (
-    cpu_flags,
-    gpu_visible_devices,
-    resolve_engine,
-    resolve_precision,
-)
-from covidspark.featurizer import DeepImageFeaturizer
+from covidspark.models.engines import cpu_flags, gpu_visible_devices, resolve_engine, resolve_precision
+from covidspark.ml.featurizer import DeepImageFeaturizer
 
 
 @pytest.mark.parametrize("precision, flags, gpu, expected", [
@@ -86,7 +81,7 @@ def test_bad_precision_and_engine_are_named():
 def test_every_backbone_featurizes_and_persists_on_both_engines(spark, images_df, model_name,
                                                                 tmp_path):
     # ResNet50 and InceptionV3 are compared with plain Keras in test_featurizer.py.
-    from covidspark.models import BACKBONES
+    from covidspark.models.registry import BACKBONES
 
     sample = images_df.limit(2).cache()
     vectors = {}
@@ -105,7 +100,7 @@ def test_every_backbone_featurizes_and_persists_on_both_engines(spark, images_df
 @pytest.mark.parametrize("model_name", ["ResNet50", "InceptionV3", "DenseNet121", "VGG16",
                                         "VGG19", "Xception"])
 def test_numpy_preprocessing_equals_keras(model_name):
-    from covidspark.models import BACKBONES, numpy_preprocess, preprocess_function
+    from covidspark.models.registry import BACKBONES, numpy_preprocess, preprocess_function
 
     spec = BACKBONES[model_name]
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
@@ -119,8 +114,9 @@ def test_openvino_model_is_cached_on_disk_and_loads_without_tensorflow(tmp_path)
     import subprocess
     import sys
 
-    from covidspark.engines import OpenVinoBackboneRunner
-    from covidspark.models import BACKBONES, resolve_weights
+    from covidspark.models.engines import OpenVinoBackboneRunner
+    from covidspark.models.registry import BACKBONES
+    from covidspark.models.weights import resolve_weights
 
     spec = BACKBONES["ResNet50"]
     weights = resolve_weights("ResNet50", "random", seed=0)
@@ -135,7 +131,7 @@ def test_openvino_model_is_cached_on_disk_and_loads_without_tensorflow(tmp_path)
     # A fresh worker process: the cached IR, numpy preprocessing, no TensorFlow import.
     code = (
         "import sys, numpy as np\n"
-        "from covidspark.engines import OpenVinoBackboneRunner\n"
+        "from covidspark.models.engines import OpenVinoBackboneRunner\n"
         "from covidspark.models import BACKBONES\n"
         f"r = OpenVinoBackboneRunner(BACKBONES['ResNet50'], '/nonexistent.h5', "
         f"weights_id={weights.weights_id!r}, cache_dir={str(tmp_path)!r})\n"

@@ -7,7 +7,9 @@ from pyspark.ml.linalg import Vectors, VectorUDT
 from pyspark.sql.types import DoubleType, StructField, StructType
 from sklearn import metrics as skm
 
-from covidspark.evaluation import evaluate, format_table, metrics_from_confusion, write_report
+from covidspark.evaluation.metrics import metrics_from_confusion
+from covidspark.evaluation.reports import format_table, write_report
+from covidspark.evaluation.scoring import evaluate
 
 
 def _predictions(spark, n_classes, n=200, seed=0):
@@ -87,7 +89,7 @@ def test_metrics_match_scikit_learn(spark, labels):
 
 
 def test_bootstrap_is_seeded_and_narrows_with_more_rows():
-    from covidspark.metrics import bootstrap_intervals
+    from covidspark.evaluation.metrics import bootstrap_intervals
 
     rng = np.random.default_rng(3)
     labels = ["normal", "covid"]
@@ -103,7 +105,7 @@ def test_bootstrap_is_seeded_and_narrows_with_more_rows():
 
 
 def test_curves_match_scikit_learn_with_ties():
-    from covidspark.metrics import precision_recall_curve, roc_curve
+    from covidspark.evaluation.metrics import precision_recall_curve, roc_curve
 
     rng = np.random.default_rng(1)
     positive = rng.random(300) < 0.3

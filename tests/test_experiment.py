@@ -45,7 +45,7 @@ def test_tuned_weighted_thresholded_run_featurizes_once(fixture_dir, tmp_path):
 
 
 def test_train_on_one_source_test_on_another(fixture_dir, tmp_path):
-    from covidspark.datasets import synthetic
+    from covidspark.data.synthetic import synthetic
 
     other = synthetic(str(tmp_path / "site-b"), n_per_class=3, seed=7)
     copied = sorted(os.listdir(os.path.join(fixture_dir, "covid")))[0]
@@ -108,7 +108,7 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     from PIL import Image
 
     from covidspark.cli import main
-    from covidspark.images import IngestError
+    from covidspark.data.reading import IngestError
 
     model = trained_model  # covidspark train ... --threshold 0.4
     images = tmp_path / "incoming"

@@ -9,7 +9,7 @@ from conftest import save_head_pipeline
 
 @pytest.fixture(scope="module")
 def predictor(trained_model):
-    from covidspark.predictor import Predictor
+    from covidspark.serving.predictor import Predictor
 
     return Predictor(trained_model)
 
@@ -25,7 +25,7 @@ def _covid_image(fixture_dir):
 def test_heat_map_has_the_image_shape_and_is_a_normalised_map(predictor, fixture_dir, method):
     from PIL import Image
 
-    from covidspark.explain import explain, overlay_png
+    from covidspark.serving.explain import explain, overlay_png
 
     path, data = _covid_image(fixture_dir)
     result, heat, image = explain(predictor, data, method=method, name=path)
@@ -42,7 +42,7 @@ def test_grad_cam_equals_the_class_weights_on_the_last_conv_layer(predictor, fix
     """ResNet50 pools conv5_block3_out directly: Grad-CAM = ReLU(sum_k w_k A_k) / (h w)."""
     import keras
 
-    from covidspark.explain import class_score_weights, grad_cam
+    from covidspark.serving.explain import class_score_weights, grad_cam
 
     _, data = _covid_image(fixture_dir)
     pixels = predictor.pixels(predictor.open(data))
@@ -62,8 +62,8 @@ def test_grad_cam_equals_the_class_weights_on_the_last_conv_layer(predictor, fix
 
 def test_tree_models_get_occlusion_and_a_clear_refusal_of_grad_cam(features_df, tmp_path,
                                                                    fixture_dir):
-    from covidspark.explain import ExplainError, explain
-    from covidspark.predictor import Predictor
+    from covidspark.serving.explain import ExplainError, explain
+    from covidspark.serving.predictor import Predictor
 
     _, path, _ = save_head_pipeline(features_df, tmp_path, "3class", "dt")
     predictor = Predictor(path)
@@ -97,7 +97,7 @@ def _small_cnn(size):
 def _covid_and_normal(folder, size):
     import csv
 
-    from covidspark.decoding import decode_image
+    from covidspark.data.decoding import decode_image
 
     with open(os.path.join(folder, "manifest.csv")) as f:
         rows = [r for r in csv.DictReader(f) if r["label"] in ("covid", "normal")]
@@ -120,8 +120,8 @@ def test_grad_cam_peaks_inside_the_synthetic_lesions_more_often_than_chance(tmp_
     from scipy.stats import binomtest
     from sklearn.linear_model import LogisticRegression
 
-    from covidspark.datasets import synthetic
-    from covidspark.explain import _upsample, grad_cam
+    from covidspark.data.synthetic import synthetic
+    from covidspark.serving.explain import _upsample, grad_cam
 
     size = 128
     model = _small_cnn(size)

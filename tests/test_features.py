@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 
-from covidspark.featurizer import DeepImageFeaturizer
-from covidspark.features import COMMITTED, FeatureStore
+from covidspark.ml.featurizer import DeepImageFeaturizer
+from covidspark.ml.feature_store import COMMITTED, FeatureStore
 
 
 def _featurizer(seed=0):

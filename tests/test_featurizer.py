@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from conftest import local_path
-from covidspark.featurizer import DeepImageFeaturizer
-from covidspark.images import _normalise_uri
-from covidspark.models import resolve_weights
+from covidspark.ml.featurizer import DeepImageFeaturizer
+from covidspark.data.reading import _normalise_uri
+from covidspark.models.weights import resolve_weights
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -74,7 +74,7 @@ def test_partitioning_and_batch_size_do_not_change_features(images_df, resnet_fe
 
 def test_decode_ahead_keeps_rows_in_order_and_counts_each_image_once(spark, images_df,
                                                                     resnet_features):
-    from covidspark.featurizer import DECODE_AHEAD_CONF
+    from covidspark.ml.featurizer import DECODE_AHEAD_CONF
 
     features, _ = resnet_features
     featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50",
@@ -156,8 +156,8 @@ def test_featurizer_saves_and_loads(tmp_path):
 LOAD_AND_PREDICT = """
 import json, sys
 from pyspark.ml import PipelineModel
-from covidspark.images import read_images
-from covidspark.session import get_spark
+from covidspark.data.reading import read_images
+from covidspark.runtime.session import get_spark
 spark = get_spark("reload", master="local[1]")
 model = PipelineModel.load(sys.argv[1])
 rows = model.transform(read_images(spark, sys.argv[2])).select(
@@ -170,7 +170,7 @@ json.dump({r.path: [r.predicted_label, r.probability.toArray().tolist()] for r i
 @pytest.mark.subprocess
 def test_pipeline_with_featurizer_saves_and_predicts_the_same_in_a_new_session(
         images_df, fixture_dir, tmp_path):
-    from covidspark.pipelines import build_pipeline, prepare_task
+    from covidspark.ml.pipelines import build_pipeline, prepare_task
 
     data, _ = prepare_task(images_df, "3class")
     model = build_pipeline("3class", "lr", modelName="ResNet50", weights="random").fit(data)

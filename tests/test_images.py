@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import local_path
 from conftest import gradient as _gradient
 from conftest import png_bytes as _png
-from covidspark.images import IngestError, read_images
+from covidspark.data.reading import IngestError, read_images
 
 
 # ------------------------------------------------------------------ reading
@@ -191,8 +191,8 @@ def test_exactly_one_source(spark):
 
 def test_dicom_files_are_read_and_decoded_on_the_executors(spark, fixture_dir, tmp_path):
     pytest.importorskip("pydicom")
-    from covidspark.decoding import decode_image
-    from covidspark.datasets import describe
+    from covidspark.data.decoding import decode_image
+    from covidspark.data.datasets import describe
     from test_decoding import _dicom, _ramp
 
     root = tmp_path / "dicom"
@@ -210,7 +210,7 @@ def test_dicom_files_are_read_and_decoded_on_the_executors(spark, fixture_dir, t
 def test_known_labels_turn_unknown_labels_into_rejects(spark, fixture_dir, tmp_path):
     import pandas as pd
 
-    from covidspark.images import IngestError, read_images
+    from covidspark.data.reading import IngestError, read_images
 
     rows = [{"path": f"{label}/{name}", "label": label}
             for label in ("covid", "normal") for name in sorted(os.listdir(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from covidspark import models
-from covidspark.models import BACKBONES, WeightsUnavailableError, get_backbone, resolve_weights
+from covidspark.models.registry import BACKBONES, get_backbone
+from covidspark.models.weights import WeightsUnavailableError, resolve_weights
 
 
 def _h5_arrays(path):

@@ -1,13 +1,7 @@
 import numpy as np
 import pytest
 
-from covidspark.pipelines import (
-    LABEL_INDEX_COL,
-    build_classifier,
-    build_head,
-    prepare_task,
-    task_labels,
-)
+from covidspark.ml.pipelines import LABEL_INDEX_COL, build_classifier, build_head, prepare_task, task_labels
 
 
 def test_binary_task_excludes_pneumonia_and_counts_it(images_df):

@@ -12,7 +12,7 @@ def test_local_heads_equal_spark_on_the_same_features(features_df, tmp_path, tas
                                                       threshold):
     from pyspark.ml.functions import vector_to_array
 
-    from covidspark.local_model import load_pipeline
+    from covidspark.serving.local_model import load_pipeline
 
     model, path, rows = _saved_pipeline(features_df, tmp_path, task, classifier, threshold)
     spark_rows = model.stages[1:]  # the head alone: the features are already there
@@ -35,7 +35,7 @@ def test_predictor_equals_the_spark_pipeline_end_to_end(spark, trained_model, im
     from pyspark.ml import PipelineModel
     from pyspark.ml.functions import vector_to_array
 
-    from covidspark.predictor import Predictor
+    from covidspark.serving.predictor import Predictor
     from conftest import local_path
 
     predictor = Predictor(trained_model)
@@ -57,9 +57,9 @@ def test_predictor_equals_the_spark_pipeline_end_to_end(spark, trained_model, im
 
 
 def test_predictor_refuses_bad_input_clearly(trained_model, tmp_path):
-    from covidspark.decoding import ImageDecodeError
-    from covidspark.local_model import ModelFormatError, load_pipeline
-    from covidspark.predictor import Predictor
+    from covidspark.data.decoding import ImageDecodeError
+    from covidspark.serving.local_model import ModelFormatError, load_pipeline
+    from covidspark.serving.predictor import Predictor
 
     predictor = Predictor(trained_model, max_pixels=1000)
     with pytest.raises(ImageDecodeError, match="upload.png: empty file"):

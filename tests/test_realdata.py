@@ -37,11 +37,11 @@ def _subset_manifest(tmp_path, per_class=80):
 
 
 def test_binary_lr_on_real_xrays(spark, tmp_path):
-    from covidspark.evaluation import evaluate
-    from covidspark.featurizer import DeepImageFeaturizer
-    from covidspark.images import read_images
-    from covidspark.pipelines import build_head, prepare_task, task_labels
-    from covidspark.splits import stratified_split
+    from covidspark.evaluation.scoring import evaluate
+    from covidspark.ml.featurizer import DeepImageFeaturizer
+    from covidspark.data.reading import read_images
+    from covidspark.ml.pipelines import build_head, prepare_task, task_labels
+    from covidspark.data.splits import stratified_split
 
     images = read_images(spark, manifest=_subset_manifest(tmp_path))
     data, info = prepare_task(images, "binary")

@@ -15,8 +15,8 @@ pytestmark = [
 
 
 def test_describe_reports_the_two_real_duplicates(spark):
-    from covidspark.datasets import describe
-    from covidspark.images import read_images
+    from covidspark.data.datasets import describe
+    from covidspark.data.reading import read_images
 
     images = read_images(spark, os.path.join(OZTURK, "images"), validate=False)
     report = describe(spark, images)
@@ -30,8 +30,8 @@ def test_describe_reports_the_two_real_duplicates(spark):
 
 
 def test_patient_grouped_split_of_the_real_set(spark):
-    from covidspark.images import read_images
-    from covidspark.splits import grouped_split
+    from covidspark.data.reading import read_images
+    from covidspark.data.splits import grouped_split
 
     images = read_images(spark, os.path.join(OZTURK, "images"), validate=False,
                          patients=os.path.join(OZTURK, "patients.csv")).drop("content")

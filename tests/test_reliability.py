@@ -33,10 +33,10 @@ def committed(store):
 
 
 def test_killed_featurize_job_resumes_computing_only_the_missing_images(spark, tmp_path):
-    from covidspark.datasets import synthetic
-    from covidspark.featurizer import DeepImageFeaturizer
-    from covidspark.features import FeatureStore
-    from covidspark.images import read_images
+    from covidspark.data.synthetic import synthetic
+    from covidspark.ml.featurizer import DeepImageFeaturizer
+    from covidspark.ml.feature_store import FeatureStore
+    from covidspark.data.reading import read_images
 
     data = synthetic(str(tmp_path / "xrays"), n_per_class=20, seed=5, min_size=64, max_size=96)
     store = str(tmp_path / "store")

@@ -24,7 +24,7 @@ def service(trained_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(trained_model):
-    from covidspark.predictor import Predictor
+    from covidspark.serving.predictor import Predictor
 
     return Predictor(trained_model)
 

@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from covidspark.splits import stratified_split
+from covidspark.data.splits import stratified_split
 
 
 def _table(spark, counts):
@@ -57,7 +57,7 @@ def _grouped_table(spark):
 
 
 def test_grouped_split_never_separates_patients_or_duplicates(spark):
-    from covidspark.splits import grouped_split
+    from covidspark.data.splits import grouped_split
 
     df = _grouped_table(spark)
     out, summary = grouped_split(df, (0.6, 0.2, 0.2), seed=3, k_folds=3)
@@ -78,7 +78,7 @@ def test_grouped_split_never_separates_patients_or_duplicates(spark):
 
 
 def test_grouped_split_fractions_are_close_for_singletons(spark):
-    from covidspark.splits import grouped_split
+    from covidspark.data.splits import grouped_split
 
     df = _table(spark, {"covid": 50, "normal": 100})
     out, summary = grouped_split(df, (0.8, 0.0, 0.2), seed=1)

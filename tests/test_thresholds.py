@@ -2,14 +2,7 @@
 import numpy as np
 import pytest
 
-from covidspark.thresholds import (
-    apply_threshold,
-    choose_threshold,
-    parse_strategy,
-    rates_at,
-    saved_threshold,
-    tradeoff_table,
-)
+from covidspark.ml.thresholds import apply_threshold, choose_threshold, parse_strategy, rates_at, saved_threshold, tradeoff_table
 
 
 def _validation(seed=0, n=400):
@@ -73,7 +66,7 @@ def test_threshold_is_applied_and_saved_with_the_model(spark, features_df, class
     from pyspark.ml import PipelineModel
     from pyspark.ml.functions import vector_to_array
 
-    from covidspark.pipelines import build_head, prepare_task
+    from covidspark.ml.pipelines import build_head, prepare_task
 
     data, _ = prepare_task(features_df, "binary")
     model = build_head("binary", classifier, seed=0).fit(data)

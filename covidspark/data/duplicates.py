@@ -1,0 +1,212 @@
+"""Exact and near-duplicate images, found in Spark.
+
+Public COVID X-ray sets overlap heavily (Cohen's images reappear in the Ozturk,
+Chowdhury and COVIDx sets), and one set may hold the same radiograph twice at
+different crops. A duplicate on both sides of a split inflates test scores.
+
+- *Exact* duplicates share ``image_id`` (sha256 of the bytes).
+- *Near* duplicates have perceptual hashes (:mod:`covidspark.data.hashing`, computed
+  on the executors) within ``max_distance`` bits. Candidate pairs come from an
+  exact join on hash bands (with ``t`` allowed differences, one of ``t + 1``
+  bands must match: pigeonhole), so no all-pairs comparison is made.
+
+The default ``max_distance=2`` is deliberate: on the Ozturk set, distance 4
+also pairs four different radiographs (chest X-rays look alike at 8x8 DCT
+resolution), while the two real duplicates are at 0 and 2.
+"""
+import logging
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_DISTANCE = 2
+POLICIES = ("keep", "drop", "group")
+
+INFO_SCHEMA = ("format string, mode string, width int, height int, bits int, "
+               "phash string, phash64 bigint, error string")
+
+
+def image_info(df, content_col="content", path_col="path", max_pixels=None):
+    """Add an ``info`` struct: format, mode, width, height, bits, phash, error.
+
+    Computed on the executors, one decode per image; ``error`` is set (and the
+    rest null) when the image does not decode.
+    """
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from covidspark.data.decoding import DEFAULT_MAX_PIXELS, ImageDecodeError, bit_depth, open_image
+    from covidspark.data.hashing import hex_to_signed64, phash
+
+    limit = max_pixels or DEFAULT_MAX_PIXELS
+
+    @F.pandas_udf(INFO_SCHEMA)
+    def inspect(contents: pd.Series, paths: pd.Series) -> pd.DataFrame:
+        rows = []
+        for data, name in zip(contents, paths):
+            try:
+                image = open_image(data, name, limit)
+                digest = phash(image)
+                rows.append((image.info.get("format"), image.mode, image.size[0], image.size[1],
+                             bit_depth(image), digest, hex_to_signed64(digest), None))
+            except ImageDecodeError as exc:
+                rows.append((None, None, None, None, None, None, None, str(exc)))
+        return pd.DataFrame(rows, columns=["format", "mode", "width", "height", "bits",
+                                           "phash", "phash64", "error"])
+
+    return df.withColumn("info", inspect(F.col(content_col), F.col(path_col)))
+
+
+def _bands(max_distance):
+    """(shift, mask) of ``max_distance + 1`` bit bands covering 64 bits."""
+    n = max_distance + 1
+    edges = [round(i * 64 / n) for i in range(n + 1)]
+    return [(lo, (1 << (hi - lo)) - 1 if hi - lo < 64 else -1) for lo, hi in zip(edges, edges[1:])]
+
+
+def find_duplicate_pairs(df, max_distance=DEFAULT_MAX_DISTANCE, hash_col="phash64"):
+    """Pairs of rows whose perceptual hashes differ in at most ``max_distance`` bits.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        With ``path``, ``image_id``, ``label``, ``source`` and ``hash_col``, the
+        64-bit perceptual hash as a signed long (``info.phash64``).
+    max_distance : int
+        0 to 15.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        ``path_a < path_b``, their labels and sources, ``distance`` and ``exact``
+        (same sha256).
+    """
+    from pyspark.sql import functions as F
+
+    if not 0 <= max_distance <= 15:
+        raise ValueError(f"max_distance must be in [0, 15]. Received: {max_distance}")
+    hashed = (df.select("path", "image_id", "label", "source", F.col(hash_col).alias("h"))
+              .filter(F.col("h").isNotNull()))
+    banded = None
+    for index, (shift, mask) in enumerate(_bands(max_distance)):
+        band = hashed.select("*", F.lit(index).alias("band"),
+                             F.shiftright("h", shift).bitwiseAND(F.lit(mask)).alias("value"))
+        banded = band if banded is None else banded.unionByName(band)
+    a, b = banded.alias("a"), banded.alias("b")
+    pairs = (a.join(b, (F.col("a.band") == F.col("b.band")) & (F.col("a.value") == F.col("b.value"))
+                    & (F.col("a.path") < F.col("b.path")))
+             .select(F.col("a.path").alias("path_a"), F.col("b.path").alias("path_b"),
+                     F.col("a.label").alias("label_a"), F.col("b.label").alias("label_b"),
+                     F.col("a.source").alias("source_a"), F.col("b.source").alias("source_b"),
+                     F.bit_count(F.col("a.h").bitwiseXOR(F.col("b.h"))).alias("distance"),
+                     (F.col("a.image_id") == F.col("b.image_id")).alias("exact"))
+             .filter(F.col("distance") <= max_distance)
+             .dropDuplicates(["path_a", "path_b"]))
+    return pairs
+
+
+def group_pairs(pairs):
+    """Connected components of ``(path_a, path_b)`` pairs: ``{path: group id}``.
+
+    The group id is the smallest path of the component (stable across runs).
+    """
+    parent = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}
+
+
+def duplicate_groups(df, max_distance=DEFAULT_MAX_DISTANCE, hash_col="phash64"):
+    """Duplicate groups of ``df`` as a list of dicts (members, labels, sources, distances).
+
+    ``df`` needs ``hash_col``; use :func:`image_info` (``info.phash64``) first.
+    """
+    pairs = find_duplicate_pairs(df, max_distance, hash_col).collect()
+    membership = group_pairs([(p.path_a, p.path_b) for p in pairs])
+    groups = {}
+    for p in pairs:
+        g = groups.setdefault(membership[p.path_a], {"members": {}, "max_distance": 0,
+                                                     "exact": True})
+        g["members"][p.path_a] = (p.label_a, p.source_a)
+        g["members"][p.path_b] = (p.label_b, p.source_b)
+        g["max_distance"] = max(g["max_distance"], p.distance)
+        g["exact"] = g["exact"] and p.exact
+    out = []
+    for group_id, g in sorted(groups.items()):
+        labels = sorted({label for label, _ in g["members"].values()})
+        out.append({
+            "group": group_id,
+            "paths": sorted(g["members"]),
+            "labels": labels,
+            "sources": sorted({source for _, source in g["members"].values()}),
+            "max_distance": g["max_distance"],
+            "exact": g["exact"],
+            "label_conflict": len(labels) > 1,
+        })
+    return out
+
+
+def resolve_duplicates(df, policy="group", max_distance=DEFAULT_MAX_DISTANCE,
+                       source_priority=None):
+    """Find duplicate groups in ``df`` and apply a policy.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        Images as :func:`covidspark.data.reading.read_images` returns them.
+    policy : {"keep", "drop", "group"}
+        ``"group"`` keeps every row and adds ``dup_group`` (the group's id, null
+        for images without duplicates) so that splits keep each group on one
+        side; ``"drop"`` keeps the first image of each group (by
+        ``source_priority``, then path) and drops the later copies; ``"keep"``
+        only reports the groups and returns ``df`` unchanged.
+    source_priority : list of str, optional
+        Sources in order of preference for ``"drop"``.
+
+    Returns
+    -------
+    (pyspark.sql.DataFrame, dict)
+        The rows, and a report: ``groups`` (see :func:`duplicate_groups`) and
+        ``dropped`` (the paths removed, empty unless ``policy="drop"``).
+    """
+    from pyspark.sql import functions as F
+
+    if policy not in POLICIES:
+        raise ValueError(f"Unknown duplicate policy {policy!r}. Supported: {', '.join(POLICIES)}.")
+    with_hash = image_info(df).withColumn("phash64", F.col("info.phash64"))
+    groups = duplicate_groups(with_hash, max_distance)
+    report = {"policy": policy, "max_distance": max_distance, "groups": groups, "dropped": []}
+    conflicts = [g for g in groups if g["label_conflict"]]
+    if conflicts:
+        logger.warning("%d duplicate group(s) carry different labels, e.g. %s",
+                       len(conflicts), conflicts[0]["paths"])
+    if policy == "keep":
+        return df, report
+    spark = df.sparkSession
+    membership = [(path, g["group"]) for g in groups for path in g["paths"]]
+    mapping = spark.createDataFrame(membership, "path string, dup_group string")
+    out = df.join(F.broadcast(mapping), on="path", how="left")
+    dropped = []
+    if policy == "drop":
+        rank = {s: i for i, s in enumerate(source_priority or [])}
+        sources = dict(df.select("path", "source").filter(
+            F.col("path").isin([p for p, _ in membership])).rdd.map(tuple).collect()) \
+            if membership else {}
+        for g in groups:
+            ordered = sorted(g["paths"], key=lambda p: (rank.get(sources.get(p), len(rank)), p))
+            dropped += ordered[1:]
+        if dropped:
+            out = out.filter(~F.col("path").isin(dropped))
+            logger.warning("Dropped %d later copies of duplicate images, e.g. %s",
+                           len(dropped), dropped[0])
+    report["dropped"] = dropped
+    return out, report

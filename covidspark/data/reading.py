@@ -1,0 +1,438 @@
+"""Reading chest X-rays into Spark DataFrames, with every bad file accounted for.
+
+:func:`read_images` turns a class-folder tree or a manifest CSV into a DataFrame
+
+    image_id (sha256 of the bytes), path, label, patient_id, source, content
+
+and decodes every image once on the executors to check it. Nothing is dropped
+silently: with ``strict=True`` (the default) any bad file or row fails the read
+with one error that lists each one and why; with ``strict=False`` the read
+returns an :class:`IngestResult` whose ``rejects`` table holds them, and
+accepted + rejected always equals the files (or manifest rows) found.
+
+Decoding itself lives in :mod:`covidspark.data.decoding`.
+"""
+import dataclasses
+import logging
+import os
+import posixpath
+
+from covidspark.data.decoding import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS,
+                                      ImageDecodeError, open_image)
+from covidspark.errors import InputError, InputNotFoundError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMNS = ["image_id", "path", "label", "patient_id", "source", "content"]
+REJECT_SCHEMA = "path string, reason string"
+
+
+class IngestError(InputError):
+    """Raised by a strict read; ``rejects`` is the list of ``(path, reason)``."""
+
+    def __init__(self, message, rejects):
+        super().__init__(message)
+        self.rejects = rejects
+
+
+@dataclasses.dataclass
+class IngestResult:
+    """What a non-strict :func:`read_images` returns.
+
+    Attributes
+    ----------
+    images : pyspark.sql.DataFrame
+        The accepted images (columns :data:`IMAGE_COLUMNS`).
+    rejects : pyspark.sql.DataFrame
+        ``path, reason`` for every file or manifest row that was not accepted.
+    total : int
+        Files (or manifest rows) found; ``accepted + rejected == total``.
+    rejected : int
+    """
+
+    images: object
+    rejects: object
+    total: int
+    rejected: int
+
+    @property
+    def accepted(self):
+        """Number of accepted images."""
+        return self.total - self.rejected
+
+
+# ----------------------------------------------------------------- paths
+
+
+def _qualify(path):
+    """A path in the form Spark's file sources report it (``file:/abs`` for local files)."""
+    if path.startswith("file:"):
+        return _normalise_uri(path)
+    if "://" in path or path.startswith("dbfs:"):
+        return path
+    return "file:" + os.path.abspath(path)
+
+
+def _is_local(path):
+    return "://" not in path.replace("file:///", "file:/") and not path.startswith("dbfs:")
+
+
+def _strip_file_scheme(path):
+    path = _normalise_uri(path)
+    return path[len("file:"):] if path.startswith("file:") else path
+
+
+def _normalise_uri(path):
+    # inputFiles() says file:///a, the path column says file:/a.
+    return "file:/" + path[len("file:///"):] if path.startswith("file:///") else path
+
+
+def read_bytes(path):
+    """Read a whole file: local paths directly, other URIs through ``pyarrow.fs``."""
+    if _is_local(path):
+        with open(_strip_file_scheme(path), "rb") as f:
+            return f.read()
+    from pyarrow import fs
+
+    filesystem, inner = fs.FileSystem.from_uri(path)
+    with filesystem.open_input_stream(inner) as stream:
+        return stream.read()
+
+
+# ----------------------------------------------------------------- reading
+
+
+def read_images(spark, path=None, manifest=None, label_map=None, source=None, pattern=None,
+                path_filter=None, patients=None, strict=True, validate=True,
+                max_pixels=DEFAULT_MAX_PIXELS, base_dir=None, known_labels=None, labelled=True):
+    """Read labelled chest X-rays into a DataFrame.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    path : str, optional
+        Root of a class-folder tree, ``<path>/<label>/.../*.png|jpg|jpeg|dcm``: the
+        first folder under the root is the label. Local, ``file:``, ``dbfs:``,
+        ``/Volumes/...``, ``s3://`` and other Hadoop paths work.
+    manifest : str or pandas.DataFrame, optional
+        A CSV with columns ``path,label`` and optionally ``patient_id`` and
+        ``source``; relative paths are relative to the manifest's folder (or to
+        ``base_dir`` for a pandas DataFrame). Give exactly one of ``path`` and
+        ``manifest``.
+    label_map : dict, optional
+        Folder name (or manifest label) to label, e.g. ``{"Covid-19": "covid",
+        "No_findings": "normal", "Pneumonia": "pneumonia"}``. When given, a
+        folder or label missing from it is a reject that names it.
+    source : str, optional
+        Value of the ``source`` column (default: the folder's or manifest's name).
+    pattern : str, optional
+        Glob on file names (Spark's ``pathGlobFilter``), e.g. ``"*.png"``.
+    path_filter : str, optional
+        Regular expression that a file's path relative to ``path`` must match,
+        e.g. ``"^[^/]+/images/"`` to skip ``masks`` folders.
+    patients : str, optional
+        CSV with ``path`` (relative to its folder) and ``patient_id`` or
+        ``patient_group``: fills the ``patient_id`` column.
+    strict : bool
+        True: raise :class:`IngestError` listing every bad file. False: return
+        an :class:`IngestResult` with the rejects as a table.
+    validate : bool
+        Decode every image on the executors (one pass over the data). Without
+        it only file-level problems are caught here; decoding errors surface
+        when the images are used.
+    max_pixels : int
+        Decompression-bomb limit (default 60 megapixels).
+    base_dir : str, optional
+        Folder that relative paths of a pandas ``manifest`` are relative to.
+    known_labels : sequence of str, optional
+        Labels (after ``label_map``) the caller accepts, e.g.
+        ``covidspark.ml.pipelines.ALL_LABELS``: any other label is a reject that
+        names it. By default every folder name or manifest label is kept.
+    labelled : bool
+        False: ``path`` is a folder (or glob) of images in any layout, for
+        prediction; every image file under it is read and ``label`` is null.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame or IngestResult
+        Columns ``image_id`` (hex sha256 of the file bytes), ``path``, ``label``,
+        ``patient_id`` (null when unknown), ``source``, ``content`` (binary).
+
+    Raises
+    ------
+    IngestError
+        With ``strict=True``, if any file or row is rejected: empty, truncated,
+        not an image, unsupported format, too many pixels, unknown label, file
+        missing, path listed twice.
+    FileNotFoundError
+        If the root or the manifest does not exist.
+    ValueError
+        If no images are found, or the manifest lacks a ``path`` or ``label`` column.
+    """
+    if (path is None) == (manifest is None):
+        raise ValueError("Give exactly one of path (a class-folder tree) or manifest (a CSV).")
+    if path is not None:
+        candidates, n_candidates, rejects = _class_folder_candidates(
+            spark, path, label_map, source, pattern, path_filter, labelled)
+        what = path
+    else:
+        candidates, n_candidates, rejects = _manifest_candidates(spark, manifest, label_map,
+                                                                 source, base_dir)
+        what = manifest if isinstance(manifest, str) else f"manifest table ({base_dir})"
+    if patients is not None:
+        candidates = _attach_patients(spark, candidates, patients)
+    checked = candidates
+    if known_labels is not None:
+        from pyspark.sql import functions as F
+
+        known = list(known_labels)
+        unknown = checked.filter(~F.col("label").isin(known)).select("path", "label").collect()
+        rejects = rejects + [(r.path, f"label {r.label!r} is not one of {', '.join(known)} "
+                                      f"(map it with label_map)", True) for r in unknown]
+        checked = checked.filter(F.col("label").isin(known))
+    if validate:
+        rejects = rejects + decode_rejects(checked, max_pixels=max_pixels)
+    total = n_candidates + sum(1 for _, _, counted in rejects if not counted)
+    reject_rows = [(p, reason) for p, reason, _ in rejects]
+    if strict and reject_rows:
+        raise IngestError(format_rejects(what, reject_rows, total), reject_rows)
+    images = candidates
+    rejected_paths = sorted({p for p, _, counted in rejects if counted})
+    if rejected_paths:
+        from pyspark.sql import functions as F
+
+        images = candidates.filter(~F.col("path").isin(rejected_paths))
+    if strict:
+        return images
+    if reject_rows:
+        logger.warning("read_images(%s): %d of %d rejected; see the result's rejects",
+                       what, len(reject_rows), total)
+    return IngestResult(images, spark.createDataFrame(reject_rows, REJECT_SCHEMA),
+                        total, len(reject_rows))
+
+
+def format_rejects(what, rejects, total, limit=20):
+    """One message for a list of ``(path, reason)``."""
+    lines = "\n  ".join(f"{p}: {r}" if not r.startswith(p) else r for p, r in rejects[:limit])
+    more = f"\n  ... and {len(rejects) - limit} more" if len(rejects) > limit else ""
+    return (f"{what}: {len(rejects)} of {total} file(s) or row(s) rejected "
+            f"(strict=False returns them as a table):\n  {lines}{more}")
+
+
+def _binary_files(reader, paths):
+    """``binaryFile`` rows (path, content), keeping the files Spark's scan skips.
+
+    Spark's file sources silently skip zero-byte files. They are added back with
+    empty content, so that validation reports them instead of losing them.
+
+    Returns
+    -------
+    (pyspark.sql.DataFrame, list of str)
+        The rows, and every path among them (listed once, on the driver).
+    """
+    from pyspark.sql import functions as F
+
+    files = reader.load(paths).select("path", "content")
+    listed = {_normalise_uri(p) for p in files.inputFiles()}
+    read = {r.path for r in files.select("path").collect()}  # column pruning: no bytes read
+    skipped = sorted(listed - read)
+    if not skipped:
+        return files, sorted(read)
+    spark = files.sparkSession
+    empty = spark.createDataFrame([(p,) for p in skipped], "path string").withColumn(
+        "content", F.lit(bytearray()).cast("binary"))
+    return files.unionByName(empty), sorted(read | set(skipped))
+
+
+def _class_folder_candidates(spark, root, label_map, source, pattern, path_filter, labelled=True):
+    """Rows to validate, their number, and the ``(path, reason, counted)`` rejects
+    found from paths alone.
+
+    ``counted`` says whether the rejected path is among the rows (and so counted
+    in their number) or was set aside before.
+    """
+    from pyspark.sql import functions as F
+
+    is_glob = any(c in root for c in "*?[{")
+    if _is_local(root) and not is_glob and not os.path.isdir(_strip_file_scheme(root)):
+        raise InputNotFoundError(f"Image folder not found: {root}")
+    reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+    if pattern:
+        reader = reader.option("pathGlobFilter", pattern)
+    files, listing = _binary_files(reader, root)
+    prefix = _qualify(root).rstrip("/") + "/"
+    rejects, keep, labels = [], [], {}
+    for p in listing:
+        relative = p[len(prefix):] if p.startswith(prefix) else p.rsplit("/", 1)[-1]
+        if path_filter and not _matches(path_filter, relative):
+            continue
+        extension = posixpath.splitext(p)[1].lower()
+        if extension not in IMAGE_EXTENSIONS:
+            if extension not in METADATA_EXTENSIONS:
+                rejects.append((p, f"unsupported file type '{extension or p.rsplit('/', 1)[-1]}' "
+                                   f"(supported: {', '.join(IMAGE_EXTENSIONS)})", False))
+            continue
+        if not labelled:
+            keep.append(p)
+            continue
+        if "/" not in relative:
+            rejects.append((p, "not inside a class folder <root>/<label>/", False))
+            continue
+        folder = relative.split("/", 1)[0]
+        if label_map is not None and folder not in label_map:
+            rejects.append((p, f"folder '{folder}' not in label_map "
+                               f"(known: {', '.join(map(repr, label_map))})", False))
+            continue
+        keep.append(p)
+        labels[folder] = label_map[folder] if label_map is not None else folder
+    if not keep and not rejects:
+        raise InputError(
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}"
+            + ("; expected <root>/<label>/<image>." if labelled else ".")
+        )
+    kept = spark.createDataFrame([(p,) for p in keep], "path string")
+    if labelled:
+        label = F.create_map(*[F.lit(x) for pair in labels.items() for x in pair])[
+            F.split(F.substring("path", len(prefix) + 1, 1 << 20), "/").getItem(0)]
+    else:
+        label = F.lit(None).cast("string")
+    source = source or posixpath.basename(_strip_file_scheme(root).rstrip("/")) or "images"
+    candidates = files.join(F.broadcast(kept), on="path", how="inner").select(
+        F.sha2("content", 256).alias("image_id"),
+        "path",
+        label.alias("label"),
+        F.lit(None).cast("string").alias("patient_id"),
+        F.lit(source).alias("source"),
+        "content",
+    )
+    return candidates, len(keep), rejects
+
+
+def _matches(regex, text):
+    import re
+
+    return re.search(regex, text) is not None
+
+
+def _read_small_csv(spark, path):
+    """A metadata CSV as a pandas DataFrame of strings (driver-side: precise errors)."""
+    import pandas as pd
+
+    if _is_local(path):
+        local = _strip_file_scheme(path)
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"CSV not found: {path}")
+        return pd.read_csv(local, dtype=str, keep_default_na=False)
+    return spark.read.option("header", "true").csv(path).toPandas().fillna("").astype(str)
+
+
+def _resolve(base, relative):
+    if relative.startswith("/") or "://" in relative or relative.startswith(("file:", "dbfs:")):
+        return _qualify(relative)
+    return _qualify(posixpath.join(base, relative))
+
+
+def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
+    from pyspark.sql import functions as F
+
+    if isinstance(manifest, str):
+        table = _read_small_csv(spark, manifest)
+        base = posixpath.dirname(_strip_file_scheme(manifest)) if _is_local(manifest) \
+            else posixpath.dirname(manifest)
+    else:
+        table = manifest.fillna("").astype(str)
+        base = base_dir or "."
+        manifest = f"manifest table ({base})"
+    missing_cols = {"path", "label"} - set(table.columns)
+    if missing_cols:
+        raise ValueError(
+            f"{manifest}: missing column(s) {sorted(missing_cols)}; "
+            f"expected path,label[,patient_id,source], found {list(table.columns)}"
+        )
+    default_source = source or posixpath.basename(base.rstrip("/")) or "manifest"
+    rejects, rows, first_line = [], [], {}
+    for line, rec in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+        rel, raw_label = rec["path"].strip(), rec["label"].strip()
+        where = f"line {line}"
+        if not rel or not raw_label:
+            rejects.append((rel or f"{manifest}:{line}", f"{where}: empty path or label", False))
+            continue
+        full = _resolve(base, rel)
+        if label_map is not None and raw_label not in label_map:
+            rejects.append((full, f"{where}: label {raw_label!r} not in label_map", False))
+            continue
+        if full in first_line:
+            rejects.append((full, f"{where}: duplicate path (first listed on line "
+                                  f"{first_line[full]})", False))
+            continue
+        if _is_local(full) and not os.path.isfile(_strip_file_scheme(full)):
+            rejects.append((full, f"{where}: file not found", False))
+            continue
+        first_line[full] = line
+        rows.append((full, label_map[raw_label] if label_map else raw_label,
+                     rec.get("patient_id") or None, rec.get("source") or default_source))
+    if not rows:
+        if rejects:
+            return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
+        raise ValueError(f"{manifest}: no rows")
+    meta = spark.createDataFrame(rows, "path string, label string, patient_id string, source string")
+    files, _ = _binary_files(spark.read.format("binaryFile"), [r[0] for r in rows])
+    candidates = meta.join(files, on="path", how="left").select(
+        F.sha2("content", 256).alias("image_id"), "path", "label", "patient_id", "source", "content")
+    return candidates, len(rows), rejects
+
+
+_EMPTY_SCHEMA = ("image_id string, path string, label string, patient_id string, "
+                 "source string, content binary")
+
+
+def _attach_patients(spark, candidates, patients):
+    from pyspark.sql import functions as F
+
+    table = _read_small_csv(spark, patients)
+    column = next((c for c in ("patient_id", "patient_group") if c in table.columns), None)
+    if "path" not in table.columns or column is None:
+        raise ValueError(f"{patients}: needs columns path and patient_id (or patient_group); "
+                         f"found {list(table.columns)}")
+    base = posixpath.dirname(_strip_file_scheme(patients))
+    mapping = spark.createDataFrame(
+        [(_resolve(base, p), g or None) for p, g in zip(table["path"], table[column])],
+        "path string, _patient string")
+    return (candidates.join(F.broadcast(mapping), on="path", how="left")
+            .withColumn("patient_id", F.coalesce("_patient", "patient_id"))
+            .select(*IMAGE_COLUMNS))
+
+
+def decode_rejects(df, content_col="content", path_col="path", max_pixels=DEFAULT_MAX_PIXELS):
+    """Decode every image of ``df`` on the executors; ``[(path, reason, True)]`` for failures."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    @F.pandas_udf("string")
+    def decode_error(contents: pd.Series, paths: pd.Series) -> pd.Series:
+        out = []
+        for data, name in zip(contents, paths):
+            try:
+                open_image(data, name, max_pixels)
+                out.append(None)
+            except ImageDecodeError as exc:
+                out.append(str(exc))
+        return pd.Series(out, dtype=object)
+
+    failed = (df.select(F.col(path_col).alias("path"),
+                        decode_error(F.col(content_col), F.col(path_col)).alias("error"))
+              .filter(F.col("error").isNotNull()).collect())
+    return [(r.path, r.error, True) for r in failed]
+
+
+def check_decodable(df, content_col="content", path_col="path", max_pixels=DEFAULT_MAX_PIXELS):
+    """Decode every image of ``df`` on the executors; raise naming each failure.
+
+    Raises
+    ------
+    IngestError
+        Lists (up to 20) paths with the reason each failed, and the total count.
+    """
+    rejects = [(p, r) for p, r, _ in decode_rejects(df, content_col, path_col, max_pixels)]
+    if rejects:
+        raise IngestError(format_rejects("decode check", rejects, df.count()), rejects)

@@ -1,0 +1,24 @@
+"""The errors a user can fix: what the ``covidspark`` command reports without a traceback.
+
+Everything else that escapes a workflow is a bug in covidspark or in a library
+under it, and the command shows its traceback and exits 1.
+"""
+
+
+class UserError(Exception):
+    """A problem the user fixes: bad input or a missing resource; the message says which and how.
+
+    The command line prints the message and exits with status 2.
+    """
+
+
+class InputError(UserError, ValueError):
+    """Bad input: a named file, row, flag, parameter or URI, and why.
+
+    A ``ValueError`` too, so code written against earlier versions that caught
+    ``ValueError`` keeps working.
+    """
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    """A file or folder the user named does not exist."""

@@ -1,0 +1,241 @@
+"""What a run writes: ``metrics.json`` (versioned), ``report.md``, PNG figures; text tables.
+
+The tables follow the original studies: per model, COVID-19 precision, recall
+and F1 and overall accuracy (with 95 % bootstrap intervals here), then
+per-class tables and confusion matrices as counts and normalised by row and
+by column. The schema of ``metrics.json`` is documented in the README.
+"""
+import json
+import os
+
+#: 2: confidence intervals, PR-AUC, one-vs-rest AUCs, normalised confusion
+#: matrices, curves, threshold, class weights, tuning, baseline, plots.
+METRICS_SCHEMA_VERSION = 2
+
+POSITIVE = "covid"
+
+
+def _fmt(value, digits=3):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(metrics, name):
+    ci = metrics.get("confidence_intervals", {}).get(name)
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
+def headline(metrics, positive=POSITIVE):
+    """The studies' numbers: COVID precision, recall, F1, accuracy, ROC-AUC, PR-AUC."""
+    covid = metrics["per_class"][positive]
+    return {"covid_precision": covid["precision"], "covid_recall": covid["recall"],
+            "covid_f1": covid["f1"], "accuracy": metrics["accuracy"],
+            "roc_auc": metrics.get("roc_auc"), "pr_auc": metrics.get("pr_auc")}
+
+
+def headline_cells(metrics, positive=POSITIVE):
+    """Markdown cells of :func:`headline`, each with its interval where there is one."""
+    covid = metrics["per_class"][positive]
+    return [
+        f"{covid['precision']:.3f}{_interval(metrics, positive + '_precision')}",
+        f"{covid['recall']:.3f}{_interval(metrics, positive + '_recall')}",
+        f"{covid['f1']:.3f}{_interval(metrics, positive + '_f1')}",
+        f"{metrics['accuracy']:.3f}{_interval(metrics, 'accuracy')}",
+        _fmt(metrics.get("roc_auc")),
+        _fmt(metrics.get("pr_auc")),
+    ]
+
+
+HEADLINE_HEADER = ["COVID precision", "COVID recall", "COVID F1", "accuracy", "ROC-AUC", "PR-AUC"]
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_table(metrics):
+    """The per-class table the original studies print, as plain text (the jobs' stdout)."""
+    labels = metrics["confusion_matrix"]["labels"]
+    width = max(12, *(len(label) + 2 for label in labels))
+    lines = [f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for label in labels:
+        m = metrics["per_class"][label]
+        lines.append(f"{label:<{width}}{m['precision']:>10.3f}{m['recall']:>10.3f}"
+                     f"{m['f1']:>10.3f}{m['support']:>10d}")
+    for name in ("macro_avg", "weighted_avg"):
+        m = metrics[name]
+        lines.append(f"{name.replace('_', ' '):<{width}}{m['precision']:>10.3f}"
+                     f"{m['recall']:>10.3f}{m['f1']:>10.3f}{metrics['n']:>10d}")
+    lines.append(f"{'accuracy':<{width}}{'':>20}{metrics['accuracy']:>10.3f}{metrics['n']:>10d}"
+                 f"{_interval(metrics, 'accuracy')}")
+    for name in ("roc_auc", "pr_auc"):
+        if metrics.get(name) is not None:
+            lines.append(f"{name.replace('_', ' '):<{width}}{'':>20}{metrics[name]:>10.3f}")
+    ci = metrics.get("confidence_intervals") or {}
+    if POSITIVE in labels and ci:
+        lines.append(f"{int(ci['confidence'] * 100)} % bootstrap intervals ({ci['n_resamples']} "
+                     f"resamples): covid precision{_interval(metrics, 'covid_precision')}, "
+                     f"recall{_interval(metrics, 'covid_recall')}, f1{_interval(metrics, 'covid_f1')}")
+    matrix = metrics["confusion_matrix"]["counts"]
+    lines.append("")
+    lines.append("confusion matrix (rows: true, columns: predicted)")
+    lines.append(" " * width + "".join(f"{label:>12}" for label in labels))
+    for label, row in zip(labels, matrix):
+        lines.append(f"{label:<{width}}" + "".join(f"{v:>12d}" for v in row))
+    return "\n".join(lines)
+
+
+def _confusion_markdown(metrics):
+    labels = metrics["confusion_matrix"]["labels"]
+    parts = []
+    for key, caption, cell in (("counts", "counts", "{:d}"),
+                               ("row_normalised", "normalised by row (each row sums to 1: recall "
+                                                  "on the diagonal)", "{:.3f}"),
+                               ("column_normalised", "normalised by column (each column sums to 1: "
+                                                     "precision on the diagonal)", "{:.3f}")):
+        matrix = metrics["confusion_matrix"].get(key)
+        if matrix is None:
+            continue
+        rows = [[f"**{label}**", *(cell.format(v) for v in row)] for label, row in zip(labels, matrix)]
+        parts.append(f"Confusion matrix, {caption} (rows: true, columns: predicted):\n\n"
+                     + markdown_table(["true \\ predicted", *labels], rows))
+    return "\n\n".join(parts)
+
+
+def _per_class_markdown(metrics):
+    labels = metrics["confusion_matrix"]["labels"]
+    auc = metrics.get("per_class_auc", {})
+    rows = []
+    for label in labels:
+        m = metrics["per_class"][label]
+        rows.append([label, f"{m['precision']:.3f}", f"{m['recall']:.3f}",
+                     f"{m['specificity']:.3f}", f"{m['f1']:.3f}", m["support"],
+                     _fmt(auc.get(label, {}).get("roc_auc")), _fmt(auc.get(label, {}).get("pr_auc"))])
+    for name in ("macro_avg", "weighted_avg"):
+        m = metrics[name]
+        rows.append([name.replace("_", " "), f"{m['precision']:.3f}", f"{m['recall']:.3f}", "",
+                     f"{m['f1']:.3f}", metrics["n"], "", ""])
+    return markdown_table(["class", "precision", "recall (sensitivity)", "specificity", "F1",
+                           "support", "ROC-AUC (one-vs-rest)", "PR-AUC (one-vs-rest)"], rows)
+
+
+def _threshold_markdown(threshold):
+    rows = [[f"{r['threshold']:.4g}" + (" (chosen)" if r["threshold"] == threshold["threshold"]
+                                         else ""),
+             f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['specificity']:.3f}",
+             f"{r['f1']:.3f}", r["predicted_positive"]] for r in threshold["test_table"]]
+    v = threshold.get("validation") or {}
+    chosen = (f"COVID threshold **{threshold['threshold']:.4g}** ({threshold['strategy']}"
+              + (f"; on {v['n']} validation images: precision {v['precision']:.3f}, "
+                 f"recall {v['recall']:.3f}" if v.get("n") else "") + ").")
+    if threshold.get("warning"):
+        chosen += f" **Caution: {threshold['warning']}.**"
+    return (chosen + " The model predicts COVID when its COVID probability is above the "
+            "threshold; the saved model uses it. Precision-recall trade-off on the test set:\n\n"
+            + markdown_table(["threshold", "precision", "recall", "specificity", "F1",
+                              "predicted COVID"], rows))
+
+
+def markdown_report(run, plots=()):
+    """``report.md`` of one run (see :func:`write_report`)."""
+    metrics = run["metrics"]
+    labels = metrics["confusion_matrix"]["labels"]
+    out = [f"# covidspark report: {run['task']} task, {run['model']} + {run['classifier']}\n"]
+    out += [f"> **{w}**\n" for w in run.get("warnings", [])]
+    counts = run["counts"]
+    facts = [f"- data: {run['data']['description']}",
+             f"- weights: {run['weights']['description']}",
+             f"- train / validation / test images: {counts['train']} / "
+             f"{counts.get('validation', 0)} / {counts['test']}"]
+    if run.get("split", {}).get("method"):
+        facts.append(f"- split: {run['split']['method']}")
+    if run.get("class_weight"):
+        facts.append(f"- class weights: {run['class_weight']['description']}")
+    if run.get("tuning"):
+        facts.append(f"- model selection: {run['tuning']['description']}")
+    out.append("\n".join(facts) + "\n")
+    if POSITIVE in labels:
+        rows = [[f"{run['model']} + {run['classifier']}", *headline_cells(metrics)]]
+        if run.get("baseline"):
+            rows.append([run["baseline"]["name"], *headline_cells(run["baseline"]["metrics"])])
+        ci = metrics.get("confidence_intervals") or {}
+        note = (f"Brackets: {int(ci['confidence'] * 100)} % bootstrap intervals over test images "
+                f"({ci['n_resamples']} resamples, seed {ci['seed']})." if ci else "")
+        auc_note = ("ROC-AUC and PR-AUC: COVID vs rest." if len(labels) == 2 else
+                    "ROC-AUC and PR-AUC: macro mean of one-vs-rest.")
+        out.append("## Results\n\n" + markdown_table(["model", *HEADLINE_HEADER], rows)
+                   + f"\n\n{note} {auc_note}\n")
+    if run.get("baseline"):
+        out.append(run["baseline"]["verdict"] + "\n")
+    out.append("## Per class\n\n" + _per_class_markdown(metrics) + "\n")
+    out.append("## Confusion matrices\n\n" + _confusion_markdown(metrics) + "\n")
+    if run.get("threshold"):
+        out.append("## Decision threshold\n\n" + _threshold_markdown(run["threshold"]) + "\n")
+    if run.get("tuning"):
+        t = run["tuning"]
+        rows = [[json.dumps(r["params"]), f"{r['score']:.4f}"] for r in t["results"]]
+        out.append(f"## Model selection\n\n{t['description']}; best: `{json.dumps(t['best'])}`."
+                   f"\n\n" + markdown_table(["parameters", f"mean {t['metric']} over folds"], rows)
+                   + "\n")
+    if plots:
+        out.append("## Figures\n\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n")
+    if run.get("rejected"):
+        out.append(f"## Rejected files\n\n{len(run['rejected'])} file(s) were not used:\n\n"
+                   + "\n".join(f"- `{r['path']}`: {r['reason']}" for r in run["rejected"][:50])
+                   + "\n")
+    return "\n".join(out)
+
+
+def write_json(document, path):
+    """``document`` as indented JSON at ``path``, stamped with the schema version."""
+    with open(path, "w") as f:
+        json.dump({"schema_version": METRICS_SCHEMA_VERSION, **document}, f, indent=2)
+    return path
+
+
+def write_report(run, out_dir):
+    """Write ``metrics.json``, ``report.md`` and the PNG figures of a run.
+
+    Parameters
+    ----------
+    run : dict
+        ``{"metrics": evaluate(...), ...}`` plus the run's description (task,
+        classifier, model, weights, data, counts, optional threshold,
+        class_weight, tuning, baseline).
+    out_dir : str
+        A local folder (created).
+
+    Returns
+    -------
+    (str, str)
+        Paths of metrics.json and report.md.
+    """
+    from covidspark.evaluation.plots import write_plots
+
+    os.makedirs(out_dir, exist_ok=True)
+    plots = write_plots(run["metrics"], out_dir, f"{run['model']} + {run['classifier']}, "
+                                                 f"{run['task']}")
+    metrics_path = write_json({**run, "plots": plots}, os.path.join(out_dir, "metrics.json"))
+    report_path = os.path.join(out_dir, "report.md")
+    with open(report_path, "w") as f:
+        f.write(markdown_report(run, plots))
+    return metrics_path, report_path
+
+
+def comparison_markdown(comparison):
+    """The comparison report of :func:`covidspark.ml.experiment.compare`: one table per task."""
+    out = ["# covidspark comparison\n"]
+    out += [f"> **{w}**\n" for w in comparison.get("warnings", [])]
+    out.append(f"- data: {comparison['data']}\n- weights: {comparison['weights']}\n"
+               f"- split: {comparison['split']}\n")
+    for task, runs in comparison["tasks"].items():
+        rows = [[f"{r['model']} + {r['classifier']}", *headline_cells(r["metrics"])] for r in runs["runs"]]
+        if runs.get("baseline"):
+            rows.append([runs["baseline"]["name"], *headline_cells(runs["baseline"]["metrics"])])
+        out.append(f"## {task} ({runs['counts']['train']} train / {runs['counts']['test']} test "
+                   f"images)\n\n" + markdown_table(["model", *HEADLINE_HEADER], rows) + "\n")
+        out += [r["verdict"] + "\n" for r in runs["runs"] if r.get("verdict_warns")]
+    out.append("Brackets: 95 % bootstrap intervals over the test images. Per-run reports, "
+               "figures and models are in the task folders.\n")
+    return "\n".join(out)

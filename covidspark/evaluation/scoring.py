@@ -1,0 +1,111 @@
+"""Metrics of a predictions DataFrame.
+
+The confusion matrix is counted in Spark (one small aggregation, exact at any
+scale). Score-based metrics (ROC-AUC, PR-AUC, curves, bootstrap intervals,
+threshold tables) need the rows: the label, the prediction and the class
+probabilities of each test row (``n x (k + 2)`` doubles) are collected to the
+driver, which is a few MB for a million rows. The numbers themselves come
+from :mod:`covidspark.evaluation.metrics`.
+
+The report writers live in :mod:`covidspark.evaluation.reports`.
+"""
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BOOTSTRAP = 1000
+
+
+def confusion_matrix(predictions, n_classes, label_col="label_index", prediction_col="prediction"):
+    """Counts ``[true][predicted]`` as a list of lists, computed in Spark."""
+    from pyspark.sql import functions as F
+
+    matrix = [[0] * n_classes for _ in range(n_classes)]
+    rows = predictions.groupBy(label_col, prediction_col).agg(F.count(F.lit(1)).alias("n")).collect()
+    for r in rows:
+        truth, predicted = int(r[label_col]), int(r[prediction_col])
+        if not (0 <= truth < n_classes and 0 <= predicted < n_classes):
+            raise ValueError(f"Class index out of range: label {truth}, prediction {predicted}")
+        matrix[truth][predicted] += r.n
+    return matrix
+
+
+def collect_scores(predictions, label_col="label_index", prediction_col="prediction",
+                   probability_col="probability"):
+    """``(y_true, y_pred, probability)`` numpy arrays of a predictions DataFrame.
+
+    ``probability`` is None when the column is absent.
+    """
+    from pyspark.ml.functions import vector_to_array
+
+    columns = [label_col, prediction_col]
+    has_probability = probability_col in predictions.columns
+    if has_probability:
+        columns.append(vector_to_array(probability_col).alias("_p"))
+    rows = predictions.select(*columns).collect()
+    y_true = np.array([r[0] for r in rows], dtype=np.int64)
+    y_pred = np.array([r[1] for r in rows], dtype=np.int64)
+    probability = np.array([r[2] for r in rows], dtype=float) if has_probability else None
+    return y_true, y_pred, probability
+
+
+def evaluate(predictions, labels, label_col="label_index", prediction_col="prediction",
+             probability_col="probability", positive_label="covid", bootstrap=DEFAULT_BOOTSTRAP,
+             seed=0, confidence=0.95):
+    """Compute the report's metrics from a predictions DataFrame.
+
+    Parameters
+    ----------
+    predictions : pyspark.sql.DataFrame
+        Output of a fitted pipeline: indexed labels, predictions and (optionally)
+        class probabilities.
+    labels : sequence of str
+        Class names in index order (:data:`covidspark.ml.pipelines.TASKS`).
+    positive_label : str
+        The class of the headline numbers (COVID-19): bootstrap intervals of
+        its precision, recall and F1; the binary ROC / PR curves.
+    bootstrap : int
+        Bootstrap resamples for the confidence intervals (0: none).
+    seed : int
+        Seed of the resampling.
+    confidence : float
+        Interval coverage (0.95).
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``n``, ``per_class`` (precision, recall, specificity, F1,
+        support), ``macro_avg``, ``weighted_avg``, ``confusion_matrix`` (counts,
+        row- and column-normalised); with probabilities also ``roc_auc``,
+        ``pr_auc``, ``per_class_auc`` and ``curves``; ``confidence_intervals``.
+    """
+    from covidspark.evaluation.metrics import (bootstrap_intervals, confusion_from_arrays,
+                                              metrics_from_confusion, score_metrics)
+
+    labels = list(labels)
+    matrix = confusion_matrix(predictions, len(labels), label_col, prediction_col)
+    metrics = metrics_from_confusion(matrix, labels)
+    y_true, y_pred, probability = collect_scores(predictions, label_col, prediction_col,
+                                                 probability_col)
+    collected = confusion_from_arrays(y_true, y_pred, len(labels)).tolist()
+    if collected != matrix:  # the DataFrame changed between two reads (non-deterministic input)
+        raise RuntimeError(f"Predictions changed between reads: {matrix} vs {collected}; "
+                           f"persist or checkpoint them before evaluating")
+    if probability is not None and y_true.size:
+        metrics.update(score_metrics(y_true, probability, labels, positive_label))
+    metrics["confidence_intervals"] = bootstrap_intervals(
+        y_true, y_pred, labels, probability, positive_label, n_resamples=bootstrap,
+        confidence=confidence, seed=seed)
+    return metrics
+
+
+def positive_scores(predictions, labels, positive_label="covid", label_col="label_index",
+                    probability_col="probability"):
+    """``(is_positive, score)`` arrays: the rows' truth and their probability of ``positive_label``."""
+    y_true, _, probability = collect_scores(predictions, label_col, probability_col=probability_col)
+    if probability is None:
+        raise ValueError(f"Thresholds need class probabilities; column {probability_col!r} missing")
+    k = list(labels).index(positive_label)
+    return y_true == k, probability[:, k] if probability.size else np.zeros(0)

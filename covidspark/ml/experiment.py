@@ -1,0 +1,157 @@
+"""One experiment, from split images to a reported model: the core of ``train`` and ``compare``.
+
+The steps, each usable alone:
+
+1. :func:`covidspark.data.splits.split_images`: train / validation / test (and
+   CV folds), grouped by patient and duplicate group, or by source.
+2. Featurize once (the caller: :class:`~covidspark.ml.featurizer.DeepImageFeaturizer`
+   or a :class:`~covidspark.ml.feature_store.FeatureStore`), persist.
+3. :func:`fit_and_evaluate`: class weights, cross-validation over the folds,
+   the COVID threshold chosen on validation data and stored in the model,
+   test metrics with bootstrap intervals and the threshold trade-off table.
+4. :func:`baseline`: the same on 32x32 pixels, for the shortcut check.
+"""
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOptions:
+    """How heads are fitted and evaluated.
+
+    Attributes
+    ----------
+    seed : int
+        Seed of the split, RF/DT and the bootstrap.
+    class_weight : bool
+        Weight rows by inverse class frequency (``weightCol``).
+    tune : str, optional
+        ``"cv"``: cross-validate the classifier's grid over the grouped folds.
+    k_folds : int
+        Folds for ``tune="cv"``.
+    threshold : str, optional
+        COVID threshold strategy (binary task): ``recall:0.95``, ``f1``,
+        ``youden`` or a number; see :mod:`covidspark.ml.thresholds`.
+    bootstrap : int
+        Bootstrap resamples of the confidence intervals.
+    """
+
+    seed: int = 0
+    class_weight: bool = False
+    tune: Optional[str] = None
+    k_folds: int = 3
+    threshold: Optional[str] = None
+    bootstrap: int = 1000
+
+    def validate(self, task):
+        from covidspark.ml.thresholds import parse_strategy
+
+        if self.tune not in (None, "cv"):
+            raise ValueError(f"Unknown tuning {self.tune!r}: use 'cv' (grouped k-fold)")
+        if self.threshold is not None:
+            if task != "binary":
+                raise ValueError("A COVID decision threshold applies to the binary task; the "
+                                 "3-class task predicts the most probable class")
+            parse_strategy(self.threshold)
+
+    @property
+    def needs_validation(self):
+        from covidspark.ml.thresholds import needs_validation
+
+        return self.threshold is not None and needs_validation(self.threshold)
+
+
+# ------------------------------------------------------------ fit, evaluate
+
+def fit_and_evaluate(features, task, classifier, options=None, features_col="features"):
+    """Fit one head on the ``train`` rows and evaluate it on the ``test`` rows.
+
+    Parameters
+    ----------
+    features : pyspark.sql.DataFrame
+        Stored (persisted or Parquet) features with ``label``, ``split`` (and
+        ``fold`` for cross-validation). Never featurized here.
+    task : {"binary", "3class"}
+    classifier : {"lr", "rf", "dt"}
+    options : TrainOptions
+    features_col : str
+
+    Returns
+    -------
+    (pyspark.ml.PipelineModel, dict)
+        The fitted head (label indexer, classifier with the chosen threshold,
+        label decoder) and ``{"metrics", "counts", "class_counts", "excluded",
+        "class_weight", "tuning", "threshold"}``.
+    """
+    from pyspark.sql import functions as F
+
+    from covidspark import evaluation
+    from covidspark.ml import pipelines, selection, thresholds
+
+    options = options or TrainOptions()
+    options.validate(task)
+    labels = list(pipelines.task_labels(task))
+    data, task_info = pipelines.prepare_task(features, task)
+    train = data.filter(F.col("split") == "train")
+    validation = data.filter(F.col("split") == "validation")
+    test = data.filter(F.col("split") == "test")
+    head = pipelines.build_head(task, classifier, seed=options.seed, featuresCol=features_col)
+    result = {"class_weight": None, "tuning": None, "threshold": None}
+
+    if options.class_weight:
+        weights = selection.inverse_frequency_weights(train)
+        train = selection.with_class_weights(train, weights)
+        head.getStages()[1].setWeightCol(selection.CLASS_WEIGHT_COL)
+        result["class_weight"] = {
+            "mode": "inverse_frequency", "weights": weights,
+            "description": "inverse class frequency on the training rows: "
+                           + ", ".join(f"{k} {v:.3f}" for k, v in weights.items())}
+    if options.tune == "cv":
+        model, result["tuning"] = selection.cross_validate(head, train, task, classifier,
+                                                           options.k_folds)
+    else:
+        model = head.fit(train)
+
+    if options.threshold is not None:
+        if options.needs_validation:
+            positive, score = evaluation.positive_scores(model.transform(validation), labels)
+        else:
+            positive, score = [], []
+        result["threshold"] = thresholds.choose_threshold(positive, score, options.threshold)
+        thresholds.apply_threshold(model, result["threshold"]["threshold"])
+
+    predictions = model.transform(test)
+    result["metrics"] = evaluation.evaluate(predictions, labels, bootstrap=options.bootstrap,
+                                            seed=options.seed)
+    if result["threshold"] is not None:
+        positive, score = evaluation.positive_scores(predictions, labels)
+        result["threshold"]["test_table"] = thresholds.tradeoff_table(
+            positive, score, extra=[result["threshold"]["threshold"]])
+    split_counts = {r.split: r["count"] for r in data.groupBy("split").count().collect()}
+    result["counts"] = {"train": split_counts.get("train", 0),
+                        "validation": split_counts.get("validation", 0),
+                        "test": result["metrics"]["n"], "total": sum(split_counts.values())}
+    result["class_counts"], result["excluded"] = task_info["counts"], task_info["excluded"]
+    return model, result
+
+
+def baseline(pixels, task, options=None):
+    """The 32x32-pixel logistic regression on the same split: ``{"name", "metrics", "counts"}``."""
+    from covidspark.ml.baseline import BASELINE_NAME
+
+    options = options or TrainOptions()
+    plain = TrainOptions(seed=options.seed, bootstrap=options.bootstrap)
+    _, result = fit_and_evaluate(pixels, task, "lr", plain, features_col="pixels")
+    return {"name": BASELINE_NAME, "metrics": result["metrics"], "counts": result["counts"]}
+
+
+def with_verdict(model_name, result, baseline_result):
+    """Attach the baseline and its one-sentence verdict to a run's result (in place)."""
+    from covidspark.ml.baseline import verdict
+
+    sentence, warns = verdict(model_name, result["metrics"], baseline_result["metrics"])
+    result["baseline"] = {**baseline_result, "verdict": sentence, "warns": warns}
+    return result

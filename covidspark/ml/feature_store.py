@@ -1,0 +1,182 @@
+"""The feature store: featurize once, train many times.
+
+Featurization costs ~100x more than fitting LR, RF or DT on the features, so
+features are kept in Parquet, keyed by ``image_id`` (sha256 of the image bytes)
+and the featurizer's *signature* (model, weights, preprocessing; not precision
+or batch size, which do not change what is computed beyond rounding).
+
+Layout, on any Hadoop file system (local, HDFS, S3, DBFS, Volumes)::
+
+    <store>/<signature key>/signature.json
+    <store>/<signature key>/run-<id>/part-*.parquet     written by Spark
+    <store>/<signature key>/run-<id>/_COMMITTED         written last, by the driver
+
+A run's rows are read only once its ``_COMMITTED`` marker exists, so a job
+killed while writing leaves a directory that is ignored (and can be deleted);
+the rerun computes exactly the images that no committed run holds.
+"""
+import hashlib
+import json
+import logging
+import uuid
+
+logger = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+COMMITTED = "_COMMITTED"
+# Images per committed chunk: what a killed job can lose, and one write each.
+DEFAULT_CHUNK_SIZE = 2000
+# Images per featurize task, at most: enough batches to amortise a task's start.
+IMAGES_PER_TASK = 128
+
+
+def signature_key(signature):
+    """A short, stable key of a signature dict."""
+    text = json.dumps(signature, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class FeatureStore:
+    """Parquet features keyed by image and featurizer signature.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    path : str
+        Root of the store (a folder; created on first write).
+
+    Examples
+    --------
+    >>> store = FeatureStore(spark, "/Volumes/main/xray/features")     # doctest: +SKIP
+    >>> features, stats = store.featurize(images, featurizer)          # doctest: +SKIP
+    >>> stats                                                          # doctest: +SKIP
+    {'images': 1124, 'computed': 0, 'reused': 1124, ...}
+    """
+
+    def __init__(self, spark, path):
+        self.spark = spark
+        self.path = path.rstrip("/")
+        jvm = spark.sparkContext._jvm
+        self._Path = jvm.org.apache.hadoop.fs.Path
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    # ------------------------------------------------------------- file system
+
+    def _fs(self, path):
+        p = self._Path(path)
+        return p.getFileSystem(self._conf), p
+
+    def _exists(self, path):
+        fs, p = self._fs(path)
+        return fs.exists(p)
+
+    def _write_text(self, path, text):
+        fs, p = self._fs(path)
+        stream = fs.create(p, True)
+        try:
+            stream.write(bytearray(text.encode()))
+        finally:
+            stream.close()
+
+    def _list_dirs(self, path):
+        fs, p = self._fs(path)
+        if not fs.exists(p):
+            return []
+        return sorted(s.getPath().toString() for s in fs.listStatus(p) if s.isDirectory())
+
+    # ------------------------------------------------------------------ store
+
+    def location(self, signature):
+        """Folder holding the features of one signature."""
+        return f"{self.path}/{signature_key(signature)}"
+
+    def committed_runs(self, signature):
+        """Run folders whose writes completed."""
+        return [d for d in self._list_dirs(self.location(signature))
+                if d.rsplit("/", 1)[-1].startswith("run-") and self._exists(f"{d}/{COMMITTED}")]
+
+    def incomplete_runs(self, signature):
+        """Run folders without a commit marker (a job killed while writing)."""
+        return [d for d in self._list_dirs(self.location(signature))
+                if d.rsplit("/", 1)[-1].startswith("run-") and not self._exists(f"{d}/{COMMITTED}")]
+
+    def read(self, signature, features_col="features"):
+        """All committed features of ``signature``: ``image_id, <features_col>``, one row per image."""
+        runs = self.committed_runs(signature)
+        if not runs:
+            return None
+        frame = self.spark.read.parquet(*runs)
+        return frame.select("image_id", features_col).dropDuplicates(["image_id"])
+
+    def featurize(self, images, featurizer, chunk_size=DEFAULT_CHUNK_SIZE):
+        """Features of every row of ``images``, computing only images the store lacks.
+
+        Parameters
+        ----------
+        images : pyspark.sql.DataFrame
+            With ``image_id`` and the featurizer's input column.
+        featurizer : covidspark.ml.featurizer.DeepImageFeaturizer
+        chunk_size : int
+            Missing images are computed and committed in chunks of about this
+            many (by a hash of ``image_id``): a job killed part-way keeps every
+            chunk it committed, and its rerun computes only the rest.
+
+        Returns
+        -------
+        (pyspark.sql.DataFrame, dict)
+            ``images`` (without the input column when it is ``content``) with the
+            featurizer's output column; and ``{"images", "computed", "reused",
+            "signature", "location", "ignored_incomplete_runs"}``.
+        """
+        out_col = featurizer.getOutputCol()
+        signature = featurizer.featureSignature()
+        location = self.location(signature)
+        if not self._exists(f"{location}/signature.json"):
+            self._write_text(f"{location}/signature.json",
+                             json.dumps({"store_version": STORE_VERSION, **signature}, indent=2))
+        incomplete = self.incomplete_runs(signature)
+        if incomplete:
+            logger.warning("Feature store: ignoring %d incomplete run(s) (killed while writing), "
+                           "e.g. %s", len(incomplete), incomplete[0])
+        existing = self.read(signature, out_col)
+        wanted = images.select("image_id", featurizer.getInputCol()).dropDuplicates(["image_id"])
+        missing = wanted if existing is None else wanted.join(
+            existing.select("image_id"), on="image_id", how="left_anti")
+        n_missing = missing.count()
+        if n_missing:
+            self._compute(missing, featurizer, location, n_missing, chunk_size)
+            existing = self.read(signature, out_col)
+        result = images.drop("content") if featurizer.getInputCol() == "content" else images
+        result = result.join(existing, on="image_id", how="inner")
+        n_images = wanted.count()
+        stats = {"images": n_images, "computed": n_missing, "reused": n_images - n_missing,
+                 "signature": signature, "location": location,
+                 "ignored_incomplete_runs": len(incomplete)}
+        return result, stats
+
+    def _compute(self, missing, featurizer, location, n_missing, chunk_size):
+        """Featurize ``missing`` into one committed run folder per chunk."""
+        from pyspark.sql import functions as F
+
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1. Received: {chunk_size}")
+        n_chunks = -(-n_missing // chunk_size)
+        # After the anti-join's shuffle, adaptive execution would coalesce a few MB of
+        # encoded images into one partition, i.e. one task on one core: spread each
+        # chunk over every core, with at least a few batches per task.
+        per_chunk = -(-n_missing // n_chunks)
+        partitions = max(self.spark.sparkContext.defaultParallelism,
+                         -(-per_chunk // IMAGES_PER_TASK))
+        for chunk in range(n_chunks):
+            part = missing if n_chunks == 1 else missing.filter(
+                F.pmod(F.xxhash64("image_id"), F.lit(n_chunks)) == chunk)
+            part = part.repartition(min(partitions, per_chunk))
+            run = f"{location}/run-{uuid.uuid4().hex[:12]}"
+            logger.info("Feature store: computing chunk %d/%d (~%d images) into %s",
+                        chunk + 1, n_chunks, n_missing // n_chunks, run)
+            (featurizer.transform(part).select("image_id", featurizer.getOutputCol())
+             .write.mode("errorifexists").parquet(run))
+            # Written last: until it exists, readers ignore the folder.
+            self._write_text(f"{run}/{COMMITTED}", json.dumps({"chunk": chunk,
+                                                               "chunks": n_chunks}))
+

@@ -1,0 +1,437 @@
+"""``DeepImageFeaturizer``: pretrained Keras backbones as a Spark ML Transformer.
+
+The API is that of Databricks' retired ``sparkdl.DeepImageFeaturizer``
+(``inputCol``, ``outputCol``, ``modelName``, ``scaleHint``), plus ``weights``,
+``seed`` and ``batchSize``. What differs underneath:
+
+- Decoding, resizing, the model's own preprocessing and the forward pass run
+  together on the executors, in batches (an iterator pandas UDF over Arrow):
+  only encoded bytes travel from the JVM to Python, never decoded tensors.
+- The Keras model is built once per Python worker and cached there
+  (:mod:`covidspark.models.engines`, keyed by model, weights, precision and engine),
+  which needs ``spark.python.worker.reuse=true`` (Spark's default). Inference
+  is a compiled ``tf.function`` (or OpenVINO), not ``model.predict`` per batch.
+- Weights are resolved once on the driver and shipped with
+  ``SparkContext.addFile``; executors never download anything.
+- The stage is persistable (``DefaultParamsWritable``), alone or inside a
+  ``PipelineModel``.
+"""
+import logging
+import os
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from covidspark.data import decoding
+from covidspark.models.engines import ENGINES, PRECISIONS, worker_model
+from covidspark.data.reading import read_bytes
+from covidspark.models.registry import get_backbone
+from covidspark.models.weights import resolve_weights
+
+logger = logging.getLogger(__name__)
+
+IMAGE_STRUCT_FIELDS = ("origin", "height", "width", "nChannels", "mode", "data")
+
+# Bump when decoding or preprocessing changes what features are computed.
+_PREPROCESSING_VERSION = "gray3-keras-preprocess-v1"
+
+
+class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
+                          DefaultParamsReadable, DefaultParamsWritable):
+    """Turn chest X-ray images into deep features with a pretrained Keras network.
+
+    Each image is decoded on the executors (PNG/JPEG, 8 or 16 bit), converted to
+    grayscale and replicated to three channels, resized to the network's input
+    size, preprocessed with the network's own ``preprocess_input`` and passed
+    through the network without its classification top; global average pooling
+    gives one vector per image.
+
+    Parameters
+    ----------
+    inputCol : str
+        A binary column of encoded image files (``read_images``' ``content``), a
+        string column of file paths (read by the workers), or Spark's image struct
+        (``spark.read.format("image")``).
+    outputCol : str
+        Name of the ``Vector`` column to add (default ``"features"``).
+    modelName : str
+        A key of :data:`covidspark.models.BACKBONES`: ``"ResNet50"``,
+        ``"InceptionV3"``, ``"DenseNet121"``, ``"VGG16"``, ``"VGG19"``, ``"Xception"``.
+    scaleHint : str
+        Resize filter, by sparkdl's names: ``"SCALE_AREA_AVERAGING"`` (default)
+        or ``"SCALE_SMOOTH"`` (box filter); ``"SCALE_DEFAULT"``, ``"SCALE_FAST"``,
+        ``"SCALE_REPLICATE"`` (nearest neighbour).
+    weights : str
+        ``"imagenet"`` (default; downloaded once on the driver with Keras' hash
+        check), a path to a Keras weights file, or ``"random"`` (seeded random
+        weights: offline tests and demos only, not pretrained).
+    seed : int
+        Seed of ``"random"`` weights (default 0).
+    batchSize : int
+        Images per forward pass (default 32); also caps Arrow batches.
+    precision : str
+        ``"float32"`` (default), ``"bfloat16"`` or ``"auto"`` (bfloat16 where the
+        worker's CPU has AMX / AVX-512 BF16 or its GPU compute capability >= 8.0).
+        Features are always float32 vectors.
+    centerCrop : float
+        Central fraction of width and height kept before resizing (default 1.0:
+        the whole image), e.g. 0.9 to cut borders and burnt-in labels.
+    clahe : bool
+        CLAHE contrast equalisation (clip limit 2.0, 8x8 tiles, OpenCV:
+        ``covidspark[clahe]``) before resizing, as one original study did.
+    engine : str
+        ``"keras"`` (default), ``"openvino"`` (CPU workers; ``covidspark[openvino]``)
+        or ``"auto"`` (OpenVINO on CPU workers where installed, Keras on GPUs).
+
+    Examples
+    --------
+    >>> from covidspark import DeepImageFeaturizer, read_images
+    >>> df = read_images(spark, "/data/xrays")                     # doctest: +SKIP
+    >>> featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features",
+    ...                                  modelName="ResNet50", weights="random")
+    >>> features = featurizer.transform(df)                       # doctest: +SKIP
+    >>> featurizer.save("/tmp/featurizer")                        # doctest: +SKIP
+    >>> DeepImageFeaturizer.load("/tmp/featurizer").getModelName()  # doctest: +SKIP
+    'ResNet50'
+    """
+
+    modelName = Param(Params._dummy(), "modelName",
+                      "backbone network, one of covidspark.models.BACKBONES",
+                      typeConverter=TypeConverters.toString)
+    scaleHint = Param(Params._dummy(), "scaleHint",
+                      "resize filter: " + ", ".join(decoding.SCALE_HINTS),
+                      typeConverter=TypeConverters.toString)
+    weights = Param(Params._dummy(), "weights",
+                    "'imagenet', 'random' (seeded, not pretrained) or a weights file path",
+                    typeConverter=TypeConverters.toString)
+    seed = Param(Params._dummy(), "seed", "seed of 'random' weights",
+                 typeConverter=TypeConverters.toInt)
+    batchSize = Param(Params._dummy(), "batchSize", "images per forward pass",
+                      typeConverter=TypeConverters.toInt)
+    precision = Param(Params._dummy(), "precision",
+                      "compute precision: float32, bfloat16 or auto (bf16 on bf16 hardware)",
+                      typeConverter=TypeConverters.toString)
+    centerCrop = Param(Params._dummy(), "centerCrop",
+                       "central fraction of width and height kept before resizing (1.0: all)",
+                       typeConverter=TypeConverters.toFloat)
+    clahe = Param(Params._dummy(), "clahe",
+                  "CLAHE contrast equalisation (clip 2.0, 8x8 tiles) before resizing",
+                  typeConverter=TypeConverters.toBoolean)
+    engine = Param(Params._dummy(), "engine",
+                   "inference engine: keras, openvino (CPU) or auto",
+                   typeConverter=TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, *, inputCol=None, outputCol=None, modelName=None,
+                 scaleHint="SCALE_AREA_AVERAGING", weights="imagenet", seed=0, batchSize=32,
+                 precision="float32", engine="keras", centerCrop=1.0, clahe=False):
+        super().__init__()
+        self._setDefault(outputCol="features", scaleHint="SCALE_AREA_AVERAGING",
+                         weights="imagenet", seed=0, batchSize=32, precision="float32",
+                         engine="keras", centerCrop=1.0, clahe=False)
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, inputCol=None, outputCol=None, modelName=None,
+                  scaleHint="SCALE_AREA_AVERAGING", weights="imagenet", seed=0, batchSize=32,
+                  precision="float32", engine="keras", centerCrop=1.0, clahe=False):
+        """Set the params; see the class docstring."""
+        kwargs = self._input_kwargs
+        if kwargs.get("centerCrop") is not None and not 0.0 < kwargs["centerCrop"] <= 1.0:
+            raise ValueError(f"centerCrop must be in (0, 1]. Received: {kwargs['centerCrop']}")
+        if kwargs.get("precision") is not None and kwargs["precision"] not in PRECISIONS:
+            raise ValueError(f"Unknown precision {kwargs['precision']!r}. "
+                             f"Supported: {', '.join(PRECISIONS)}.")
+        if kwargs.get("engine") is not None and kwargs["engine"] not in ENGINES:
+            raise ValueError(f"Unknown engine {kwargs['engine']!r}. "
+                             f"Supported: {', '.join(ENGINES)}.")
+        if "modelName" in kwargs and kwargs["modelName"] is not None:
+            get_backbone(kwargs["modelName"])  # fail early, listing supported names
+        if "scaleHint" in kwargs:
+            decoding._resample(kwargs["scaleHint"])
+        if kwargs.get("batchSize") is not None and kwargs["batchSize"] < 1:
+            raise ValueError(f"batchSize must be >= 1. Received: batchSize={kwargs['batchSize']}")
+        return self._set(**kwargs)
+
+    def setModelName(self, value):
+        """Set ``modelName``."""
+        get_backbone(value)
+        return self._set(modelName=value)
+
+    def getModelName(self):
+        """The backbone's name."""
+        return self.getOrDefault(self.modelName)
+
+    def setScaleHint(self, value):
+        """Set ``scaleHint``."""
+        decoding._resample(value)
+        return self._set(scaleHint=value)
+
+    def getScaleHint(self):
+        """The resize filter's sparkdl name."""
+        return self.getOrDefault(self.scaleHint)
+
+    def setWeights(self, value):
+        """Set ``weights``: 'imagenet', 'random' or a file path."""
+        return self._set(weights=value)
+
+    def getWeights(self):
+        """The weights setting."""
+        return self.getOrDefault(self.weights)
+
+    def setSeed(self, value):
+        """Set ``seed``."""
+        return self._set(seed=value)
+
+    def getSeed(self):
+        """The seed of random weights."""
+        return self.getOrDefault(self.seed)
+
+    def setBatchSize(self, value):
+        """Set ``batchSize``."""
+        return self._set(batchSize=value)
+
+    def getBatchSize(self):
+        """Images per forward pass."""
+        return self.getOrDefault(self.batchSize)
+
+    def getPrecision(self):
+        """Compute precision setting (features are float32 whatever it is)."""
+        return self.getOrDefault(self.precision)
+
+    def getEngine(self):
+        """Inference engine setting."""
+        return self.getOrDefault(self.engine)
+
+    def setInputCol(self, value):
+        """Set ``inputCol``."""
+        return self._set(inputCol=value)
+
+    def setOutputCol(self, value):
+        """Set ``outputCol``."""
+        return self._set(outputCol=value)
+
+    # ------------------------------------------------------------------ driver side
+
+    def resolvedWeights(self):
+        """Resolve the weights on the driver (download, verify or generate once).
+
+        Returns
+        -------
+        covidspark.models.ResolvedWeights
+        """
+        if not self.isDefined(self.modelName):
+            raise ValueError("DeepImageFeaturizer: modelName is not set. "
+                             f"Supported: {', '.join(_backbone_names())}.")
+        return resolve_weights(self.getModelName(), self.getWeights(), self.getSeed())
+
+    def imagesFeaturized(self):
+        """Images this featurizer has run through its network so far, over all its transforms.
+
+        Counted on the executors (a Spark accumulator) as actions run: a
+        DataFrame featurized once and persisted counts each image once, however
+        many models are then fitted on it; a recomputed partition counts again.
+        """
+        return sum(counter.value for counter in getattr(self, "_counters", []))
+
+    def featureSignature(self):
+        """What determines the features this stage computes (the feature store's key).
+
+        Model, weights identity and preprocessing; not ``batchSize``,
+        ``precision`` or ``engine``, which change results only by rounding.
+        """
+        return {
+            "model": self.getModelName(),
+            "weights_id": self.resolvedWeights().weights_id,
+            "scaleHint": self.getScaleHint(),
+            "centerCrop": self.getOrDefault(self.centerCrop),
+            "clahe": self.getOrDefault(self.clahe),
+            "preprocessing": _PREPROCESSING_VERSION,
+        }
+
+    def _transform(self, dataset):
+        from pyspark.ml.functions import array_to_vector
+        from pyspark.sql import functions as F
+
+        spec = get_backbone(self.getModelName())
+        input_col = self.getInputCol()
+        if input_col not in dataset.columns:
+            raise ValueError(
+                f"DeepImageFeaturizer: inputCol {input_col!r} not in the DataFrame; "
+                f"columns: {dataset.columns}"
+            )
+        kind = _input_kind(dataset.schema[input_col].dataType, input_col)
+        resolved = self.resolvedWeights()
+        spark = dataset.sparkSession
+        shipped = _ship_file(spark.sparkContext, resolved.path)
+        batch_size = self.getBatchSize()
+        # Arrow batches bound the memory of each Python worker: match them to the model's.
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+        logger.info("DeepImageFeaturizer: %s, weights %s, batch %d",
+                    spec.name, resolved.description, batch_size)
+
+        if kind == "image":
+            names = F.col(f"{input_col}.origin")
+        elif kind == "path":
+            names = F.col(input_col)
+        elif "path" in dataset.columns:
+            names = F.col("path").cast("string")
+        else:
+            names = F.lit(None).cast("string")
+        options = {"scale_hint": self.getScaleHint(),
+                   "crop": self.getOrDefault(self.centerCrop),
+                   "clahe": self.getOrDefault(self.clahe)}
+        # Counts every image a forward pass saw, on every executor, across this
+        # instance's transforms: a recomputed partition shows up here.
+        counter = spark.sparkContext.accumulator(0)
+        self._counters = [*getattr(self, "_counters", []), counter]
+        udf = _featurize_udf(spec.name, shipped, resolved.weights_id, kind, options, batch_size,
+                             self.getPrecision(), self.getEngine(), counter,
+                             spark.conf.get(DECODE_AHEAD_CONF, "auto"))
+        return dataset.withColumn(
+            self.getOutputCol(), array_to_vector(udf(F.col(input_col), names))
+        )
+
+
+def _backbone_names():
+    from covidspark.models.registry import BACKBONES
+
+    return list(BACKBONES)
+
+
+def _input_kind(data_type, name):
+    from pyspark.sql.types import BinaryType, StringType, StructType
+
+    if isinstance(data_type, BinaryType):
+        return "bytes"
+    if isinstance(data_type, StringType):
+        return "path"
+    if isinstance(data_type, StructType) and set(IMAGE_STRUCT_FIELDS) <= set(data_type.names):
+        return "image"
+    raise TypeError(
+        f"DeepImageFeaturizer: inputCol {name!r} has type {data_type.simpleString()}; "
+        f"expected binary (encoded image bytes), string (file paths) or Spark's image struct"
+    )
+
+
+# SparkContext id -> {file name: path}; addFile refuses one name for two paths.
+_SHIPPED = {}
+
+
+def _ship_file(sc, path):
+    """``addFile`` once per SparkContext; returns the name executors pass to SparkFiles.get."""
+    name = os.path.basename(path.rstrip("/"))
+    shipped = _SHIPPED.setdefault(id(sc._jsc), {})
+    previous = shipped.get(name)
+    if previous is None:
+        sc.addFile(path)
+        shipped[name] = path
+    elif previous != path:
+        raise ValueError(
+            f"Two different weights files share the name {name!r} ({previous} and {path}); "
+            f"Spark ships files by name. Rename one of them."
+        )
+    return name
+
+
+DECODE_AHEAD_CONF = "spark.covidspark.decodeAhead"
+
+
+def _featurize_udf(model_name, weights_file, weights_id, kind, options, batch_size,
+                   precision="float32", engine="keras", counter=None, decode_ahead="auto"):
+    """The pandas UDF; its closure holds only strings and ints (cheap to pickle).
+
+    With decode-ahead, a thread decodes Arrow batch k+1 while the network runs
+    on batch k (Pillow and the engines release the GIL). It pays where the
+    decoder would otherwise wait for the accelerator or for spare cores: on GPU
+    workers and with ``spark.task.cpus`` >= 2 ("auto"); with one core per task
+    the two would only contend for it.
+    """
+
+    def featurize(batches):
+        import pandas as pd
+
+        from covidspark.models.engines import task_cpus
+
+        model = None
+        pool = None
+        pending = None
+
+        def decode(values, names):
+            return [np.stack([_decode_row(kind, values, i, names.iloc[i], model.input_size,
+                                          options) for i in range(start,
+                                                                  min(start + batch_size,
+                                                                      len(values)))])
+                    for start in range(0, len(values), batch_size)]
+
+        def infer(chunks, n):
+            features = []
+            for pixels in chunks:
+                features.extend(model(pixels))
+            if counter is not None:
+                counter.add(n)
+            return pd.Series(features, dtype=object)
+
+        try:
+            for values, names in batches:
+                if model is None:
+                    model = worker_model(model_name, weights_file, weights_id, precision, engine)
+                    if _decode_ahead(decode_ahead, model, task_cpus()):
+                        from concurrent.futures import ThreadPoolExecutor
+
+                        pool = ThreadPoolExecutor(1, thread_name_prefix="covidspark-decode")
+                if pool is None:
+                    yield infer(decode(values, names), len(values))
+                    continue
+                upcoming = (pool.submit(decode, values, names), len(values))
+                if pending is not None:
+                    yield infer(pending[0].result(), pending[1])
+                pending = upcoming
+            if pending is not None:
+                yield infer(pending[0].result(), pending[1])
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    return _iterator_udf(featurize)
+
+
+def _decode_ahead(setting, model, cpus):
+    """Whether to decode the next batch in a thread: "true", "false" or "auto"."""
+    setting = str(setting).lower()
+    if setting in ("true", "false"):
+        return setting == "true"
+    return getattr(model, "on_gpu", False) or (cpus or 1) >= 2
+
+
+def _iterator_udf(func):
+    """Declare ``func`` as an iterator-of-batches pandas UDF (type hints pick the kind)."""
+    from typing import Iterator, Tuple
+
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+
+    func.__annotations__ = {
+        "batches": Iterator[Tuple[pd.Series, pd.Series]],
+        "return": Iterator[pd.Series],
+    }
+    return pandas_udf(func, "array<float>")
+
+
+def _decode_row(kind, values, i, name, size, options):
+    if kind == "image":
+        row = values.iloc[i]
+        return decoding.decode_image_struct(
+            row["height"], row["width"], row["nChannels"], row["mode"], row["data"],
+            size, name=name or f"row {i} of the batch", **options,
+        )
+    value = values.iloc[i]
+    if kind == "path":
+        if value is None:
+            raise decoding.ImageDecodeError(f"row {i} of the batch: null path")
+        return decoding.decode_image(read_bytes(value), size, name=value, **options)
+    return decoding.decode_image(value, size, name=name or f"row {i} of the batch", **options)

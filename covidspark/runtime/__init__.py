@@ -1,0 +1,1 @@
+"""Runtime plumbing every stage uses: the SparkSession, progress lines, the cache folder."""

@@ -15,10 +15,10 @@ PYTEST_ARGS ?=
 # EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x, pyarrow 15), and the core tests.
 COMPAT_VENV ?= .venv-compat
 COMPAT_PY   := $(COMPAT_VENV)/bin/python
-COMPAT_TESTS ?= tests/test_images.py tests/test_pipelines.py tests/test_features.py \
-	tests/test_featurizer.py::test_resnet50_features_equal_plain_keras \
-	tests/test_featurizer.py::test_pipeline_with_featurizer_saves_and_predicts_the_same_in_a_new_session \
-	tests/test_predictor.py::test_local_heads_equal_spark_on_the_same_features
+COMPAT_TESTS ?= tests/data/test_reading.py tests/ml/test_pipelines.py tests/ml/test_feature_store.py \
+	tests/ml/test_featurizer.py::test_resnet50_features_equal_plain_keras \
+	tests/ml/test_featurizer.py::test_pipeline_with_featurizer_saves_and_predicts_the_same_in_a_new_session \
+	tests/serving/test_predictor.py::test_local_heads_equal_spark_on_the_same_features
 
 .PHONY: help java browser venv test-venv demo test test-compat bench-ingest clean
 

@@ -12,10 +12,10 @@ bounded (start / end / peak reported), and that nothing is written outside the
 service's own temporary directory. Prints one JSON object; exit status 1 if a
 check fails.
 
-    python benchmarks/serve.py --model runs/demo/model --engine openvino
-    python benchmarks/serve.py --model runs/demo/model --soak
+    python benchmarks/serve.py --model-dir runs/demo/model --engine openvino
+    python benchmarks/serve.py --model-dir runs/demo/model --soak
 
-Without ``--model`` a binary ResNet50 + LR model is trained first on the
+Without ``--model-dir`` a binary ResNet50 + LR model is trained first on the
 embedded synthetic set with seeded RANDOM weights (not pretrained).
 """
 import argparse
@@ -35,7 +35,7 @@ from common import emit_json
 
 def bad_requests(good, limit_bytes):
     """name -> function(client) sending one bad request."""
-    from covidspark.service_client import decompression_bomb_png, multipart_body
+    from service_client import decompression_bomb_png, multipart_body
 
     def send_raw(client, body, content_type):
         return client.request("POST", "/predict", body, {"Content-Type": content_type})
@@ -80,7 +80,7 @@ def _percentiles(latencies):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="saved model folder (default: train a demo model)")
+    parser.add_argument("--model-dir", help="saved model folder (default: train a demo model)")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--soak", action="store_true",
@@ -98,10 +98,10 @@ def main():
 
     from covidspark.data.synthetic import synthetic
     from covidspark.serving.predictor import Predictor
-    from covidspark.service_client import launch
+    from service_client import launch
 
     work = tempfile.mkdtemp(prefix="covidspark-bench-serve-")
-    model = args.model or _train_demo_model(os.path.join(work, "run"))
+    model = args.model_dir or _train_demo_model(os.path.join(work, "run"))
     folder = synthetic(os.path.join(work, "images"), n_per_class=max(1, args.images // 3),
                        seed=11, min_size=256, max_size=768)
     goods = []
@@ -188,7 +188,7 @@ def main():
     result = {
         "benchmark": "serve-soak" if args.soak else "serve-throughput",
         "model": os.path.abspath(model), "engine": args.engine or "saved",
-        "weights_note": "seeded RANDOM weights unless --model says otherwise",
+        "weights_note": "seeded RANDOM weights unless --model-dir says otherwise",
         "requests": len(results), "clients": args.clients, "seconds": round(elapsed, 2),
         "requests_per_s": round(len(results) / elapsed, 2),
         "good": {"sent": len(good_results), "ok_200_correct_label": sum(r[3] for r in good_results),

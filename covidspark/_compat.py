@@ -48,17 +48,6 @@ MOVED_MODULES = {
 }
 
 
-def _caller_stacklevel():
-    """The stack level of the first frame outside the import machinery (for the warning)."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if not (name.startswith("<frozen") or "importlib" in name or name == __file__):
-            return level
-        frame, level = frame.f_back, level + 1
-    return 1
-
-
 class _MovedModuleLoader(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds an old covidspark module path and fills it from the new modules."""
 
@@ -76,7 +65,8 @@ class _MovedModuleLoader(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             f"{module.__name__} moved to {' and '.join(targets)} in covidspark 0.2; the old "
             f"path will be removed in {REMOVED_IN}. Import from the new path, or from "
             f"'covidspark' itself for the public names.",
-            DeprecationWarning, stacklevel=_caller_stacklevel())
+            # 2: the importing line; warnings skips the import machinery's frames itself.
+            DeprecationWarning, stacklevel=2)
         for target in reversed(targets):
             new = importlib.import_module(target)
             module.__dict__.update({k: v for k, v in vars(new).items()

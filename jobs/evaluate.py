@@ -1,4 +1,4 @@
-"""spark-submit jobs/evaluate.py --model RUN/model ... (see covidspark evaluate --help).
+"""spark-submit jobs/evaluate.py --model-dir RUN/model ... (see covidspark evaluate --help).
 
 Evaluate a saved model on labelled images (--data / --manifest) and write
 metrics.json, report.md and figures, e.g. to test on another source.

@@ -1,4 +1,4 @@
-"""spark-submit jobs/predict.py --model RUN/model ... (see covidspark predict --help).
+"""spark-submit jobs/predict.py --model-dir RUN/model ... (see covidspark predict --help).
 
 Predict every image under --images (any layout) or of --data with a saved
 model; writes path, predicted_label and one probability per class.

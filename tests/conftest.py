@@ -17,6 +17,45 @@ SHARED_DATA = os.environ.get(
     "COVIDSPARK_SHARED_DATA", os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
 )
 
+# Under CI (CI=true) a missing data folder, module or tool fails the test that needs it;
+# on a developer's machine it skips with the reason.
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def _missing(what, hint):
+    message = f"{what} is missing ({hint})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+    pytest.skip(message)
+
+
+def module_present(name):
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def require_module(name, now=False):
+    """A test that needs an optional module: skip without it, fail under CI.
+
+    As a decorator (``now=False``), or called inside the test (``now=True``).
+    """
+    if now:
+        if not module_present(name):
+            _missing(f"module {name}", "pip install -e '.[test]'")
+        return None
+    if IN_CI:
+        return pytest.mark.usefixtures()  # runs, and fails on the import if it is missing
+    return pytest.mark.skipif(not module_present(name), reason=f"module {name} is missing")
+
+
+def require_path(path, what="the real data in ../shared/data"):
+    """The path of real data a test needs: skip without it, fail under CI."""
+    if not os.path.exists(path):
+        _missing(f"{what} ({path})", "see ../shared/data/README.md")
+    return path
+
+
 # Before anything resolves weights: a cache private to this test session.
 _CACHE = tempfile.mkdtemp(prefix="covidspark-test-cache-")
 os.environ["COVIDSPARK_CACHE"] = _CACHE

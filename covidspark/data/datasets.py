@@ -5,6 +5,7 @@ The embedded synthetic set lives in :mod:`covidspark.data.synthetic`.
 import dataclasses
 import logging
 import os
+from covidspark.errors import InputError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ KNOWN_DATASETS = {
 }
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(UserError, RuntimeError):
     """A public data set could not be fetched; the message says how to fetch it by hand."""
 
 
@@ -83,7 +84,7 @@ def known_dataset(name):
     try:
         return KNOWN_DATASETS[name]
     except KeyError:
-        raise ValueError(f"Unknown data set {name!r}. Known: {', '.join(KNOWN_DATASETS)}.") from None
+        raise InputError(f"Unknown data set {name!r}. Known: {', '.join(KNOWN_DATASETS)}.") from None
 
 
 def download(name, to, timeout=1800):
@@ -154,7 +155,7 @@ def cohen_manifest(metadata_csv, views=COHEN_FRONTAL_VIEWS):
     columns = {c.strip().lower(): c for c in table.columns}
     for needed in ("finding", "view", "filename"):
         if needed not in columns:
-            raise ValueError(f"{metadata_csv}: no {needed!r} column; found {list(table.columns)}")
+            raise InputError(f"{metadata_csv}: no {needed!r} column; found {list(table.columns)}")
     left_out = {"not X-ray": 0, "not a frontal view": 0, "finding not covid/normal/pneumonia": 0}
     rows = []
     for rec in table.to_dict("records"):
@@ -298,16 +299,16 @@ def merge(*frames, labels=("covid", "normal", "pneumonia")):
     from covidspark.data.reading import IMAGE_COLUMNS
 
     if not frames:
-        raise ValueError("merge needs at least one DataFrame")
+        raise InputError("merge needs at least one DataFrame")
     union = reduce(lambda a, b: a.unionByName(b), [f.select(*IMAGE_COLUMNS) for f in frames])
     counts = {}
     for r in union.groupBy("source", "label").count().collect():
         counts.setdefault(r.source, {})[r.label] = r["count"]
     bad = [(s, lab) for s, per in counts.items() for lab in per if lab not in labels]
     if bad:
-        raise ValueError("Labels not harmonised: " + ", ".join(
+        raise InputError("Labels not harmonised: " + ", ".join(
             f"source {s!r} has label {lab!r}" for s, lab in bad) +
             f"; map them to {', '.join(labels)} with label_map.")
     if union.filter(F.col("source").isNull()).limit(1).count():
-        raise ValueError("Every merged row needs a source")
+        raise InputError("Every merged row needs a source")
     return union, counts

@@ -13,6 +13,7 @@ import io
 import numpy as np
 
 from covidspark.data import dicom
+from covidspark.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg") + dicom.DICOM_EXTENSIONS
 # What Pillow may report for a file we accept (MPO: multi-picture JPEG from phones).
@@ -34,17 +35,17 @@ SCALE_HINTS = {
 DEFAULT_MAX_PIXELS = 60_000_000
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
     """A file or value that is not a decodable image; the message names it."""
 
 
-def _resample(scale_hint):
+def resample_filter(scale_hint):
     from PIL import Image
 
     try:
         return getattr(Image.Resampling, SCALE_HINTS[scale_hint])
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"Unsupported scaleHint {scale_hint!r}. Supported: {', '.join(SCALE_HINTS)}."
         ) from None
 
@@ -126,7 +127,7 @@ def bit_depth(image):
 _EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 
 
-def _gray8(image):
+def to_gray8(image):
     """8-bit luminance (ITU-R 601-2, Pillow's ``L``); alpha ignored, palette and CMYK via RGB."""
     if image.mode == "L":
         return image
@@ -142,7 +143,7 @@ def to_grayscale_float(image):
     full range is kept.
     """
     if image.mode in _EIGHT_BIT_MODES:
-        return np.asarray(_gray8(image), dtype=np.float32)
+        return np.asarray(to_gray8(image), dtype=np.float32)
     if image.mode == "F":
         return np.asarray(image, dtype=np.float32)
     # I;16, I;16B, I;16L and I (32-bit integer, how Pillow opens some 16-bit PNGs).
@@ -153,9 +154,9 @@ def resize_gray(image, size, scale_hint="SCALE_AREA_AVERAGING"):
     """Resize a Pillow image's grayscale to ``size`` x ``size`` (float32, [0, 255])."""
     from PIL import Image
 
-    resample = _resample(scale_hint)
+    resample = resample_filter(scale_hint)
     if image.mode in _EIGHT_BIT_MODES:
-        return np.asarray(_gray8(image).resize((size, size), resample), dtype=np.float32)
+        return np.asarray(to_gray8(image).resize((size, size), resample), dtype=np.float32)
     # High bit depth: resize in floating point so nothing is rounded to 8 bits first.
     gray = Image.fromarray(to_grayscale_float(image))  # float32 -> mode "F"
     return np.asarray(gray.resize((size, size), resample), dtype=np.float32)
@@ -164,7 +165,7 @@ def resize_gray(image, size, scale_hint="SCALE_AREA_AVERAGING"):
 def center_crop(image, fraction):
     """The central ``fraction`` of a Pillow image's width and height (1.0: unchanged)."""
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"center crop fraction must be in (0, 1]. Received: {fraction}")
+        raise InputError(f"center crop fraction must be in (0, 1]. Received: {fraction}")
     if fraction == 1.0:
         return image
     return image.crop(crop_box(*image.size, fraction))

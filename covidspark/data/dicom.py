@@ -9,6 +9,7 @@ MONOCHROME2. Without a window, the full range of values is used.
 import io
 
 import numpy as np
+from covidspark.errors import InputError
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 
@@ -29,7 +30,7 @@ def _first(value):
 def linear_window(values, center, width):
     """DICOM's linear VOI window to [0, 255] (PS3.3 C.11.2.1.2.1)."""
     if width < 1:
-        raise ValueError(f"Window Width must be >= 1. Received: {width}")
+        raise InputError(f"Window Width must be >= 1. Received: {width}")
     low = center - 0.5 - (width - 1) / 2
     high = center - 0.5 + (width - 1) / 2
     scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) * 255.0

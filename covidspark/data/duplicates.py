@@ -15,6 +15,7 @@ also pairs four different radiographs (chest X-rays look alike at 8x8 DCT
 resolution), while the two real duplicates are at 0 and 2.
 """
 import logging
+from covidspark.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def image_info(df, content_col="content", path_col="path", max_pixels=None):
     return df.withColumn("info", inspect(F.col(content_col), F.col(path_col)))
 
 
-def _bands(max_distance):
+def hash_bands(max_distance):
     """(shift, mask) of ``max_distance + 1`` bit bands covering 64 bits."""
     n = max_distance + 1
     edges = [round(i * 64 / n) for i in range(n + 1)]
@@ -83,11 +84,11 @@ def find_duplicate_pairs(df, max_distance=DEFAULT_MAX_DISTANCE, hash_col="phash6
     from pyspark.sql import functions as F
 
     if not 0 <= max_distance <= 15:
-        raise ValueError(f"max_distance must be in [0, 15]. Received: {max_distance}")
+        raise InputError(f"max_distance must be in [0, 15]. Received: {max_distance}")
     hashed = (df.select("path", "image_id", "label", "source", F.col(hash_col).alias("h"))
               .filter(F.col("h").isNotNull()))
     banded = None
-    for index, (shift, mask) in enumerate(_bands(max_distance)):
+    for index, (shift, mask) in enumerate(hash_bands(max_distance)):
         band = hashed.select("*", F.lit(index).alias("band"),
                              F.shiftright("h", shift).bitwiseAND(F.lit(mask)).alias("value"))
         banded = band if banded is None else banded.unionByName(band)
@@ -181,7 +182,7 @@ def resolve_duplicates(df, policy="group", max_distance=DEFAULT_MAX_DISTANCE,
     from pyspark.sql import functions as F
 
     if policy not in POLICIES:
-        raise ValueError(f"Unknown duplicate policy {policy!r}. Supported: {', '.join(POLICIES)}.")
+        raise InputError(f"Unknown duplicate policy {policy!r}. Supported: {', '.join(POLICIES)}.")
     with_hash = image_info(df).withColumn("phash64", F.col("info.phash64"))
     groups = duplicate_groups(with_hash, max_distance)
     report = {"policy": policy, "max_distance": max_distance, "groups": groups, "dropped": []}

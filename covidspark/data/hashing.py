@@ -31,9 +31,9 @@ def phash_bits(image):
         small = Image.fromarray(to_grayscale_float(image)).resize(
             (_IMAGE_SIZE, _IMAGE_SIZE), Image.Resampling.LANCZOS)
     else:
-        from covidspark.data.decoding import _gray8
+        from covidspark.data.decoding import to_gray8
 
-        small = _gray8(image).resize((_IMAGE_SIZE, _IMAGE_SIZE), Image.Resampling.LANCZOS)
+        small = to_gray8(image).resize((_IMAGE_SIZE, _IMAGE_SIZE), Image.Resampling.LANCZOS)
     pixels = np.asarray(small, dtype=np.float64)
     # scipy's unnormalised DCT-II differs by a constant factor, which the median test ignores.
     coefficients = _DCT @ pixels @ _DCT.T

@@ -170,7 +170,7 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         If no images are found, or the manifest lacks a ``path`` or ``label`` column.
     """
     if (path is None) == (manifest is None):
-        raise ValueError("Give exactly one of path (a class-folder tree) or manifest (a CSV).")
+        raise InputError("Give exactly one of path (a class-folder tree) or manifest (a CSV).")
     if path is not None:
         candidates, n_candidates, rejects = _class_folder_candidates(
             spark, path, label_map, source, pattern, path_filter, labelled)
@@ -321,7 +321,7 @@ def _read_small_csv(spark, path):
     if _is_local(path):
         local = _strip_file_scheme(path)
         if not os.path.isfile(local):
-            raise FileNotFoundError(f"CSV not found: {path}")
+            raise InputNotFoundError(f"CSV not found: {path}")
         return pd.read_csv(local, dtype=str, keep_default_na=False)
     return spark.read.option("header", "true").csv(path).toPandas().fillna("").astype(str)
 
@@ -345,7 +345,7 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
         manifest = f"manifest table ({base})"
     missing_cols = {"path", "label"} - set(table.columns)
     if missing_cols:
-        raise ValueError(
+        raise InputError(
             f"{manifest}: missing column(s) {sorted(missing_cols)}; "
             f"expected path,label[,patient_id,source], found {list(table.columns)}"
         )
@@ -374,7 +374,7 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
     if not rows:
         if rejects:
             return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
-        raise ValueError(f"{manifest}: no rows")
+        raise InputError(f"{manifest}: no rows")
     meta = spark.createDataFrame(rows, "path string, label string, patient_id string, source string")
     files, _ = _binary_files(spark.read.format("binaryFile"), [r[0] for r in rows])
     candidates = meta.join(files, on="path", how="left").select(
@@ -392,7 +392,7 @@ def _attach_patients(spark, candidates, patients):
     table = _read_small_csv(spark, patients)
     column = next((c for c in ("patient_id", "patient_group") if c in table.columns), None)
     if "path" not in table.columns or column is None:
-        raise ValueError(f"{patients}: needs columns path and patient_id (or patient_group); "
+        raise InputError(f"{patients}: needs columns path and patient_id (or patient_group); "
                          f"found {list(table.columns)}")
     base = posixpath.dirname(_strip_file_scheme(patients))
     mapping = spark.createDataFrame(

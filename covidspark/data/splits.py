@@ -6,6 +6,7 @@ fraction of its rows to the test set, chosen by a seeded hash of the key so
 that the same rows land in the same split on every run and cluster.
 """
 import logging
+from covidspark.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +41,10 @@ def stratified_split(df, test_fraction=0.2, seed=0, label_col="label", key_col="
     from pyspark.sql import functions as F
 
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1). Received: {test_fraction}")
+        raise InputError(f"test_fraction must be in (0, 1). Received: {test_fraction}")
     for col in (label_col, key_col, row_col):
         if col not in df.columns:
-            raise ValueError(f"stratified_split: column {col!r} not in {df.columns}")
+            raise InputError(f"stratified_split: column {col!r} not in {df.columns}")
     by_label = Window.partitionBy(label_col)
     order = Window.partitionBy(label_col).orderBy(F.xxhash64(F.lit(seed), key_col), row_col)
     n = F.count(F.lit(1)).over(by_label)
@@ -144,10 +145,10 @@ def grouped_split(df, fractions=(0.8, 0.0, 0.2), seed=0, label_col="label",
     from pyspark.sql import functions as F
 
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions must be three shares (train, validation, test) summing "
+        raise InputError(f"fractions must be three shares (train, validation, test) summing "
                          f"to 1. Received: {fractions}")
     if k_folds is not None and k_folds < 2:
-        raise ValueError(f"k_folds must be >= 2. Received: {k_folds}")
+        raise InputError(f"k_folds must be >= 2. Received: {k_folds}")
     present = [c for c in group_cols if c in df.columns]
     rows = [r.asDict() for r in df.select(row_col, label_col, *present).collect()]
     if len({r[row_col] for r in rows}) != len(rows):
@@ -211,15 +212,15 @@ def split_images(images, test_fraction=0.2, validation_fraction=0.0, seed=0, k_f
     group_cols = [c for c in ("patient_id", "dup_group") if c in images.columns]
     info = {"excluded_sources": {}, "cross_source_duplicates": []}
     if (train_source is None) != (test_source is None):
-        raise ValueError("--train-source and --test-source go together")
+        raise InputError("--train-source and --test-source go together")
     if train_source is not None:
         if "source" not in images.columns:
-            raise ValueError("A cross-source split needs a 'source' column (manifest column "
+            raise InputError("A cross-source split needs a 'source' column (manifest column "
                              "'source', or one --data folder per source)")
         counts = {r.source: r["count"] for r in images.groupBy("source").count().collect()}
         for name in (train_source, test_source):
             if name not in counts:
-                raise ValueError(f"No images from source {name!r}; sources: {sorted(counts)}")
+                raise InputError(f"No images from source {name!r}; sources: {sorted(counts)}")
         info["excluded_sources"] = {s: n for s, n in counts.items()
                                     if s not in (train_source, test_source)}
         train_side = images.filter(F.col("source") == train_source)

@@ -19,6 +19,7 @@ import logging
 import os
 
 import numpy as np
+from covidspark.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +119,9 @@ def synthetic(out_dir, n_per_class=40, seed=0, min_size=256, max_size=1024, over
     from PIL import Image
 
     if n_per_class < 1:
-        raise ValueError(f"n_per_class must be >= 1. Received: n_per_class={n_per_class}")
+        raise InputError(f"n_per_class must be >= 1. Received: n_per_class={n_per_class}")
     if not 32 <= min_size <= max_size:
-        raise ValueError(f"Need 32 <= min_size <= max_size. Received: {min_size}, {max_size}")
+        raise InputError(f"Need 32 <= min_size <= max_size. Received: {min_size}, {max_size}")
     stamp = os.path.join(out_dir, ".synthetic.json")
     params = {"version": SYNTHETIC_VERSION, "n_per_class": n_per_class, "seed": seed,
               "min_size": min_size, "max_size": max_size}

@@ -92,7 +92,7 @@ def confusion_from_arrays(y_true, y_pred, n_classes):
 
 # ------------------------------------------------------------------ curves
 
-def _sorted_counts(positive, score):
+def sorted_counts(positive, score):
     """Cumulative true and false positives at each distinct score, highest score first."""
     positive = np.asarray(positive, dtype=bool)
     score = np.asarray(score, dtype=float)
@@ -111,7 +111,7 @@ def roc_curve(positive, score):
     Starts at (0, 0) with threshold ``inf``. Returns ``(fpr, tpr, thresholds)``;
     rates are NaN-free only when both classes are present.
     """
-    tp, fp, thresholds = _sorted_counts(positive, score)
+    tp, fp, thresholds = sorted_counts(positive, score)
     n_pos, n_neg = tp[-1] if tp.size else 0, fp[-1] if fp.size else 0
     tpr = np.r_[0.0, tp / n_pos] if n_pos else np.r_[0.0, np.zeros_like(tp, dtype=float)]
     fpr = np.r_[0.0, fp / n_neg] if n_neg else np.r_[0.0, np.zeros_like(fp, dtype=float)]
@@ -132,7 +132,7 @@ def precision_recall_curve(positive, score):
 
     Returns ``(precision, recall, thresholds)`` (predict positive when ``score >= t``).
     """
-    tp, fp, thresholds = _sorted_counts(positive, score)
+    tp, fp, thresholds = sorted_counts(positive, score)
     n_pos = tp[-1] if tp.size else 0
     precision = tp / np.maximum(tp + fp, 1)
     recall = tp / n_pos if n_pos else np.zeros_like(tp, dtype=float)

@@ -10,7 +10,7 @@ import os
 
 #: 2: confidence intervals, PR-AUC, one-vs-rest AUCs, normalised confusion
 #: matrices, curves, threshold, class weights, tuning, baseline, plots.
-METRICS_SCHEMA_VERSION = 2
+METRICS_SCHEMA_VERSION = 3
 
 POSITIVE = "covid"
 

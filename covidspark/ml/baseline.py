@@ -10,6 +10,7 @@ import numpy as np
 from pyspark.ml import Transformer
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol, Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from covidspark.errors import InputError
 
 BASELINE_SIZE = 32
 BASELINE_NAME = "baseline: LR on 32x32 pixels"
@@ -51,7 +52,7 @@ class PixelFeaturizer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReada
 
         input_col, size = self.getInputCol(), self.getSize()
         if input_col not in dataset.columns:
-            raise ValueError(f"PixelFeaturizer: inputCol {input_col!r} not in {dataset.columns}")
+            raise InputError(f"PixelFeaturizer: inputCol {input_col!r} not in {dataset.columns}")
         names = F.col("path") if "path" in dataset.columns else F.lit(None).cast("string")
 
         @pandas_udf("array<float>")

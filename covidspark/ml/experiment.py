@@ -15,7 +15,12 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
+from covidspark.errors import InputError
+
 logger = logging.getLogger(__name__)
+
+#: The class weightings ``TrainOptions.class_weight`` (and ``--class-weight``) accept.
+CLASS_WEIGHTS = ("balanced",)
 
 
 @dataclass
@@ -26,8 +31,11 @@ class TrainOptions:
     ----------
     seed : int
         Seed of the split, RF/DT and the bootstrap.
-    class_weight : bool
-        Weight rows by inverse class frequency (``weightCol``).
+    class_weight : {"balanced"}, optional
+        ``"balanced"``: weight each training row by the inverse frequency of
+        its class (MLlib ``weightCol``), as scikit-learn's ``"balanced"``:
+        ``n_rows / (n_classes * n_rows_of_class)``. ``True`` is read as
+        ``"balanced"`` (covidspark 0.1 took a bool).
     tune : str, optional
         ``"cv"``: cross-validate the classifier's grid over the grouped folds.
     k_folds : int
@@ -40,20 +48,29 @@ class TrainOptions:
     """
 
     seed: int = 0
-    class_weight: bool = False
+    class_weight: Optional[str] = None
     tune: Optional[str] = None
     k_folds: int = 3
     threshold: Optional[str] = None
     bootstrap: int = 1000
 
+    def __post_init__(self):
+        if self.class_weight is True:
+            self.class_weight = "balanced"
+        elif self.class_weight is False or self.class_weight == "none":
+            self.class_weight = None
+
     def validate(self, task):
         from covidspark.ml.thresholds import parse_strategy
 
+        if self.class_weight not in (None, *CLASS_WEIGHTS):
+            raise InputError(f"Unknown class_weight {self.class_weight!r}: use 'balanced' "
+                             f"(inverse class frequency) or None")
         if self.tune not in (None, "cv"):
-            raise ValueError(f"Unknown tuning {self.tune!r}: use 'cv' (grouped k-fold)")
+            raise InputError(f"Unknown tuning {self.tune!r}: use 'cv' (grouped k-fold)")
         if self.threshold is not None:
             if task != "binary":
-                raise ValueError("A COVID decision threshold applies to the binary task; the "
+                raise InputError("A COVID decision threshold applies to the binary task; the "
                                  "3-class task predicts the most probable class")
             parse_strategy(self.threshold)
 
@@ -102,12 +119,12 @@ def fit_and_evaluate(features, task, classifier, options=None, features_col="fea
     result = {"class_weight": None, "tuning": None, "threshold": None}
 
     if options.class_weight:
-        weights = selection.inverse_frequency_weights(train)
+        weights = selection.balanced_class_weights(train)
         train = selection.with_class_weights(train, weights)
         head.getStages()[1].setWeightCol(selection.CLASS_WEIGHT_COL)
         result["class_weight"] = {
-            "mode": "inverse_frequency", "weights": weights,
-            "description": "inverse class frequency on the training rows: "
+            "mode": options.class_weight, "weights": weights,
+            "description": "balanced (inverse class frequency on the training rows): "
                            + ", ".join(f"{k} {v:.3f}" for k, v in weights.items())}
     if options.tune == "cv":
         model, result["tuning"] = selection.cross_validate(head, train, task, classifier,

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import uuid
+from covidspark.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class FeatureStore:
         from pyspark.sql import functions as F
 
         if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1. Received: {chunk_size}")
+            raise InputError(f"chunk_size must be >= 1. Received: {chunk_size}")
         n_chunks = -(-n_missing // chunk_size)
         # After the anti-join's shuffle, adaptive execution would coalesce a few MB of
         # encoded images into one partition, i.e. one task on one core: spread each

@@ -31,6 +31,7 @@ from covidspark.models.engines import ENGINES, PRECISIONS, worker_model
 from covidspark.data.reading import read_bytes
 from covidspark.models.registry import get_backbone
 from covidspark.models.weights import resolve_weights
+from covidspark.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -142,19 +143,19 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         """Set the params; see the class docstring."""
         kwargs = self._input_kwargs
         if kwargs.get("centerCrop") is not None and not 0.0 < kwargs["centerCrop"] <= 1.0:
-            raise ValueError(f"centerCrop must be in (0, 1]. Received: {kwargs['centerCrop']}")
+            raise InputError(f"centerCrop must be in (0, 1]. Received: {kwargs['centerCrop']}")
         if kwargs.get("precision") is not None and kwargs["precision"] not in PRECISIONS:
-            raise ValueError(f"Unknown precision {kwargs['precision']!r}. "
+            raise InputError(f"Unknown precision {kwargs['precision']!r}. "
                              f"Supported: {', '.join(PRECISIONS)}.")
         if kwargs.get("engine") is not None and kwargs["engine"] not in ENGINES:
-            raise ValueError(f"Unknown engine {kwargs['engine']!r}. "
+            raise InputError(f"Unknown engine {kwargs['engine']!r}. "
                              f"Supported: {', '.join(ENGINES)}.")
         if "modelName" in kwargs and kwargs["modelName"] is not None:
             get_backbone(kwargs["modelName"])  # fail early, listing supported names
         if "scaleHint" in kwargs:
-            decoding._resample(kwargs["scaleHint"])
+            decoding.resample_filter(kwargs["scaleHint"])
         if kwargs.get("batchSize") is not None and kwargs["batchSize"] < 1:
-            raise ValueError(f"batchSize must be >= 1. Received: batchSize={kwargs['batchSize']}")
+            raise InputError(f"batchSize must be >= 1. Received: batchSize={kwargs['batchSize']}")
         return self._set(**kwargs)
 
     def setModelName(self, value):
@@ -168,7 +169,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
 
     def setScaleHint(self, value):
         """Set ``scaleHint``."""
-        decoding._resample(value)
+        decoding.resample_filter(value)
         return self._set(scaleHint=value)
 
     def getScaleHint(self):
@@ -225,7 +226,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         covidspark.models.ResolvedWeights
         """
         if not self.isDefined(self.modelName):
-            raise ValueError("DeepImageFeaturizer: modelName is not set. "
+            raise InputError("DeepImageFeaturizer: modelName is not set. "
                              f"Supported: {', '.join(_backbone_names())}.")
         return resolve_weights(self.getModelName(), self.getWeights(), self.getSeed())
 
@@ -260,7 +261,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         spec = get_backbone(self.getModelName())
         input_col = self.getInputCol()
         if input_col not in dataset.columns:
-            raise ValueError(
+            raise InputError(
                 f"DeepImageFeaturizer: inputCol {input_col!r} not in the DataFrame; "
                 f"columns: {dataset.columns}"
             )
@@ -331,7 +332,7 @@ def _ship_file(sc, path):
         sc.addFile(path)
         shipped[name] = path
     elif previous != path:
-        raise ValueError(
+        raise InputError(
             f"Two different weights files share the name {name!r} ({previous} and {path}); "
             f"Spark ships files by name. Rename one of them."
         )

@@ -6,6 +6,7 @@ class indices (and so the probability vectors) mean the same thing everywhere:
 the positive class (index 1), as in the original studies.
 """
 import logging
+from covidspark.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def task_labels(task):
     try:
         return TASKS[task]
     except KeyError:
-        raise ValueError(f"Unknown task {task!r}. Supported: {', '.join(TASKS)}.") from None
+        raise InputError(f"Unknown task {task!r}. Supported: {', '.join(TASKS)}.") from None
 
 
 def prepare_task(df, task, label_col="label"):
@@ -54,13 +55,13 @@ def prepare_task(df, task, label_col="label"):
 
     labels = task_labels(task)
     if label_col not in df.columns:
-        raise ValueError(f"prepare_task: column {label_col!r} not in {df.columns}")
+        raise InputError(f"prepare_task: column {label_col!r} not in {df.columns}")
     example = F.first("path", ignorenulls=True) if "path" in df.columns else F.lit(None)
     rows = df.groupBy(label_col).agg(F.count(F.lit(1)).alias("n"), example.alias("example")).collect()
     unknown = [r for r in rows if r[label_col] not in ALL_LABELS]
     if unknown:
         details = "; ".join(f"{r[label_col]!r}: {r.n} row(s), e.g. {r.example}" for r in unknown)
-        raise ValueError(
+        raise InputError(
             f"Unknown label(s) ({details}). Labels must be one of {', '.join(ALL_LABELS)}; "
             f"map folder names with label_map (e.g. --label-map ozturk)."
         )
@@ -68,7 +69,7 @@ def prepare_task(df, task, label_col="label"):
     excluded = {r[label_col]: r.n for r in rows if r[label_col] not in labels}
     missing = [label for label in labels if label not in counts]
     if missing:
-        raise ValueError(f"Task {task!r} needs images of every class; none labelled {missing}.")
+        raise InputError(f"Task {task!r} needs images of every class; none labelled {missing}.")
     if excluded:
         logger.info("Task %s: excluded %s", task, excluded)
     return df.filter(F.col(label_col).isin(list(labels))), {"counts": counts, "excluded": excluded}
@@ -94,7 +95,7 @@ def build_classifier(classifier, seed=0, featuresCol="features", labelCol=LABEL_
         return RandomForestClassifier(numTrees=100, maxDepth=8, seed=seed, **common)
     if classifier == "dt":
         return DecisionTreeClassifier(maxDepth=8, seed=seed, **common)
-    raise ValueError(f"Unknown classifier {classifier!r}. Supported: {', '.join(CLASSIFIERS)}.")
+    raise InputError(f"Unknown classifier {classifier!r}. Supported: {', '.join(CLASSIFIERS)}.")
 
 
 def build_head(task, classifier, seed=0, featuresCol="features", labelCol="label"):

@@ -20,8 +20,8 @@ PARAM_GRIDS = {
 CLASS_WEIGHT_COL = "class_weight"
 
 
-def inverse_frequency_weights(df, label_col="label"):
-    """``{label: n / (k * n_label)}``: each class carries the same total weight."""
+def balanced_class_weights(df, label_col="label"):
+    """``{label: n / (k * n_label)}`` (``class_weight="balanced"``): each class carries the same total weight."""
     counts = {r[label_col]: r["count"] for r in df.groupBy(label_col).count().collect()}
     n, k = sum(counts.values()), len(counts)
     return {label: n / (k * c) for label, c in sorted(counts.items())}

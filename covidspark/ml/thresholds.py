@@ -16,7 +16,8 @@ Strategies (``--threshold``):
 """
 import numpy as np
 
-from covidspark.evaluation.metrics import _sorted_counts, precision_recall_f1
+from covidspark.evaluation.metrics import sorted_counts, precision_recall_f1
+from covidspark.errors import InputError
 
 #: Fewer COVID validation images than this and the report warns about the threshold.
 MIN_VALIDATION_POSITIVES = 20
@@ -32,15 +33,15 @@ def parse_strategy(text):
     if text.startswith("recall:"):
         target = float(text.split(":", 1)[1])
         if not 0.0 < target <= 1.0:
-            raise ValueError(f"Target recall must be in (0, 1]. Received: {text}")
+            raise InputError(f"Target recall must be in (0, 1]. Received: {text}")
         return "recall", target
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"Unknown threshold strategy {text!r}: use recall:<target>, f1, youden "
+        raise InputError(f"Unknown threshold strategy {text!r}: use recall:<target>, f1, youden "
                          f"or a number in (0, 1)") from None
     if not 0.0 < value < 1.0:
-        raise ValueError(f"A fixed threshold must be in (0, 1). Received: {value}")
+        raise InputError(f"A fixed threshold must be in (0, 1). Received: {value}")
     return "fixed", value
 
 
@@ -64,7 +65,7 @@ def rates_at(positive, score, threshold):
 
 def _candidates(positive, score):
     """Thresholds halfway between consecutive distinct scores, with their counts."""
-    tp, fp, distinct = _sorted_counts(positive, score)
+    tp, fp, distinct = sorted_counts(positive, score)
     below = np.r_[distinct[1:], 0.0]
     # Threshold i predicts positive exactly the rows scoring >= distinct[i].
     return (distinct + below) / 2.0, tp, fp
@@ -100,7 +101,7 @@ def choose_threshold(positive, score, strategy):
         threshold = value
     else:
         if positive.size == 0 or not positive.any() or positive.all():
-            raise ValueError(f"Threshold strategy {strategy!r} needs validation rows of both "
+            raise InputError(f"Threshold strategy {strategy!r} needs validation rows of both "
                              f"classes; got {int(positive.sum())} COVID of {positive.size}")
         thresholds, tp, fp = _candidates(positive, score)
         n_pos, n_neg = positive.sum(), (~positive).sum()
@@ -167,8 +168,17 @@ def saved_threshold(pipeline_model):
         if isinstance(stage, LogisticRegressionModel):
             return float(stage.getThreshold())
         if stage.isDefined(stage.thresholds):
-            low, high = stage.getThresholds()
-            return float(high / (low + high)) if low + high > 0 else 0.5
+            return threshold_from_thresholds(stage.getThresholds())
         return 0.5
     return None
+
+
+def threshold_from_thresholds(thresholds):
+    """The COVID threshold that Spark's binary ``thresholds = [t0, t1]`` mean.
+
+    The inverse of :func:`apply_threshold`'s ``[1 - threshold, threshold]``:
+    ``argmax(p_k / t_k)`` predicts COVID exactly when ``p_1 > t1 / (t0 + t1)``.
+    """
+    low, high = thresholds[0], thresholds[1]
+    return float(high / (low + high)) if low + high > 0 else 0.5
 

@@ -22,6 +22,7 @@ import logging
 import os
 
 import numpy as np
+from covidspark.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def resolve_precision(precision, flags=None, gpu_capability=None):
         Compute capability of the GPU in use, e.g. ``(8, 0)``; None on CPU.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}. Supported: {', '.join(PRECISIONS)}.")
+        raise InputError(f"Unknown precision {precision!r}. Supported: {', '.join(PRECISIONS)}.")
     if precision != "auto":
         return precision
     if gpu_capability is not None:
@@ -77,11 +78,11 @@ def openvino_installed():
 def resolve_engine(engine, on_gpu=False, installed=None):
     """``"auto"`` -> OpenVINO on CPU workers where it is installed, else Keras."""
     if engine not in ENGINES:
-        raise ValueError(f"Unknown engine {engine!r}. Supported: {', '.join(ENGINES)}.")
+        raise InputError(f"Unknown engine {engine!r}. Supported: {', '.join(ENGINES)}.")
     installed = openvino_installed() if installed is None else installed
     if engine == "openvino":
         if on_gpu:
-            raise ValueError("engine='openvino' runs on CPU workers; GPU workers use 'keras'")
+            raise InputError("engine='openvino' runs on CPU workers; GPU workers use 'keras'")
         if not installed:
             raise ImportError("engine='openvino' needs OpenVINO: pip install 'covidspark[openvino]'")
         return "openvino"
@@ -152,7 +153,10 @@ def configure_tensorflow():
         visible = gpu_visible_devices(context.resources())
         if visible is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = visible
-    import tensorflow as tf
+    from covidspark.runtime.logs import quiet_native_stderr
+
+    with quiet_native_stderr():
+        import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)
@@ -180,20 +184,30 @@ _MODEL_CACHE = collections.OrderedDict()
 _MODEL_CACHE_SIZE = 2
 
 
-def worker_model(model_name, weights_file, weights_id, precision="float32", engine="keras"):
-    """The cached runner for this worker, built on first use.
+def build_runner(spec, weights_path, weights_id, precision="float32", engine="keras",
+                 threads=None):
+    """A backbone runner for this process's hardware: the one place ``"auto"`` is resolved.
 
-    ``"auto"`` precision and engine are resolved here, on the worker's hardware.
+    Parameters
+    ----------
+    spec : covidspark.models.registry.Backbone
+    weights_path : str
+        Local weights file.
+    weights_id : str
+        Identity of the weights (keys the cached OpenVINO conversion).
+    precision : {"float32", "bfloat16", "auto"}
+        ``auto``: bfloat16 on a GPU of compute capability >= 8.0 or a CPU with
+        AMX / AVX-512 BF16, else float32.
+    engine : {"keras", "openvino", "auto"}
+        ``auto``: OpenVINO on a CPU where it is installed, else Keras.
+    threads : int, optional
+        CPU threads for OpenVINO (the Spark task's cores).
+
+    Returns
+    -------
+    KerasBackboneRunner or OpenVinoBackboneRunner
+        With ``engine``, ``precision`` and ``on_gpu`` set.
     """
-    from covidspark.models.registry import get_backbone
-
-    key = (model_name, weights_id, precision, engine)
-    runner = _MODEL_CACHE.get(key)
-    if runner is not None:
-        _MODEL_CACHE.move_to_end(key)
-        return runner
-    from pyspark import SparkFiles
-
     # TensorFlow is imported only where it is needed: to find a GPU on a host that
     # has one, and to build the Keras model. A CPU worker whose OpenVINO model is
     # cached on local disk never loads it (a few seconds and ~1 GB less per worker).
@@ -202,19 +216,38 @@ def worker_model(model_name, weights_file, weights_id, precision="float32", engi
         capability = gpu_capability()
     else:
         capability = None
-    cpus = task_cpus()
     chosen_precision = resolve_precision(precision, gpu_capability=capability)
     chosen_engine = resolve_engine(engine, on_gpu=capability is not None)
-    path = weights_file if os.path.isabs(weights_file) else SparkFiles.get(weights_file)
-    spec = get_backbone(model_name)
     if chosen_engine == "openvino":
-        runner = OpenVinoBackboneRunner(spec, path, chosen_precision, threads=cpus,
+        runner = OpenVinoBackboneRunner(spec, weights_path, chosen_precision, threads=threads,
                                         weights_id=weights_id)
     else:
         configure_tensorflow()
-        runner = KerasBackboneRunner(spec, path, chosen_precision)
+        runner = KerasBackboneRunner(spec, weights_path, chosen_precision)
     runner.on_gpu = capability is not None
-    logger.info("Worker %d: %s on %s, %s", os.getpid(), model_name, chosen_engine, chosen_precision)
+    return runner
+
+
+def worker_model(model_name, weights_file, weights_id, precision="float32", engine="keras"):
+    """The cached runner for this Python worker, built on first use (:func:`build_runner`).
+
+    ``weights_file`` is an absolute path or the name of a file Spark shipped
+    (``SparkFiles``).
+    """
+    from pyspark import SparkFiles
+
+    from covidspark.models.registry import get_backbone
+
+    key = (model_name, weights_id, precision, engine)
+    runner = _MODEL_CACHE.get(key)
+    if runner is not None:
+        _MODEL_CACHE.move_to_end(key)
+        return runner
+    path = weights_file if os.path.isabs(weights_file) else SparkFiles.get(weights_file)
+    runner = build_runner(get_backbone(model_name), path, weights_id, precision, engine,
+                          threads=task_cpus())
+    logger.info("Worker %d: %s on %s, %s", os.getpid(), model_name, runner.engine,
+                runner.precision)
     _MODEL_CACHE[key] = runner
     while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
         _MODEL_CACHE.popitem(last=False)
@@ -261,7 +294,7 @@ class KerasBackboneRunner:
         self.precision = precision
         self.engine = "keras"
         self.model = _build(spec, weights_path, precision)
-        self._preprocess = preprocess_function(spec)
+        self.preprocess = preprocess_function(spec)
         model = self.model
         # A fixed signature: one trace for every batch size, no retracing.
         self._forward = tf.function(
@@ -274,7 +307,7 @@ class KerasBackboneRunner:
         import tensorflow as tf
 
         # Keras' preprocess_input may work in place; never touch the caller's array.
-        x = self._preprocess(np.array(pixels, dtype=np.float32, copy=True))
+        x = self.preprocess(np.array(pixels, dtype=np.float32, copy=True))
         return self._forward(tf.convert_to_tensor(x)).numpy().astype(np.float32, copy=False)
 
 
@@ -346,7 +379,7 @@ class OpenVinoBackboneRunner:
         self.input_size = spec.input_size
         self.precision = precision
         self.engine = "openvino"
-        self._preprocess = numpy_preprocess(spec)
+        self.preprocess = numpy_preprocess(spec)
         self.ir_path = openvino_ir_path(spec, weights_id, cache_dir) if weights_id else None
         self.from_cache = bool(self.ir_path) and os.path.exists(self.ir_path)
         if self.from_cache:
@@ -363,5 +396,5 @@ class OpenVinoBackboneRunner:
         self._compiled = ov.Core().compile_model(converted, "CPU", config)
 
     def __call__(self, pixels):
-        x = self._preprocess(np.array(pixels, dtype=np.float32, copy=True))
+        x = self.preprocess(np.array(pixels, dtype=np.float32, copy=True))
         return np.asarray(self._compiled(x)[0], dtype=np.float32)

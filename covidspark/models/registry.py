@@ -13,6 +13,7 @@ import dataclasses
 import logging
 
 import numpy as np
+from covidspark.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def get_backbone(model_name):
     try:
         return BACKBONES[model_name]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise InputError(
             f"Unsupported modelName {model_name!r}. Supported: {', '.join(BACKBONES)}."
         ) from None
 

@@ -17,14 +17,15 @@ import logging
 import os
 import tempfile
 
-from covidspark.errors import InputError
+from covidspark.errors import InputError, InputNotFoundError, UserError
 from covidspark.models.registry import build_backbone, get_backbone
 from covidspark.runtime.cache import default_cache_dir
+from covidspark.runtime.logs import quiet_native_stderr
 
 logger = logging.getLogger(__name__)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """Raised when ImageNet weights cannot be downloaded or verified."""
 
 
@@ -80,7 +81,7 @@ def resolve_weights(model_name, weights="imagenet", seed=0, cache_dir=None):
     """
     spec = get_backbone(model_name)
     if weights is None or weights == "":
-        raise ValueError(
+        raise InputError(
             f"weights must be 'imagenet', 'random' or a file path. Received: weights={weights!r}"
         )
     if weights == "imagenet":
@@ -91,7 +92,8 @@ def resolve_weights(model_name, weights="imagenet", seed=0, cache_dir=None):
 
 
 def _resolve_imagenet(spec, cache_dir):
-    from keras.utils import get_file
+    with quiet_native_stderr():
+        from keras.utils import get_file
 
     try:
         path = get_file(
@@ -122,7 +124,8 @@ def _resolve_imagenet(spec, cache_dir):
 
 
 def _resolve_random(spec, seed, cache_dir):
-    import keras
+    with quiet_native_stderr():
+        import keras
 
     root = os.path.join(cache_dir or default_cache_dir(), "weights")
     os.makedirs(root, exist_ok=True)
@@ -156,7 +159,7 @@ def _resolve_local_file(weights):
         return ResolvedWeights(weights, f"uri:{weights}", f"file {weights}", True)
     path = os.path.abspath(os.path.expanduser(weights))
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"Weights file not found: {path}. Pass 'imagenet', 'random' or the path of a "
             f"Keras weights file. Received: weights={weights!r}"
         )

@@ -14,6 +14,9 @@ import logging
 import os
 import sys
 
+from covidspark.runtime.logs import LOG4J2_CONFIG, verbose
+from covidspark.errors import InputNotFoundError
+
 logger = logging.getLogger(__name__)
 
 _SPARK_ENV_MARKER = "# covidspark: use this virtual environment's Python"
@@ -45,6 +48,7 @@ def get_spark(app_name="covidspark", master=None, conf=None):
         An existing session (Databricks, a notebook, spark-submit) is returned
         unchanged: its settings are the cluster's to decide.
     """
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -57,6 +61,10 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     settings = dict(DEFAULT_CONF)
     # Applied when the SparkContext starts (Spark >= 3.5): spark-submit's default is INFO.
     settings["spark.log.level"] = os.environ.get("COVIDSPARK_SPARK_LOG_LEVEL", "WARN")
+    if not verbose() and SparkContext._jvm is None and "SPARK_SUBMIT_OPTS" not in os.environ:
+        # A JVM this call starts logs at WARN from its first line (not only once the
+        # context is up); one started by spark-submit got it from `spark-env --write`.
+        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
     if (master or "local").startswith("local"):
         # A laptop-sized default; 200 shuffle partitions of a few rows each is overhead.
         settings["spark.sql.shuffle.partitions"] = "8"
@@ -104,18 +112,23 @@ def write_spark_env(python=None):
     python = python or sys.executable
     script = find_spark_home_script()
     if script is None:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"No pip-installed find-spark-home next to {sys.executable}; "
             f"export PYSPARK_PYTHON={python} instead."
         )
     with open(script) as f:
         lines = [line for line in f.read().splitlines()
                  if not line.startswith(_SPARK_ENV_MARKER)
-                 and not line.startswith('export PYSPARK_PYTHON="${PYSPARK_PYTHON:-')]
+                 and not line.startswith('export PYSPARK_PYTHON="${PYSPARK_PYTHON:-')
+                 and "-Dlog4j2.configurationFile=file:" not in line]
     block = [
         f"{_SPARK_ENV_MARKER} (an exported PYSPARK_PYTHON wins); "
         "written by `covidspark spark-env --write`",
         f'export PYSPARK_PYTHON="${{PYSPARK_PYTHON:-{python}}}"',
+        # Spark's own start-up logs at WARN (COVIDSPARK_VERBOSE=1 or --verbose: Spark's default).
+        f'{_SPARK_ENV_MARKER}: quiet Spark start-up',
+        f'[ -n "$COVIDSPARK_VERBOSE" ] || export SPARK_SUBMIT_OPTS="${{SPARK_SUBMIT_OPTS:-'
+        f'-Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}}}"',
     ]
     # After the shebang, before anything that runs Python.
     lines = lines[:1] + block + lines[1:]

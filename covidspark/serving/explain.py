@@ -22,10 +22,12 @@ import os
 
 import numpy as np
 
+from covidspark.errors import InputError
+
 METHODS = ("gradcam", "occlusion", "auto")
 
 
-class ExplainError(ValueError):
+class ExplainError(InputError):
     """A heat map that cannot be computed for this model (the message says why)."""
 
 
@@ -109,10 +111,10 @@ def grad_cam_input(predictor, pixels, index):
     """
     weights, bias = class_score_weights(predictor.pipeline.head, index)
     runner = predictor.keras_runner
-    x = runner._preprocess(np.array(pixels[None], dtype=np.float32))
-    with predictor._lock:
+    x = runner.preprocess(np.array(pixels[None], dtype=np.float32))
+    with predictor.lock:
         cam = grad_cam(runner.model, predictor.spec.last_conv_layer, x, weights, bias)
-    return _upsample(cam, predictor.spec.input_size)
+    return upsample(cam, predictor.spec.input_size)
 
 
 def occlusion_input(predictor, pixels, index, grid=7):
@@ -146,7 +148,8 @@ def _normalise(heat):
     return heat / peak if peak > 0 else np.zeros_like(heat)
 
 
-def _upsample(heat, size):
+def upsample(heat, size):
+    """A map resized to ``size`` x ``size`` (bilinear), non-negative, max 1."""
     from PIL import Image
 
     resized = Image.fromarray(np.asarray(heat, dtype=np.float32)).resize(

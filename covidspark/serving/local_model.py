@@ -26,15 +26,19 @@ import json
 import os
 
 import numpy as np
+from covidspark.errors import InputError, InputNotFoundError
+from covidspark.ml.thresholds import threshold_from_thresholds
 
 FEATURIZER_CLASS = "covidspark.ml.featurizer.DeepImageFeaturizer"
+# Models saved by covidspark 0.1 record the flat layout's class path.
+_FEATURIZER_CLASSES = (FEATURIZER_CLASS, "covidspark.featurizer.DeepImageFeaturizer")
 _LR = "org.apache.spark.ml.classification.LogisticRegressionModel"
 _DT = "org.apache.spark.ml.classification.DecisionTreeClassificationModel"
 _RF = "org.apache.spark.ml.classification.RandomForestClassificationModel"
 _INDEXER = "org.apache.spark.ml.feature.StringIndexerModel"
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(InputError):
     """A folder that is not a saved covidspark pipeline, or a stage this module cannot read."""
 
 
@@ -248,8 +252,7 @@ class LocalPipeline:
         if len(self.labels) != 2:
             return None
         if head.thresholds is not None:
-            t = head.thresholds
-            return float(t[1] / (t[0] + t[1])) if (t[0] + t[1]) > 0 else 0.5
+            return threshold_from_thresholds(head.thresholds)
         return float(getattr(head, "threshold", 0.5))
 
 
@@ -275,14 +278,15 @@ def load_pipeline(path):
     if "://" in path or path.startswith("dbfs:"):
         raise ModelFormatError(f"{path}: serving reads local paths (use /dbfs/... or /Volumes/...)")
     if not os.path.isdir(os.path.join(path, "metadata")):
-        raise FileNotFoundError(f"No saved model at {path} (expected <run>/model from train)")
+        raise InputNotFoundError(f"No saved model at {path} (expected <run>/model from train)")
     pipeline = read_metadata(path)
     uids = param(pipeline, "stageUids") or []
     stages = {}
     for index, uid in enumerate(uids):
         stage_dir = os.path.join(path, "stages", f"{index}_{uid}")
         metadata = read_metadata(stage_dir)
-        stages[metadata["class"]] = (stage_dir, metadata)
+        name = FEATURIZER_CLASS if metadata["class"] in _FEATURIZER_CLASSES else metadata["class"]
+        stages[name] = (stage_dir, metadata)
     if FEATURIZER_CLASS not in stages:
         raise ModelFormatError(f"{path}: no DeepImageFeaturizer stage (stages: {list(stages)})")
     featurizer = {**stages[FEATURIZER_CLASS][1].get("defaultParamMap", {}),

@@ -51,7 +51,7 @@ class Predictor:
         self._precision = params.get("precision", "float32")
         self._runner = None
         self._keras = None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     # ------------------------------------------------------------------ model
 
@@ -77,16 +77,17 @@ class Predictor:
     def runner(self):
         """The backbone runner (built on first use): Keras or OpenVINO, as the featurizer's."""
         if self._runner is None:
-            from covidspark.models import engines
+            from covidspark.models.engines import build_runner
 
-            precision = engines.resolve_precision(self._precision)
-            engine = engines.resolve_engine(self._engine_setting)
-            if engine == "openvino":
-                self._runner = engines.OpenVinoBackboneRunner(
-                    self.spec, self.weights.path, precision, weights_id=self.weights.weights_id)
-            else:
-                engines.configure_tensorflow()
+            engine = self._engine_setting
+            if engine == "keras":
+                # Grad-CAM needs the Keras model: one backbone serves both.
                 self._runner = self.keras_runner
+            else:
+                self._runner = build_runner(self.spec, self.weights.path,
+                                            self.weights.weights_id, self._precision, engine)
+                if (self._runner.engine, self._runner.precision) == ("keras", "float32"):
+                    self._keras = self._runner
         return self._runner
 
     @property
@@ -117,7 +118,7 @@ class Predictor:
     def features(self, pixels):
         """Backbone features of a ``(n, size, size, 3)`` batch (or one image)."""
         batch = pixels[None] if pixels.ndim == 3 else pixels
-        with self._lock:
+        with self.lock:
             return self.runner(batch)
 
     def classify(self, features):

@@ -65,6 +65,13 @@ def test_killed_featurize_job_resumes_computing_only_the_missing_images(spark, t
     counts = re.search(r"(\d+) images: (\d+) computed, (\d+) reused", rerun.stdout)
     total, computed, reused = map(int, counts.groups())
     assert total == 60 and reused == len(kept_ids) and computed == 60 - len(kept_ids)
+    # A quiet console: covidspark's own lines, no Spark INFO start-up log, no native
+    # TensorFlow lines (spark-submit got the log4j2 file from `spark-env --write`).
+    spark_info = [line for line in rerun.stderr.splitlines()
+                  if re.match(r"\d\d/\d\d/\d\d \d\d:\d\d:\d\d INFO ", line)]
+    assert not spark_info, spark_info[:5]
+    assert "cudart_stub" not in rerun.stderr and "absl::InitializeLog" not in rerun.stderr
+    assert "Feature store" in rerun.stderr or "featurize" in rerun.stdout
 
     # The final store: one row per image, no duplicates, equal to a clean run's.
     final = store_rows(committed(store))

@@ -9,15 +9,17 @@ import os
 
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, require_path
 
 OZTURK = os.path.join(SHARED_DATA, "ozturk")
 
-pytestmark = [
-    pytest.mark.realdata,
-    pytest.mark.skipif(not os.path.isfile(os.path.join(OZTURK, "manifest.csv")),
-                       reason=f"real data not found at {OZTURK}"),
-]
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(autouse=True)
+def real_data():
+    """Skips where ../shared/data is absent; fails under CI=true."""
+    return require_path(os.path.join(OZTURK, "manifest.csv"))
 
 
 def _subset_manifest(tmp_path, per_class=80):

@@ -4,16 +4,23 @@ import json
 import os
 import shutil
 import socket
+import sys
 
 import numpy as np
 import pytest
+
+from conftest import REPO_ROOT
+
+# The service client and the decompression-bomb builder are development helpers
+# shared with benchmarks/serve.py.
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 pytestmark = pytest.mark.subprocess
 
 
 @pytest.fixture(scope="module")
 def service(trained_model, tmp_path_factory):
-    from covidspark.service_client import launch
+    from service_client import launch
 
     log = tmp_path_factory.mktemp("service") / "serve.log"
     process, client = launch(trained_model, extra_args=["--max-upload-mb", "2"], log_path=log)
@@ -61,7 +68,7 @@ def test_predict_explain_and_health(service, predictor, fixture_dir):
 
 
 def test_bad_uploads_get_4xx_with_a_reason_and_the_service_keeps_serving(service, fixture_dir):
-    from covidspark.service_client import decompression_bomb_png, multipart_body
+    from service_client import decompression_bomb_png, multipart_body
 
     path, good = _fixture_image(fixture_dir)
     cases = {

@@ -141,7 +141,7 @@ def test_table_and_report_files(tmp_path):
     metrics_path, report_path = write_report(run, str(tmp_path))
     with open(metrics_path) as f:
         saved = json.load(f)
-    assert saved["schema_version"] == 2
+    assert saved["schema_version"] == 3
     assert sorted(saved["plots"]) == ["confusion_by_column.png", "confusion_by_row.png",
                                       "confusion_counts.png"]
     for name in saved["plots"]:

@@ -84,7 +84,7 @@ def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_di
 
     # The same training run in local mode gives the same split, model and metrics.
     args = build_parser().parse_args(["train", *train_flags, "--out", str(tmp_path / "local-run")])
-    local_run = args.func(args)
+    local_run = args.func(args).run
     cluster_run = json.loads((out / "metrics.json").read_text())
     assert cluster_run["environment"]["master"] == master
     assert cluster_run["counts"] == local_run["counts"]

@@ -1,5 +1,6 @@
 import hashlib
 import io
+import logging
 import os
 import shutil
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import local_path
+from conftest import local_path, require_module
 from conftest import gradient as _gradient
 from conftest import png_bytes as _png
 from covidspark.data.reading import IngestError, read_images
@@ -98,7 +99,12 @@ def test_metadata_files_are_skipped_quietly(spark, fixture_dir, tmp_path, caplog
     shutil.copytree(os.path.join(fixture_dir, "covid"), root / "covid")
     (root / "covid" / "notes.txt").write_text("radiologist notes")
     (root / "metadata.csv").write_text("a,b\n")
-    assert read_images(spark, str(root)).count() == 6
+    with caplog.at_level(logging.DEBUG, logger="covidspark"):
+        result = read_images(spark, str(root), strict=False)
+    assert result.images.count() == 6 and result.rejected == 0 and result.total == 6
+    # Quietly: no warning names them, and no reject lists them.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "notes.txt" not in caplog.text and "metadata.csv" not in caplog.text
 
 
 def test_glob_pattern_and_path_filter(spark, fixture_dir, tmp_path):
@@ -189,22 +195,40 @@ def test_exactly_one_source(spark):
         read_images(spark)
 
 
-def test_dicom_files_are_read_and_decoded_on_the_executors(spark, fixture_dir, tmp_path):
-    pytest.importorskip("pydicom")
-    from covidspark.data.decoding import decode_image
+def test_dicom_files_are_read_described_and_decoded_on_the_executors(spark, fixture_dir,
+                                                                    tmp_path):
+    require_module("pydicom", now=True)
+    import pandas as pd
+
     from covidspark.data.datasets import describe
-    from test_decoding import _dicom, _ramp
+    from covidspark.data.decoding import decode_image
+    from test_decoding import dicom_bytes, ramp
 
     root = tmp_path / "dicom"
     shutil.copytree(os.path.join(fixture_dir, "covid"), root / "covid")
     (root / "normal").mkdir()
-    data = _dicom(_ramp(), photometric="MONOCHROME1", window=(2048, 4096))
+    data = dicom_bytes(ramp(), photometric="MONOCHROME1", window=(2048, 4096))
     (root / "normal" / "scan.dcm").write_bytes(data)
-    df = read_images(spark, str(root))
+    (root / "normal" / "broken.dcm").write_bytes(data[:400])
+    # The read's validity check decodes on the executors: the truncated file is named.
+    result = read_images(spark, str(root), strict=False)
+    rejects = {os.path.basename(r.path): r.reason for r in result.rejects.collect()}
+    assert list(rejects) == ["broken.dcm"] and result.accepted == 7
+    df = result.images
     report = describe(spark, df)
     assert report["formats"]["DICOM"] == 1 and report["bit_depths"]["12"] == 1
-    row = df.filter("label = 'normal'").collect()[0]
-    np.testing.assert_array_equal(decode_image(bytes(row.content), 32), decode_image(data, 32))
+
+    def decode_in_worker(batches):
+        for batch in batches:
+            yield pd.DataFrame({
+                "pid": [os.getpid()] * len(batch),
+                "pixels": [decode_image(bytes(c), 32).tobytes() for c in batch["content"]]})
+
+    row = (df.filter("label = 'normal'").select("content")
+           .mapInPandas(decode_in_worker, "pid long, pixels binary").collect()[0])
+    assert row.pid != os.getpid()  # a Python worker, not the driver
+    np.testing.assert_array_equal(np.frombuffer(row.pixels, np.float32).reshape(32, 32, 3),
+                                  decode_image(data, 32))
 
 
 def test_known_labels_turn_unknown_labels_into_rejects(spark, fixture_dir, tmp_path):

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATA
-from covidspark.data.duplicates import _bands, find_duplicate_pairs, group_pairs, resolve_duplicates
+from conftest import SHARED_DATA, require_path
+from covidspark.data.duplicates import find_duplicate_pairs, hash_bands, group_pairs, resolve_duplicates
 from covidspark.data.hashing import hamming, hex_to_signed64, phash
 from covidspark.data.reading import read_images
 
 
 def test_bands_cover_64_bits_pigeonhole():
     for t in range(0, 8):
-        bands = _bands(t)
+        bands = hash_bands(t)
         assert len(bands) == t + 1
         widths = [bin(m & ((1 << 64) - 1)).count("1") for _, m in bands]
         assert sum(widths) == 64
@@ -98,8 +98,8 @@ OZTURK_FULLRES = os.path.join(SHARED_DATA, "ozturk-fullres")
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not os.path.isdir(OZTURK_FULLRES), reason="real data absent")
 def test_phash_equals_imagehash_values_in_the_manifest():
+    require_path(OZTURK_FULLRES)
     # The manifest's phash column was computed with imagehash.phash on the originals.
     with open(os.path.join(OZTURK_FULLRES, "manifest.csv")) as f:
         rows = list(csv.DictReader(f))

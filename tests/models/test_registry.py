@@ -5,9 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-from covidspark import models
-from covidspark.models.registry import BACKBONES, get_backbone
-from covidspark.models.weights import WeightsUnavailableError, resolve_weights
+from covidspark.models.registry import BACKBONES, build_backbone, get_backbone
+from covidspark.models.weights import WeightsUnavailableError, file_sha256, resolve_weights
 
 
 def _h5_arrays(path):
@@ -16,6 +15,42 @@ def _h5_arrays(path):
         f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
                      if isinstance(obj, h5py.Dataset) else None)
     return arrays
+
+
+# Where keras.applications keeps each backbone's "notop" ImageNet file: the module and the
+# name of its URL constant. The file name and hash sit in the get_file call that uses it.
+KERAS_NO_TOP = {
+    "InceptionV3": ("inception_v3", "WEIGHTS_PATH_NO_TOP"),
+    "DenseNet121": ("densenet", "DENSENET121_WEIGHT_PATH_NO_TOP"),
+    "VGG16": ("vgg16", "WEIGHTS_PATH_NO_TOP"),
+    "VGG19": ("vgg19", "WEIGHTS_PATH_NO_TOP"),
+    "Xception": ("xception", "WEIGHTS_PATH_NO_TOP"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_registry_urls_and_hashes_equal_keras_applications(name):
+    """Against Keras' own tables (they import offline), not against the registry itself."""
+    import importlib
+    import inspect
+    import re
+
+    spec = BACKBONES[name]
+    if name == "ResNet50":
+        resnet = importlib.import_module("keras.src.applications.resnet")
+        assert spec.weights_url == resnet.BASE_WEIGHTS_PATH + spec.weights_file
+        assert spec.weights_hash == resnet.WEIGHTS_HASHES["resnet50"][1]  # [1]: notop
+        return
+    module_name, constant = KERAS_NO_TOP[name]
+    module = importlib.import_module(f"keras.src.applications.{module_name}")
+    assert spec.weights_url == getattr(module, constant)
+    call = re.search(r'get_file\(\s*"([^"]+)",\s*' + constant
+                     + r',\s*cache_subdir="models",\s*file_hash="([0-9a-f]{32})"',
+                     inspect.getsource(module))
+    assert call is not None, f"no get_file({constant}) call in {module.__name__}"
+    assert (spec.weights_file, spec.weights_hash) == call.groups()
+    # The registry's constructor is the one keras.applications exports.
+    assert callable(getattr(importlib.import_module(spec.keras_module), spec.constructor))
 
 
 def test_registry_entries_are_consistent():
@@ -52,7 +87,7 @@ def test_local_weights_file(tmp_path):
     random = resolve_weights("ResNet50", "random", seed=0)
     local = resolve_weights("ResNet50", random.path)
     assert local.path == random.path
-    assert local.weights_id == "file:" + models.file_sha256(random.path)
+    assert local.weights_id == "file:" + file_sha256(random.path)
     with pytest.raises(FileNotFoundError, match="Weights file not found"):
         resolve_weights("ResNet50", str(tmp_path / "missing.h5"))
 
@@ -94,7 +129,7 @@ def test_imagenet_path_verifies_keras_hash(monkeypatch, tmp_path):
 def test_every_backbone_builds_with_the_registered_shape(name):
     # weights=None: shape only (as Keras' applications_test does); no download.
     spec = BACKBONES[name]
-    model = models.build_backbone(spec, weights_path=None, seed=0)
+    model = build_backbone(spec, weights_path=None, seed=0)
     assert model.input_shape == (None, spec.input_size, spec.input_size, 3)
     assert model.output_shape == (None, spec.feature_dim)
     assert model.get_layer(spec.last_conv_layer) is not None

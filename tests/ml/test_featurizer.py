@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import local_path
 from covidspark.ml.featurizer import DeepImageFeaturizer
-from covidspark.data.reading import _normalise_uri
+
 from covidspark.models.weights import resolve_weights
 
 RELATIVE_TOLERANCE = 1e-4
@@ -108,7 +108,7 @@ def test_spark_image_struct_input(spark, fixture_dir, resnet_features):
     rows = featurizer.transform(images).select("image.origin", "features").collect()
     assert rows
     for r in rows:
-        assert_features_close(r.features.toArray(), features[_normalise_uri(r.origin)])
+        assert_features_close(r.features.toArray(), features["file:" + os.path.normpath(local_path(r.origin))])
 
 
 def test_corrupt_image_fails_with_its_path(spark):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from pyspark.resource import ResourceInformation
 
+from conftest import require_module
 from covidspark.models.engines import cpu_flags, gpu_visible_devices, resolve_engine, resolve_precision
 from covidspark.ml.featurizer import DeepImageFeaturizer
 
@@ -54,8 +55,7 @@ def _cosines(a, b):
 
 @pytest.mark.parametrize("precision, engine", [
     ("bfloat16", "keras"),
-    pytest.param("float32", "openvino", marks=pytest.mark.skipif(
-        __import__("importlib").util.find_spec("openvino") is None, reason="openvino absent")),
+    pytest.param("float32", "openvino", marks=require_module("openvino")),
 ])
 def test_other_engines_match_float32_keras(images_df, resnet_features, precision, engine):
     features, _ = resnet_features
@@ -75,8 +75,7 @@ def test_bad_precision_and_engine_are_named():
         DeepImageFeaturizer(inputCol="c", modelName="ResNet50", engine="onnx")
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None,
-                    reason="openvino absent")
+@require_module("openvino")
 @pytest.mark.parametrize("model_name", ["DenseNet121", "VGG16", "VGG19", "Xception"])
 def test_every_backbone_featurizes_and_persists_on_both_engines(spark, images_df, model_name,
                                                                 tmp_path):
@@ -108,8 +107,7 @@ def test_numpy_preprocessing_equals_keras(model_name):
     np.testing.assert_allclose(numpy_preprocess(spec)(x), expected, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None,
-                    reason="openvino absent")
+@require_module("openvino")
 def test_openvino_model_is_cached_on_disk_and_loads_without_tensorflow(tmp_path):
     import subprocess
     import sys

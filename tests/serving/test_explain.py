@@ -47,7 +47,7 @@ def test_grad_cam_equals_the_class_weights_on_the_last_conv_layer(predictor, fix
     _, data = _covid_image(fixture_dir)
     pixels = predictor.pixels(predictor.open(data))
     runner = predictor.keras_runner
-    x = runner._preprocess(pixels[None].astype(np.float32))
+    x = runner.preprocess(pixels[None].astype(np.float32))
     conv = keras.Model(runner.model.inputs,
                        runner.model.get_layer("conv5_block3_out").output)(x).numpy()[0]
     head = predictor.pipeline.head
@@ -75,6 +75,48 @@ def test_tree_models_get_occlusion_and_a_clear_refusal_of_grad_cam(features_df, 
     result, heat, _ = explain(predictor, data, label="pneumonia")
     assert result["method"] == "occlusion" and result["explained"] == "pneumonia"
     assert np.isfinite(heat).all() and heat.min() >= 0.0
+
+
+def test_occlusion_map_equals_spark_tree_probabilities_of_occluded_images(features_df, tmp_path,
+                                                                          fixture_dir):
+    """Brute force: grey out each of the 7x7 cells by hand, score the features with Spark's own
+    decision tree, and compare the fall in probability with the map, cell by cell."""
+    from pyspark.ml.linalg import Vectors
+
+    from covidspark.serving.explain import occlusion_input
+    from covidspark.serving.predictor import Predictor
+
+    model, path, _ = save_head_pipeline(features_df, tmp_path, "3class", "dt")
+    spark_tree = model.stages[2]
+    predictor = Predictor(path)
+    grid, nonzero_maps = 7, 0
+    for label in ("covid", "normal", "pneumonia"):
+        folder = os.path.join(fixture_dir, label)
+        with open(os.path.join(folder, sorted(os.listdir(folder))[0]), "rb") as f:
+            pixels = predictor.pixels(predictor.open(f.read()))
+        size = pixels.shape[0]
+        edges = np.linspace(0, size, grid + 1).round().astype(int)
+        occluded = []
+        for i in range(grid):
+            for j in range(grid):
+                copy = pixels.copy()
+                copy[edges[i]:edges[i + 1], edges[j]:edges[j + 1], :] = pixels.mean()
+                occluded.append(copy)
+        features = predictor.features(np.stack([pixels, *occluded]))
+        spark_p = np.array([spark_tree.predictProbability(Vectors.dense(f)).toArray()
+                            for f in features])
+        for index in range(3):
+            drop = np.maximum(spark_p[0, index] - spark_p[1:, index], 0.0).reshape(grid, grid)
+            heat = occlusion_input(predictor, pixels, index, grid=grid)
+            centres = (edges[:-1] + edges[1:]) // 2
+            got = heat[np.ix_(centres, centres)]
+            if drop.max() > 0:
+                nonzero_maps += 1
+                np.testing.assert_allclose(got, drop / drop.max(), atol=1e-5)
+            else:
+                assert not heat.any()
+    # The tree's probabilities do move when parts of an image are hidden.
+    assert nonzero_maps > 0
 
 
 def _small_cnn(size):
@@ -121,7 +163,7 @@ def test_grad_cam_peaks_inside_the_synthetic_lesions_more_often_than_chance(tmp_
     from sklearn.linear_model import LogisticRegression
 
     from covidspark.data.synthetic import synthetic
-    from covidspark.serving.explain import _upsample, grad_cam
+    from covidspark.serving.explain import grad_cam, upsample
 
     size = 128
     model = _small_cnn(size)
@@ -142,7 +184,7 @@ def test_grad_cam_peaks_inside_the_synthetic_lesions_more_often_than_chance(tmp_
     for row, x in zip(test_rows, test_x):
         if row["label"] != "covid":
             continue
-        heat = _upsample(grad_cam(model, "last_conv", x[None], weights, bias), size)
+        heat = upsample(grad_cam(model, "last_conv", x[None], weights, bias), size)
         inside = np.zeros((size, size), dtype=bool)
         for cy, cx, radius in json.loads(row["lesions"]):
             inside |= (ny - cy) ** 2 + (nx - cx) ** 2 <= radius ** 2

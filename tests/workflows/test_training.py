@@ -10,8 +10,15 @@ from covidspark.cli import build_parser
 
 
 def _run(argv):
+    """Run a command as the CLI does; its result as plain data (the run's dict)."""
+    import dataclasses
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    result = args.func(args)
+    for field in ("run", "comparison"):
+        if hasattr(result, field):
+            return getattr(result, field)
+    return dataclasses.asdict(result)
 
 
 def test_tuned_weighted_thresholded_run_featurizes_once(fixture_dir, tmp_path):
@@ -30,7 +37,7 @@ def test_tuned_weighted_thresholded_run_featurizes_once(fixture_dir, tmp_path):
     assert [r["threshold"] for r in run["threshold"]["test_table"]].count(0.3) == 1
     assert run["baseline"]["name"].startswith("baseline") and "verdict" in run["baseline"]
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["schema_version"] == 2 and saved["images_featurized"] == 12
+    assert saved["schema_version"] == 3 and saved["images_featurized"] == 12
     assert {"roc.png", "pr.png", "confusion_by_row.png"} <= set(os.listdir(out))
     report = (out / "report.md").read_text()
     for heading in ("## Results", "baseline: LR on 32x32 pixels", "## Decision threshold",
@@ -90,7 +97,7 @@ def test_compare_grid_from_one_feature_store(fixture_dir, tmp_path):
     assert "| ResNet50 + dt |" in table and "| InceptionV3 + dt |" in table
     assert table.count("baseline: LR on 32x32 pixels") == 2
     saved = json.loads((out / "comparison.json").read_text())
-    assert saved["schema_version"] == 2
+    assert saved["schema_version"] == 3
     # Per-class numbers in the comparison are the same as in each run's own report.
     run = json.loads((out / "3class" / "InceptionV3-dt" / "metrics.json").read_text())
     got = next(r for r in saved["tasks"]["3class"]["runs"] if r["model"] == "InceptionV3"
@@ -115,9 +122,9 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     shutil.copytree(fixture_dir, images / "batch-1")
     (images / "batch-1" / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     with pytest.raises(IngestError, match="broken.png"):
-        _run(["predict", "--model", model, "--images", str(images), "--out",
+        _run(["predict", "--model-dir", model, "--images", str(images), "--out",
               str(tmp_path / "p.csv")])
-    result = _run(["predict", "--model", model, "--images", str(images), "--lenient",
+    result = _run(["predict", "--model-dir", model, "--images", str(images), "--lenient",
                    "--out", str(tmp_path / "p.csv"), "--heatmaps", str(tmp_path / "heat")])
     assert result["images"] == 18 and [p.rsplit("/", 1)[-1] for p, _ in result["rejected"]] == \
         ["broken.png"]
@@ -133,7 +140,7 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     assert ((predicted.p_covid > 0.4) == (predicted.predicted_label == "covid")).all()
     assert (predicted.threshold == 0.4).all()
 
-    run = _run(["evaluate", "--model", model, "--data", fixture_dir, "--bootstrap", "50",
+    run = _run(["evaluate", "--model-dir", model, "--data", fixture_dir, "--bootstrap", "50",
                 "--out", str(tmp_path / "eval")])
     assert run["task"] == "binary" and run["metrics"]["n"] == 12
     assert run["data"]["excluded"] == {"pneumonia": 6}
@@ -142,4 +149,4 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     accuracy = (predicted.predicted_label[binary] == truth[binary]).mean()
     assert run["metrics"]["accuracy"] == pytest.approx(accuracy)
     assert (tmp_path / "eval" / "report.md").exists()
-    assert main(["evaluate", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
+    assert main(["evaluate", "--model-dir", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2

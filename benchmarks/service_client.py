@@ -1,8 +1,9 @@
 """A minimal client for the prediction service (stdlib only).
 
-Used by the tests and ``benchmarks/serve.py``; handy in scripts too::
+A development helper, not part of the package: used by ``benchmarks/serve.py``
+and ``tests/serving/test_service.py`` (which put ``benchmarks/`` on ``sys.path``)::
 
-    from covidspark.service_client import ServiceClient
+    from service_client import ServiceClient
     ServiceClient("http://127.0.0.1:8000").predict(open("xray.png", "rb").read())
 """
 import http.client
@@ -119,7 +120,7 @@ def launch(model_dir, port=None, extra_args=(), log_path=None, timeout=180.0):
     port = port or free_port()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(
-        [sys.executable, "-m", "covidspark.cli", "serve", "--model", model_dir,
+        [sys.executable, "-m", "covidspark.cli", "serve", "--model-dir", model_dir,
          "--port", str(port), *extra_args], stdout=log, stderr=subprocess.STDOUT)
     client = ServiceClient(f"http://127.0.0.1:{port}")
     try:

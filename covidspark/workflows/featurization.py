@@ -1,0 +1,69 @@
+"""The featurize workflow: fill a feature store; a rerun computes only the images it lacks."""
+import dataclasses
+import logging
+import os
+import time
+
+from covidspark.workflows import steps
+
+logger = logging.getLogger("covidspark")
+
+
+@dataclasses.dataclass
+class FeaturizeResult:
+    """What :func:`featurize` did.
+
+    Attributes
+    ----------
+    images, computed, reused : int
+        Images in the store for this featurizer; computed now; found there already.
+    rejected : list of (str, str)
+        ``(path, reason)`` of files a lenient read skipped.
+    location : str
+        The store's folder for this featurizer.
+    seconds : float
+    """
+
+    images: int
+    computed: int
+    reused: int
+    rejected: list
+    location: str
+    seconds: float
+
+    def summary(self):
+        """The text ``covidspark featurize`` prints."""
+        return (f"{self.images} images: {self.computed} computed, {self.reused} reused "
+                f"({self.seconds:.1f} s); {len(self.rejected)} rejected\n"
+                f"features: {self.location}")
+
+
+def featurize(config):
+    """Featurize the config's images into its feature store (only the missing ones).
+
+    Parameters
+    ----------
+    config : covidspark.workflows.FeaturizeConfig
+
+    Returns
+    -------
+    FeaturizeResult
+    """
+    from covidspark.ml.feature_store import DEFAULT_CHUNK_SIZE, FeatureStore
+    from covidspark.runtime.progress import Progress
+    from covidspark.runtime.session import get_spark
+
+    config.validate()
+    notes = []
+    spark = get_spark(f"covidspark-featurize-{config.model}", master=config.master)
+    images, _, _, rejects = steps.read_input(spark, config, notes)
+    featurizer, _ = steps.make_featurizer(config, notes)
+    started = time.time()
+    with Progress(f"featurize with {featurizer.getModelName()}", None,
+                  featurizer.imagesFeaturized):
+        _, stats = FeatureStore(spark, config.features).featurize(
+            images, featurizer, chunk_size=config.chunk_size or DEFAULT_CHUNK_SIZE)
+    return FeaturizeResult(images=stats["images"], computed=stats["computed"],
+                           reused=stats["reused"], rejected=rejects,
+                           location=os.fspath(stats["location"]),
+                           seconds=time.time() - started)

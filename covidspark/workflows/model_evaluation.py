@@ -1,0 +1,79 @@
+"""The evaluate workflow: a saved model scored on labelled images, reported like a train run."""
+import dataclasses
+import logging
+import os
+
+from covidspark.workflows import steps
+
+logger = logging.getLogger("covidspark")
+
+
+@dataclasses.dataclass
+class EvaluateResult:
+    """What :func:`evaluate_model` wrote.
+
+    Attributes
+    ----------
+    run : dict
+        Everything in ``metrics.json``.
+    metrics_path, report_path : str
+    """
+
+    run: dict
+    metrics_path: str
+    report_path: str
+
+    @property
+    def metrics(self):
+        """The metrics on the evaluated images (``run["metrics"]``)."""
+        return self.run["metrics"]
+
+    def summary(self):
+        """The text ``covidspark evaluate`` prints."""
+        from covidspark.evaluation.reports import format_table
+
+        return (format_table(self.metrics) + f"\n\nmetrics: {os.path.abspath(self.metrics_path)}"
+                f"\nreport:  {os.path.abspath(self.report_path)}")
+
+
+def evaluate_model(config):
+    """Predict labelled images with a saved model; write ``metrics.json``, ``report.md``, figures.
+
+    The task follows from the saved label indexer; images of other classes are
+    excluded and counted, as in training. Use it to test a model trained on one
+    collection on another.
+
+    Parameters
+    ----------
+    config : covidspark.workflows.EvaluateConfig
+
+    Returns
+    -------
+    EvaluateResult
+    """
+    from covidspark.evaluation.reports import write_report
+    from covidspark.evaluation.scoring import evaluate
+    from covidspark.ml.pipelines import TASKS
+    from covidspark.runtime.session import get_spark
+
+    config.validate()
+    spark = get_spark("covidspark-evaluate", master=config.master)
+    model, indexer = steps.load_model(config.model_dir)
+    labels = list(indexer.labels)
+    task = next(t for t, task_labels in TASKS.items() if list(task_labels) == labels)
+    notes = []
+    images, facts = steps.prepare_images(spark, config, task, notes, duplicates="ignore")
+    spark.sparkContext.setJobDescription(
+        f"evaluate {os.path.basename(config.model_dir.rstrip('/'))}")
+    predictions = model.transform(images).persist()
+    metrics = evaluate(predictions, labels, bootstrap=config.bootstrap, seed=config.seed)
+    predictions.unpersist()
+    featurizer = model.stages[0]
+    run = {"task": task, "labels": labels, "classifier": type(model.stages[2]).__name__,
+           "model": featurizer.getModelName(),
+           "weights": steps.weights_facts(featurizer.getWeights(), featurizer.resolvedWeights()),
+           **facts, "split": {"method": f"all images, model from {config.model_dir}"},
+           "counts": {"train": 0, "test": metrics["n"], "total": metrics["n"]},
+           "metrics": metrics, "environment": steps.environment(spark), "warnings": notes}
+    metrics_path, report_path = write_report(run, config.out)
+    return EvaluateResult(run=run, metrics_path=metrics_path, report_path=report_path)

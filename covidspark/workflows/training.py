@@ -1,0 +1,137 @@
+"""The train workflow: read, split, featurize once, fit, evaluate beside the baseline, save."""
+import dataclasses
+import logging
+import os
+import time
+
+from covidspark.workflows import steps
+
+logger = logging.getLogger("covidspark")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` made.
+
+    Attributes
+    ----------
+    run : dict
+        Everything written to ``metrics.json`` (task, data, split, counts, metrics,
+        threshold, baseline, timing, environment, notes).
+    model_dir, metrics_path, report_path : str
+    """
+
+    run: dict
+    model_dir: str
+    metrics_path: str
+    report_path: str
+
+    @property
+    def metrics(self):
+        """The test metrics (``run["metrics"]``)."""
+        return self.run["metrics"]
+
+    @property
+    def counts(self):
+        """Images in train, validation and test (``run["counts"]``)."""
+        return self.run["counts"]
+
+    def summary(self):
+        """The text ``covidspark train`` prints: notes, the per-class table, paths."""
+        from covidspark.evaluation.reports import format_table
+
+        run = self.run
+        counts = run["counts"]
+        lines = [steps.format_notes(run["warnings"]).rstrip("\n"),
+                 f"{run['task']} task, {run['model']} ({run['weights']['description']}) + "
+                 f"{run['classifier']}; train {counts['train']} / validation "
+                 f"{counts['validation']} / test {counts['test']} images",
+                 format_table(run["metrics"])]
+        chosen = run.get("threshold")
+        if chosen:
+            lines.append(f"\nCOVID threshold {chosen['threshold']:.4g} ({chosen['strategy']}), "
+                         f"saved in the model"
+                         + (f"; caution: {chosen['warning']}" if chosen["warning"] else ""))
+        if run.get("baseline"):
+            lines.append("\n" + run["baseline"]["verdict"].replace("**", ""))
+        lines.append(f"\nmodel:   {os.path.abspath(self.model_dir)}\n"
+                     f"metrics: {os.path.abspath(self.metrics_path)}\n"
+                     f"report:  {os.path.abspath(self.report_path)}")
+        return "\n".join(line for line in lines if line)
+
+
+def train(config):
+    """Train one classifier on deep features of chest X-rays and report it.
+
+    Reads the images (every one decode-checked on the executors), keeps the
+    task's classes, resolves exact and near duplicates, splits stratified by label
+    and grouped by patient and duplicate group, featurizes every image once,
+    fits the classifier (class-weighted, cross-validated, with a COVID threshold
+    chosen on validation data, as configured), evaluates on the test split beside
+    the 32x32 pixel baseline, and saves the ``PipelineModel`` (featurizer + label
+    indexer + classifier + label decoder), ``metrics.json``, ``report.md`` and
+    figures under ``config.out``.
+
+    Parameters
+    ----------
+    config : covidspark.workflows.TrainConfig
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    covidspark.errors.InputError
+        A bad setting, file or row (the message names it).
+    """
+    from pyspark.ml import PipelineModel
+
+    from covidspark.evaluation.reports import write_report
+    from covidspark.ml import experiment
+    from covidspark.ml.pipelines import task_labels
+    from covidspark.runtime.session import get_spark
+
+    config.validate()
+    options = config.fit_options()
+    notes = []
+    spark = get_spark(f"covidspark-train-{config.classifier}", master=config.master)
+    started = time.time()
+    images, facts = steps.prepare_images(spark, config, config.task, notes, config.duplicates)
+    featurizer, resolved = steps.make_featurizer(config, notes)
+    split, split_info = steps.split_for(images, config, options)
+    # Featurize once; the fit, cross-validation folds and evaluation read the stored features.
+    features, store_stats, featurize_s = steps.featurize_once(spark, split, featurizer,
+                                                              config.features)
+    spark.sparkContext.setJobDescription(f"fit {config.classifier}")
+    head, result = experiment.fit_and_evaluate(features, config.task, config.classifier, options)
+    if config.baseline:
+        pixels = steps.baseline_pixels(spark, split)
+        experiment.with_verdict(f"{config.model} + {config.classifier}", result,
+                                experiment.baseline(pixels, config.task, options))
+        pixels.unpersist()
+    features.unpersist()
+
+    model_dir = os.path.join(config.out, "model")
+    PipelineModel(stages=[featurizer, *head.stages]).write().overwrite().save(model_dir)
+    run = {
+        "task": config.task,
+        "labels": list(task_labels(config.task)),
+        "classifier": config.classifier,
+        "model": config.model,
+        "weights": steps.weights_facts(config.weights, resolved),
+        **facts,
+        "split": split_info,
+        **result,
+        "images_featurized": featurizer.imagesFeaturized(),
+        "timing_s": {"featurize": round(featurize_s, 2),
+                     "total": round(time.time() - started, 2)},
+        "feature_store": store_stats and {k: store_stats[k] for k in
+                                          ("location", "computed", "reused")},
+        "environment": steps.environment(spark),
+        "warnings": notes,
+        "model_dir": model_dir,
+    }
+    metrics_path, report_path = write_report(run, config.out)
+    return TrainResult(run=run, model_dir=model_dir, metrics_path=metrics_path,
+                       report_path=report_path)

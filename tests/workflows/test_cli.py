@@ -1,0 +1,113 @@
+"""The command line: --config files, one meaning per flag, exit codes, the progress line."""
+import dataclasses
+import logging
+
+import pytest
+
+from covidspark.cli import build_parser, main, parse_args
+from covidspark.errors import InputError
+from covidspark.workflows import (CompareConfig, EvaluateConfig, FeaturizeConfig,
+                                  PredictConfig, TrainConfig)
+from covidspark.runtime.progress import Progress, format_progress
+
+
+def test_config_file_sets_flags_and_the_command_line_overrides(tmp_path):
+    config = tmp_path / "params.yaml"
+    config.write_text("task: 3class\nclassifier: rf\ndata: [a, b]\nlabel-map: ozturk\n"
+                      "threshold: 0.1\nbootstrap: 200\nno_such: 1\n")
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['no_such'\]; valid: .*label-map"):
+        parse_args(["train", "--config", str(config)])
+    config.write_text("task: 3class\nclassifier: rf\ndata: [a, b]\nlabel-map: ozturk\n"
+                      "threshold: 0.1\nbootstrap: 200\nbaseline: false\n")
+    args = parse_args(["train", "--config", str(config)])
+    assert (args.task, args.classifier, args.data, args.threshold, args.bootstrap) == (
+        "3class", "rf", ["a", "b"], "0.1", 200)
+    assert args.label_map == "ozturk" and args.baseline is False
+    config_object = TrainConfig(**{f.name: getattr(args, f.name)
+                                   for f in dataclasses.fields(TrainConfig)})
+    assert config_object.label_map["Covid-19"] == "covid"
+    args = parse_args(["train", "--config", str(config), "--task", "binary", "--data", "c"])
+    assert args.task == "binary" and args.data == ["c"] and args.classifier == "rf"
+    compare = tmp_path / "compare.yaml"
+    compare.write_text("models: [ResNet50, VGG16]\ntasks: binary\n")
+    args = parse_args(["compare", "--config", str(compare)])
+    assert args.models == ["ResNet50", "VGG16"] and args.tasks == ["binary"]
+
+
+def test_bad_config_exits_2(tmp_path, caplog):
+    assert main(["train", "--config", str(tmp_path / "absent.yaml")]) == 2
+    assert "absent.yaml: no such file" in caplog.text
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    assert main(["train", "--config", str(tmp_path / "list.yaml")]) == 2
+    assert "expected a mapping" in caplog.text
+    assert all(r.exc_info is None for r in caplog.records)  # input errors: no traceback
+
+
+def test_a_bad_flag_value_exits_2_naming_the_flag(caplog):
+    # Checked before Spark starts or any image is read.
+    assert main(["train", "--weights", "random", "--test-fraction", "1.5"]) == 2
+    assert "--test-fraction must be in (0, 1); got 1.5" in caplog.text
+    assert main(["compare", "--weights", "random", "--classifiers", "lr,svm"]) == 2
+    assert "--classifiers 'svm': choose from lr, rf, dt" in caplog.text
+
+
+def test_an_internal_error_exits_1_with_its_traceback(monkeypatch, caplog):
+    """A ValueError from inside covidspark is a bug, not the user's mistake."""
+    import covidspark.workflows
+
+    def broken(config):
+        raise ValueError("internal inconsistency")
+
+    monkeypatch.setattr(covidspark.workflows, "train", broken)
+    assert main(["train", "--weights", "random"]) == 1
+    failure = [r for r in caplog.records if r.levelno == logging.ERROR][-1]
+    assert failure.exc_info is not None and "a bug" in failure.getMessage()
+    monkeypatch.setattr(covidspark.workflows, "train", lambda config: (_ for _ in ()).throw(
+        InputError("--data /nowhere: no such folder")))
+    caplog.clear()
+    assert main(["train", "--weights", "random"]) == 2
+    assert "--data /nowhere" in caplog.text and caplog.records[-1].exc_info is None
+
+
+def test_model_means_the_backbone_and_model_dir_the_saved_model(caplog):
+    args = parse_args(["predict", "--model-dir", "runs/a/model", "--out", "p.csv"])
+    assert args.model_dir == "runs/a/model"
+    with pytest.warns(DeprecationWarning, match="--model-dir"):
+        args = parse_args(["evaluate", "--model", "runs/a/model", "--out", "r"])
+    assert args.model_dir == "runs/a/model"
+    assert "use --model-dir" in caplog.text
+    assert parse_args(["train", "--model", "VGG16"]).model == "VGG16"
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--model", "runs/a/model"])  # not a backbone
+
+
+@pytest.mark.parametrize("command,config_class", [
+    ("train", TrainConfig), ("compare", CompareConfig), ("featurize", FeaturizeConfig),
+    ("predict", PredictConfig), ("evaluate", EvaluateConfig)])
+def test_every_config_field_is_a_flag_and_every_flag_a_field(command, config_class):
+    from covidspark.cli import _subparser
+
+    dests = {a.dest for a in _subparser(build_parser(), command)._actions} - {
+        "help", "config", "legacy_model_dir"}
+    assert dests == {f.name for f in dataclasses.fields(config_class)}
+
+
+def test_class_weighting_has_one_name():
+    args = parse_args(["train", "--class-weight", "balanced"])
+    assert TrainConfig(class_weight=args.class_weight).fit_options().class_weight == "balanced"
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--class-weight", "inverse_frequency"])
+
+
+def test_progress_lines():
+    assert format_progress("featurize", 480, 1124, 69.5) == (
+        "featurize: 480/1124 images (42.7 %), 6.9 images/s, ETA 93 s")
+    assert format_progress("featurize", 10, None, 2.0) == "featurize: 10 images, 5.0 images/s"
+    done = iter(range(0, 1000, 7))
+    lines = []
+    with Progress("work", 100, lambda: next(done), interval=0.01, log=lines.append) as progress:
+        import time
+
+        time.sleep(0.1)
+    assert lines == progress.lines and len(lines) >= 3
+    assert all(line.startswith("work: ") and "/100 images" in line for line in lines)

@@ -315,7 +315,7 @@ def build_parser():
 # ----------------------------------------------------------------- config files
 
 
-def _subparser(parser, command):
+def subparser_of(parser, command):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return action.choices[command]
@@ -374,7 +374,7 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
-        subparser = _subparser(parser, args.command)
+        subparser = subparser_of(parser, args.command)
         defaults = load_config(args.config, subparser)
         # argparse would append a repeatable flag's values to the file's list: a flag
         # given on the command line replaces the file's value instead.

@@ -236,7 +236,8 @@ def render_page(facts, limit):
     from importlib import resources
     from html import escape
 
-    template = resources.files("covidspark").joinpath("static/index.html").read_text("utf-8")
+    template = resources.files("covidspark.serving").joinpath("static/index.html").read_text(
+        "utf-8")
     weights = facts["weights"]
     if not facts["pretrained"] and "NOT pretrained" not in weights:
         weights += " (NOT pretrained)"

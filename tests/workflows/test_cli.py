@@ -85,9 +85,9 @@ def test_model_means_the_backbone_and_model_dir_the_saved_model(caplog):
     ("train", TrainConfig), ("compare", CompareConfig), ("featurize", FeaturizeConfig),
     ("predict", PredictConfig), ("evaluate", EvaluateConfig)])
 def test_every_config_field_is_a_flag_and_every_flag_a_field(command, config_class):
-    from covidspark.cli import _subparser
+    from covidspark.cli import subparser_of
 
-    dests = {a.dest for a in _subparser(build_parser(), command)._actions} - {
+    dests = {a.dest for a in subparser_of(build_parser(), command)._actions} - {
         "help", "config", "legacy_model_dir"}
     assert dests == {f.name for f in dataclasses.fields(config_class)}
 

@@ -45,7 +45,9 @@ def require_module(name, now=False):
             _missing(f"module {name}", "pip install -e '.[test]'")
         return None
     if IN_CI:
-        return pytest.mark.usefixtures()  # runs, and fails on the import if it is missing
+        # A plain (registered) marker: the test runs, and fails on the import if it is missing.
+        # Usable as a decorator and in pytest.param(marks=...), unlike usefixtures().
+        return pytest.mark.requires_module(name)
     return pytest.mark.skipif(not module_present(name), reason=f"module {name} is missing")
 
 

@@ -39,13 +39,13 @@ browser:
 $(VENV)/.stamp-runtime: setup.py pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[spark]"
 	# Point spark-submit from this venv at this venv's Python (driver and workers).
 	$(PY) -m covidspark.cli spark-env --write
 	@touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-runtime
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[spark,test]"
 	@touch $@
 
 venv: java $(VENV)/.stamp-runtime

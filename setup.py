@@ -1,7 +1,9 @@
 """Packaging for covidspark.
 
 ``pip install .`` installs the library, the ``covidspark`` command and the
-runtime dependencies; ``pip install .[test]`` adds what the test suite needs.
+runtime dependencies except Spark, which a cluster provides; ``pip install
+.[spark]`` adds pyspark for local mode and ``pip install .[spark,test]`` what
+the test suite needs.
 """
 import os
 import re
@@ -21,8 +23,11 @@ def read_readme():
         return f.read()
 
 
+# pyspark is an extra: Databricks and EMR bring their own Spark, and a second one
+# from the index beside it would shadow the runtime's. Locally: covidspark[spark].
+SPARK = ["pyspark>=3.5,<5"]
+
 INSTALL_REQUIRES = [
-    "pyspark>=3.5,<5",
     # TensorFlow is the Keras backend; on GPU clusters the same wheel uses CUDA.
     "tensorflow>=2.16",
     "keras>=3",
@@ -41,6 +46,7 @@ INSTALL_REQUIRES = [
 SERVE = ["starlette>=0.40", "uvicorn>=0.23", "python-multipart>=0.0.9"]
 
 EXTRAS_REQUIRE = {
+    "spark": SPARK,
     "dicom": ["pydicom>=2.4"],
     "openvino": ["openvino>=2024.0"],
     "clahe": ["opencv-python-headless>=4.5"],

@@ -87,3 +87,12 @@ def test_console_script_help():
         out = subprocess.run([sys.executable, "-m", "covidspark.cli", command, "--help"],
                              capture_output=True, text=True, check=True)
         assert "--model-dir" in out.stdout
+
+
+def test_pyspark_is_an_extra_so_a_cluster_keeps_its_own_spark():
+    """A plain install must not pull a second Spark beside Databricks' or EMR's own."""
+    from importlib.metadata import requires
+
+    spark = [r for r in requires("covidspark") if r.replace(" ", "").startswith("pyspark")]
+    assert spark, "pyspark is not declared at all"
+    assert all("extra == \"spark\"" in r.replace("'", "\"") for r in spark), spark

@@ -158,7 +158,9 @@ def configure_tensorflow():
     with quiet_native_stderr():
         import tensorflow as tf
 
-    for gpu in tf.config.list_physical_devices("GPU"):
+        # Listing devices initialises CUDA, which logs cuInit failures below Python on CPU hosts.
+        gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
     if cpus:
         tf.config.threading.set_intra_op_parallelism_threads(cpus)

@@ -6,7 +6,8 @@ activated lacks pandas, pyarrow and TensorFlow. Two fixes, both used by
 ``make``:
 
 - :func:`get_spark` sets ``PYSPARK_PYTHON`` to the running interpreter before
-  it starts a local SparkContext (unless the user set it).
+  it starts a local-mode SparkContext (unless the user set it; never for a
+  cluster master, whose nodes do not have this path).
 - :func:`write_spark_env` makes the venv's ``spark-submit`` default to the
   venv's Python for the driver and the workers, activated or not.
 """
@@ -47,6 +48,13 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     pyspark.sql.SparkSession
         An existing session (Databricks, a notebook, spark-submit) is returned
         unchanged: its settings are the cluster's to decide.
+
+    Notes
+    -----
+    Local-mode defaults (8 shuffle partitions, this interpreter as the workers'
+    ``PYSPARK_PYTHON``) apply only when the master is ``local``: on a cluster
+    the workers' Python and the partition count are the cluster's settings, and
+    this machine's interpreter path means nothing on another node.
     """
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -54,24 +62,59 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Decided before resolve_master may connect to spark-submit's JVM.
+    own_jvm = SparkContext._jvm is None and "PYSPARK_GATEWAY_PORT" not in os.environ
+    local = is_local_master(resolve_master(master))
+    if local:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
     settings = dict(DEFAULT_CONF)
     # Applied when the SparkContext starts (Spark >= 3.5): spark-submit's default is INFO.
     settings["spark.log.level"] = os.environ.get("COVIDSPARK_SPARK_LOG_LEVEL", "WARN")
-    if not verbose() and SparkContext._jvm is None and "SPARK_SUBMIT_OPTS" not in os.environ:
+    if not verbose() and own_jvm and "SPARK_SUBMIT_OPTS" not in os.environ:
         # A JVM this call starts logs at WARN from its first line (not only once the
         # context is up); one started by spark-submit got it from `spark-env --write`.
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
-    if (master or "local").startswith("local"):
+    if local:
         # A laptop-sized default; 200 shuffle partitions of a few rows each is overhead.
-        settings["spark.sql.shuffle.partitions"] = "8"
+        settings["spark.sql.shuffle.partitions"] = LOCAL_SHUFFLE_PARTITIONS
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+#: ``spark.sql.shuffle.partitions`` in local mode (a cluster keeps its own, 200 by default).
+LOCAL_SHUFFLE_PARTITIONS = "8"
+
+
+def is_local_master(master):
+    """True for ``local``, ``local[N]``, ``local[*]`` and ``local-cluster[...]`` masters."""
+    return master.startswith("local")
+
+
+def resolve_master(master=None):
+    """The master a new session of this process will run on.
+
+    ``master`` if given; under ``spark-submit`` (whose JVM is already running and
+    holds ``--master`` as the ``spark.master`` property) that value; otherwise a
+    ``--master`` in ``PYSPARK_SUBMIT_ARGS``, or Spark's own default, ``local[*]``.
+    """
+    if master:
+        return master
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        from pyspark import SparkContext
+
+        SparkContext._ensure_initialized()
+        value = SparkContext._jvm.java.lang.System.getProperty("spark.master")
+        if value:
+            return value
+    submit_args = os.environ.get("PYSPARK_SUBMIT_ARGS", "").split()
+    if "--master" in submit_args[:-1]:
+        return submit_args[submit_args.index("--master") + 1]
+    return "local[*]"
 
 
 def find_spark_home_script():

@@ -201,7 +201,8 @@ def environment(spark):
 
     return {"covidspark": __version__, "spark": spark.version, "pyspark": pyspark.__version__,
             "python": platform.python_version(), "driver_python": sys.executable,
-            "worker_python": worker_python(spark), "master": spark.sparkContext.master}
+            "worker_python": worker_python(spark), "master": spark.sparkContext.master,
+            "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions"))}
 
 
 def format_notes(notes):

@@ -87,6 +87,9 @@ def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_di
     local_run = args.func(args).run
     cluster_run = json.loads((out / "metrics.json").read_text())
     assert cluster_run["environment"]["master"] == master
+    # Local-mode defaults stay local: the cluster run kept Spark's own partition count.
+    assert cluster_run["environment"]["shuffle_partitions"] == 200
+    assert local_run["environment"]["shuffle_partitions"] == 8
     assert cluster_run["counts"] == local_run["counts"]
     assert cluster_run["metrics"]["confusion_matrix"]["counts"] == \
         local_run["metrics"]["confusion_matrix"]["counts"]

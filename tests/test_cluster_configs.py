@@ -57,6 +57,10 @@ def test_every_config_file_parses():
         assert _load(path) is not None, path
 
 
+#: Databricks' names for dedicated (single user) access; USER_ISOLATION / STANDARD are Connect.
+DEDICATED_ACCESS_MODES = {"SINGLE_USER", "DATA_SECURITY_MODE_DEDICATED"}
+
+
 @pytest.mark.parametrize("path", _files("databricks/*.json"), ids=os.path.basename)
 def test_databricks_cluster_specs(path):
     spec = _load(path)
@@ -64,6 +68,8 @@ def test_databricks_cluster_specs(path):
         assert key in spec, f"{path}: {key} missing"
     assert DATABRICKS_RUNTIME.match(spec["spark_version"]), spec["spark_version"]
     assert spec["spark_conf"]["spark.python.worker.reuse"] == "true"
+    # Classic Spark (SparkContext, RDDs) needs dedicated access; standard access is Spark Connect.
+    assert spec["data_security_mode"] in DEDICATED_ACCESS_MODES, spec.get("data_security_mode")
     if "gpu" in spec["spark_version"]:
         assert spec["spark_conf"]["spark.task.resource.gpu.amount"] == "1"
         assert spec["spark_env_vars"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
@@ -82,6 +88,7 @@ def test_databricks_bundle_builds_the_wheel_and_runs_existing_jobs():
         clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
         for task in job["tasks"]:
             assert DATABRICKS_RUNTIME.match(clusters[task["job_cluster_key"]]["spark_version"])
+            assert clusters[task["job_cluster_key"]]["data_security_mode"] in DEDICATED_ACCESS_MODES
             script = os.path.normpath(os.path.join(folder, task["spark_python_task"]["python_file"]))
             assert os.path.exists(script), script
             assert any("whl" in lib for lib in task["libraries"])

@@ -22,6 +22,7 @@ import logging
 import os
 
 import numpy as np
+
 from covidspark.errors import InputError
 
 logger = logging.getLogger(__name__)

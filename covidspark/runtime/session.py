@@ -15,8 +15,8 @@ import logging
 import os
 import sys
 
-from covidspark.runtime.logs import LOG4J2_CONFIG, verbose
 from covidspark.errors import InputNotFoundError
+from covidspark.runtime.logs import LOG4J2_CONFIG, verbose
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ accepted + rejected always equals the files (or manifest rows) found.
 Decoding itself lives in :mod:`covidspark.data.decoding`.
 """
 import dataclasses
+import io
 import logging
 import os
 import posixpath
@@ -20,6 +21,7 @@ import posixpath
 from covidspark.data.decoding import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS,
                                       ImageDecodeError, open_image)
 from covidspark.errors import InputError, InputNotFoundError
+from covidspark.runtime.filesystem import Files, has_scheme, join, local_path
 
 logger = logging.getLogger(__name__)
 
@@ -64,22 +66,12 @@ class IngestResult:
 # ----------------------------------------------------------------- paths
 
 
-def _qualify(path):
-    """A path in the form Spark's file sources report it (``file:/abs`` for local files)."""
-    if path.startswith("file:"):
-        return _normalise_uri(path)
-    if "://" in path or path.startswith("dbfs:"):
-        return path
-    return "file:" + os.path.abspath(path)
-
-
 def _is_local(path):
-    return "://" not in path.replace("file:///", "file:/") and not path.startswith("dbfs:")
+    return local_path(path) is not None
 
 
 def _strip_file_scheme(path):
-    path = _normalise_uri(path)
-    return path[len("file:"):] if path.startswith("file:") else path
+    return local_path(path) if local_path(path) is not None else path
 
 
 def _normalise_uri(path):
@@ -254,13 +246,18 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
     from pyspark.sql import functions as F
 
     is_glob = any(c in root for c in "*?[{")
-    if _is_local(root) and not is_glob and not os.path.isdir(_strip_file_scheme(root)):
-        raise InputNotFoundError(f"Image folder not found: {root}")
+    files_layer = Files(spark)
+    # As Spark means it: a path without a scheme is on the default filesystem.
+    root_uri = files_layer.qualify(root)
+    if not is_glob and not files_layer.is_dir(root_uri):
+        raise InputNotFoundError(f"Image folder not found: {root}"
+                                 + (f" ({root_uri})" if root_uri.rstrip("/") != root.rstrip("/")
+                                    else ""))
     reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
     if pattern:
         reader = reader.option("pathGlobFilter", pattern)
-    files, listing = _binary_files(reader, root)
-    prefix = _qualify(root).rstrip("/") + "/"
+    files, listing = _binary_files(reader, root_uri)
+    prefix = _normalise_uri(root_uri).rstrip("/") + "/"
     rejects, keep, labels = [], [], {}
     for p in listing:
         relative = p[len(prefix):] if p.startswith(prefix) else p.rsplit("/", 1)[-1]
@@ -318,31 +315,32 @@ def _read_small_csv(spark, path):
     """A metadata CSV as a pandas DataFrame of strings (driver-side: precise errors)."""
     import pandas as pd
 
-    if _is_local(path):
-        local = _strip_file_scheme(path)
-        if not os.path.isfile(local):
-            raise InputNotFoundError(f"CSV not found: {path}")
-        return pd.read_csv(local, dtype=str, keep_default_na=False)
-    return spark.read.option("header", "true").csv(path).toPandas().fillna("").astype(str)
+    files = Files(spark)
+    uri = files.qualify(path)
+    if not files.exists(uri):
+        raise InputNotFoundError(f"CSV not found: {path}"
+                                 + (f" ({uri})" if uri.rstrip("/") != path.rstrip("/") else ""))
+    return pd.read_csv(io.BytesIO(files.read_bytes(uri)), dtype=str, keep_default_na=False)
 
 
-def _resolve(base, relative):
-    if relative.startswith("/") or "://" in relative or relative.startswith(("file:", "dbfs:")):
-        return _qualify(relative)
-    return _qualify(posixpath.join(base, relative))
+def _resolve(files, base, relative):
+    """A manifest's path as a qualified URI: relative to the manifest's folder ``base``."""
+    if relative.startswith("/") or has_scheme(relative):
+        return _normalise_uri(files.qualify(relative))
+    return _normalise_uri(files.qualify(join(base, relative)))
 
 
 def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
     from pyspark.sql import functions as F
 
+    files_layer = Files(spark)
     if isinstance(manifest, str):
         table = _read_small_csv(spark, manifest)
-        base = posixpath.dirname(_strip_file_scheme(manifest)) if _is_local(manifest) \
-            else posixpath.dirname(manifest)
+        base = posixpath.dirname(files_layer.qualify(manifest))
     else:
         table = manifest.fillna("").astype(str)
-        base = base_dir or "."
-        manifest = f"manifest table ({base})"
+        manifest = f"manifest table ({base_dir or '.'})"
+        base = files_layer.qualify(base_dir or ".")
     missing_cols = {"path", "label"} - set(table.columns)
     if missing_cols:
         raise InputError(
@@ -357,7 +355,7 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
         if not rel or not raw_label:
             rejects.append((rel or f"{manifest}:{line}", f"{where}: empty path or label", False))
             continue
-        full = _resolve(base, rel)
+        full = _resolve(files_layer, base, rel)
         if label_map is not None and raw_label not in label_map:
             rejects.append((full, f"{where}: label {raw_label!r} not in label_map", False))
             continue
@@ -394,9 +392,10 @@ def _attach_patients(spark, candidates, patients):
     if "path" not in table.columns or column is None:
         raise InputError(f"{patients}: needs columns path and patient_id (or patient_group); "
                          f"found {list(table.columns)}")
-    base = posixpath.dirname(_strip_file_scheme(patients))
+    files = Files(spark)
+    base = posixpath.dirname(files.qualify(patients))
     mapping = spark.createDataFrame(
-        [(_resolve(base, p), g or None) for p, g in zip(table["path"], table[column])],
+        [(_resolve(files, base, p), g or None) for p, g in zip(table["path"], table[column])],
         "path string, _patient string")
     return (candidates.join(F.broadcast(mapping), on="path", how="left")
             .withColumn("patient_id", F.coalesce("_patient", "patient_id"))

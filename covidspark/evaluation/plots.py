@@ -3,7 +3,6 @@
 matplotlib is imported here only, with the non-interactive Agg backend, so
 reports can be written on headless drivers (Databricks, EMR, CI).
 """
-import os
 
 CONFUSION_VIEWS = (
     ("counts", "confusion_counts.png", "counts"),
@@ -41,7 +40,7 @@ def confusion_figure(matrix, labels, title, path, integer=False):
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
 
 
@@ -66,29 +65,32 @@ def curve_figure(curves, kind, title, path):
     ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
 
 
-def write_plots(metrics, out_dir, title=""):
-    """Write the run's PNGs into ``out_dir``; returns their file names.
+def write_plots(metrics, out_dir, title="", files=None):
+    """Write the run's PNGs into ``out_dir`` (a path or URI); returns their file names.
 
     Returns an empty list (and the report says so) when matplotlib is missing.
     """
+    from covidspark.runtime.filesystem import Files, join
+
     try:
         _pyplot()
     except ImportError:
         return []
-    os.makedirs(out_dir, exist_ok=True)
+    files = files or Files()
     labels = metrics["confusion_matrix"]["labels"]
     written = []
     for key, name, caption in CONFUSION_VIEWS:
-        confusion_figure(metrics["confusion_matrix"][key], labels, f"{title}\n{caption}".strip(),
-                         os.path.join(out_dir, name), integer=key == "counts")
+        with files.open_write(join(out_dir, name)) as stream:
+            confusion_figure(metrics["confusion_matrix"][key], labels,
+                             f"{title}\n{caption}".strip(), stream, integer=key == "counts")
         written.append(name)
     if metrics.get("curves"):
         for kind, name, caption in (("roc", "roc.png", "ROC"), ("pr", "pr.png", "precision-recall")):
-            curve_figure(metrics["curves"], kind, f"{title}\n{caption}".strip(),
-                         os.path.join(out_dir, name))
+            with files.open_write(join(out_dir, name)) as stream:
+                curve_figure(metrics["curves"], kind, f"{title}\n{caption}".strip(), stream)
             written.append(name)
     return written

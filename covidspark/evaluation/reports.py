@@ -6,7 +6,6 @@ per-class tables and confusion matrices as counts and normalised by row and
 by column. The schema of ``metrics.json`` is documented in the README.
 """
 import json
-import os
 
 #: 2: confidence intervals, PR-AUC, one-vs-rest AUCs, normalised confusion
 #: matrices, curves, threshold, class weights, tuning, baseline, plots.
@@ -187,14 +186,16 @@ def markdown_report(run, plots=()):
     return "\n".join(out)
 
 
-def write_json(document, path):
-    """``document`` as indented JSON at ``path``, stamped with the schema version."""
-    with open(path, "w") as f:
-        json.dump({"schema_version": METRICS_SCHEMA_VERSION, **document}, f, indent=2)
+def write_json(document, path, files=None):
+    """``document`` as indented JSON at ``path`` (a path or URI), stamped with the schema version."""
+    from covidspark.runtime.filesystem import Files
+
+    text = json.dumps({"schema_version": METRICS_SCHEMA_VERSION, **document}, indent=2)
+    (files or Files()).write_text(path, text)
     return path
 
 
-def write_report(run, out_dir):
+def write_report(run, out_dir, files=None):
     """Write ``metrics.json``, ``report.md`` and the PNG figures of a run.
 
     Parameters
@@ -204,22 +205,24 @@ def write_report(run, out_dir):
         classifier, model, weights, data, counts, optional threshold,
         class_weight, tuning, baseline).
     out_dir : str
-        A local folder (created).
+        A folder: a local path or any URI ``files`` can write (created).
+    files : covidspark.runtime.filesystem.Files, optional
+        The filesystem layer of the run's session (default: local files only).
 
     Returns
     -------
     (str, str)
-        Paths of metrics.json and report.md.
+        Paths (URIs) of metrics.json and report.md.
     """
     from covidspark.evaluation.plots import write_plots
+    from covidspark.runtime.filesystem import Files, join
 
-    os.makedirs(out_dir, exist_ok=True)
+    files = files or Files()
+    files.makedirs(out_dir)
     plots = write_plots(run["metrics"], out_dir, f"{run['model']} + {run['classifier']}, "
-                                                 f"{run['task']}")
-    metrics_path = write_json({**run, "plots": plots}, os.path.join(out_dir, "metrics.json"))
-    report_path = os.path.join(out_dir, "report.md")
-    with open(report_path, "w") as f:
-        f.write(markdown_report(run, plots))
+                                                 f"{run['task']}", files=files)
+    metrics_path = write_json({**run, "plots": plots}, join(out_dir, "metrics.json"), files)
+    report_path = files.write_text(join(out_dir, "report.md"), markdown_report(run, plots))
     return metrics_path, report_path
 
 

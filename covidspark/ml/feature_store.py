@@ -19,7 +19,10 @@ import hashlib
 import json
 import logging
 import uuid
+
 from covidspark.errors import InputError
+from covidspark.runtime.connect import default_parallelism
+from covidspark.runtime.filesystem import Files
 
 logger = logging.getLogger(__name__)
 
@@ -56,34 +59,18 @@ class FeatureStore:
 
     def __init__(self, spark, path):
         self.spark = spark
-        self.path = path.rstrip("/")
-        jvm = spark.sparkContext._jvm
-        self._Path = jvm.org.apache.hadoop.fs.Path
-        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
-
-    # ------------------------------------------------------------- file system
-
-    def _fs(self, path):
-        p = self._Path(path)
-        return p.getFileSystem(self._conf), p
+        self.files = Files(spark)
+        # As Spark means it: a path without a scheme is on the default filesystem.
+        self.path = self.files.qualify(path).rstrip("/")
 
     def _exists(self, path):
-        fs, p = self._fs(path)
-        return fs.exists(p)
+        return self.files.exists(path)
 
     def _write_text(self, path, text):
-        fs, p = self._fs(path)
-        stream = fs.create(p, True)
-        try:
-            stream.write(bytearray(text.encode()))
-        finally:
-            stream.close()
+        self.files.write_text(path, text)
 
     def _list_dirs(self, path):
-        fs, p = self._fs(path)
-        if not fs.exists(p):
-            return []
-        return sorted(s.getPath().toString() for s in fs.listStatus(p) if s.isDirectory())
+        return self.files.list_dirs(path)
 
     # ------------------------------------------------------------------ store
 
@@ -166,7 +153,7 @@ class FeatureStore:
         # encoded images into one partition, i.e. one task on one core: spread each
         # chunk over every core, with at least a few batches per task.
         per_chunk = -(-n_missing // n_chunks)
-        partitions = max(self.spark.sparkContext.defaultParallelism,
+        partitions = max(default_parallelism(self.spark),
                          -(-per_chunk // IMAGES_PER_TASK))
         for chunk in range(n_chunks):
             part = missing if n_chunks == 1 else missing.filter(

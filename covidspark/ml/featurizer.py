@@ -11,13 +11,13 @@ The API is that of Databricks' retired ``sparkdl.DeepImageFeaturizer``
   (:mod:`covidspark.models.engines`, keyed by model, weights, precision and engine),
   which needs ``spark.python.worker.reuse=true`` (Spark's default). Inference
   is a compiled ``tf.function`` (or OpenVINO), not ``model.predict`` per batch.
-- Weights are resolved once on the driver and shipped with
-  ``SparkContext.addFile``; executors never download anything.
+- Weights are resolved once on the driver and shipped to the executors
+  (``SparkContext.addFile``, or session artifacts under Spark Connect);
+  executors never download anything.
 - The stage is persistable (``DefaultParamsWritable``), alone or inside a
   ``PipelineModel``.
 """
 import logging
-import os
 
 import numpy as np
 from pyspark import keyword_only
@@ -27,11 +27,12 @@ from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from covidspark.data import decoding
-from covidspark.models.engines import ENGINES, PRECISIONS, worker_model
 from covidspark.data.reading import read_bytes
+from covidspark.errors import InputError
+from covidspark.models.engines import ENGINES, PRECISIONS, worker_model
 from covidspark.models.registry import get_backbone
 from covidspark.models.weights import resolve_weights
-from covidspark.errors import InputError
+from covidspark.runtime.connect import ImageCounter, ship_file
 
 logger = logging.getLogger(__name__)
 
@@ -233,9 +234,11 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
     def imagesFeaturized(self):
         """Images this featurizer has run through its network so far, over all its transforms.
 
-        Counted on the executors (a Spark accumulator) as actions run: a
-        DataFrame featurized once and persisted counts each image once, however
-        many models are then fitted on it; a recomputed partition counts again.
+        Counted on the executors as actions run: a DataFrame featurized once and
+        persisted counts each image once, however many models are then fitted
+        on it. In a classic session (an accumulator) the count grows while tasks
+        finish and a recomputed partition counts again; under Spark Connect (an
+        observation) an action's images are counted once it has finished.
         """
         return sum(counter.value for counter in getattr(self, "_counters", []))
 
@@ -268,7 +271,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         kind = _input_kind(dataset.schema[input_col].dataType, input_col)
         resolved = self.resolvedWeights()
         spark = dataset.sparkSession
-        shipped = _ship_file(spark.sparkContext, resolved.path)
+        shipped = ship_file(spark, resolved.path)
         batch_size = self.getBatchSize()
         # Arrow batches bound the memory of each Python worker: match them to the model's.
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
@@ -288,14 +291,14 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
                    "clahe": self.getOrDefault(self.clahe)}
         # Counts every image a forward pass saw, on every executor, across this
         # instance's transforms: a recomputed partition shows up here.
-        counter = spark.sparkContext.accumulator(0)
+        counter = ImageCounter(spark)
         self._counters = [*getattr(self, "_counters", []), counter]
         udf = _featurize_udf(spec.name, shipped, resolved.weights_id, kind, options, batch_size,
-                             self.getPrecision(), self.getEngine(), counter,
+                             self.getPrecision(), self.getEngine(), counter.accumulator,
                              spark.conf.get(DECODE_AHEAD_CONF, "auto"))
-        return dataset.withColumn(
+        return counter.observe(dataset.withColumn(
             self.getOutputCol(), array_to_vector(udf(F.col(input_col), names))
-        )
+        ))
 
 
 def _backbone_names():
@@ -317,26 +320,6 @@ def _input_kind(data_type, name):
         f"DeepImageFeaturizer: inputCol {name!r} has type {data_type.simpleString()}; "
         f"expected binary (encoded image bytes), string (file paths) or Spark's image struct"
     )
-
-
-# SparkContext id -> {file name: path}; addFile refuses one name for two paths.
-_SHIPPED = {}
-
-
-def _ship_file(sc, path):
-    """``addFile`` once per SparkContext; returns the name executors pass to SparkFiles.get."""
-    name = os.path.basename(path.rstrip("/"))
-    shipped = _SHIPPED.setdefault(id(sc._jsc), {})
-    previous = shipped.get(name)
-    if previous is None:
-        sc.addFile(path)
-        shipped[name] = path
-    elif previous != path:
-        raise InputError(
-            f"Two different weights files share the name {name!r} ({previous} and {path}); "
-            f"Spark ships files by name. Rename one of them."
-        )
-    return name
 
 
 DECODE_AHEAD_CONF = "spark.covidspark.decodeAhead"

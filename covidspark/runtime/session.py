@@ -181,9 +181,8 @@ def write_spark_env(python=None):
 
 
 def worker_python(spark):
-    """The interpreter the Python workers actually run (one tiny Spark job)."""
-    return (
-        spark.sparkContext.parallelize([0], 1)
-        .map(lambda _: __import__("sys").executable)
-        .collect()[0]
-    )
+    """The interpreter the Python workers actually run (one tiny Spark job; classic or Connect)."""
+    from pyspark.sql.functions import udf
+
+    probe = udf(lambda _: __import__("sys").executable, "string")
+    return spark.range(1).select(probe("id")).first()[0]

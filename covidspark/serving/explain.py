@@ -243,17 +243,62 @@ def overlay_png(image, heat, max_side=1024):
 
 # ------------------------------------------------------------------ in Spark
 
-# model folder -> Predictor, one per Python worker (reused across tasks).
+# shipped model archive -> Predictor, one per Python worker (reused across tasks).
 _WORKER_PREDICTORS = {}
 
 
-def _worker_predictor(model_dir):
+def _worker_predictor(model_archive):
+    """The Predictor of a model shipped as a zip (:func:`ship_model`), unpacked once per worker."""
+    import zipfile
+
+    from pyspark import SparkFiles
+
     from covidspark.serving.predictor import Predictor
 
-    if model_dir not in _WORKER_PREDICTORS:
+    if model_archive not in _WORKER_PREDICTORS:
         _WORKER_PREDICTORS.clear()  # one model per worker: each holds a backbone
-        _WORKER_PREDICTORS[model_dir] = Predictor(model_dir)
-    return _WORKER_PREDICTORS[model_dir]
+        archive = SparkFiles.get(model_archive)
+        target = f"{archive}.d"
+        if not os.path.isdir(target):
+            tmp = f"{target}.tmp-{os.getpid()}"
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(tmp)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # another worker of this node unpacked it first
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+        _WORKER_PREDICTORS[model_archive] = Predictor(target)
+    return _WORKER_PREDICTORS[model_archive]
+
+
+def ship_model(spark, model_dir):
+    """Send a saved PipelineModel (any URI) to every executor as one zip; returns its name.
+
+    The driver reads the folder through the filesystem layer, so a model on
+    HDFS, S3 or a viewfs mount reaches executors that could not read it
+    themselves; the archive's name carries its content hash.
+    """
+    import hashlib
+    import tempfile
+    import zipfile
+
+    from covidspark.runtime.connect import ship_file
+    from covidspark.runtime.filesystem import Files
+
+    files = Files(spark)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for relative, data in files.read_tree(model_dir):
+            if not relative.rsplit("/", 1)[-1].startswith((".", "_SUCCESS")):
+                z.writestr(relative, data)
+    data = buffer.getvalue()
+    folder = tempfile.mkdtemp(prefix="covidspark-model-")
+    path = os.path.join(folder, f"model-{hashlib.sha256(data).hexdigest()[:16]}.zip")
+    with open(path, "wb") as f:
+        f.write(data)
+    return ship_file(spark, path)
 
 
 def heatmap_file_name(image_id, path):
@@ -264,15 +309,20 @@ def heatmap_file_name(image_id, path):
     return f"{str(image_id)[:16]}-{re.sub(r'[^A-Za-z0-9._-]+', '_', stem)[:80]}.png"
 
 
+HEATMAP_PNG_COL = "heatmap_png"
+
+
 def add_heatmaps(df, model_dir, out_dir, content_col="content", path_col="path",
                  id_col="image_id", output_col="heatmap", method="auto"):
-    """Write an overlay PNG per row on the executors; add its path as ``output_col``.
+    """Add an overlay PNG per row, computed on the executors, and where it is to be written.
 
-    Each Python worker loads the saved model once (:class:`Predictor`) and
-    writes ``<out_dir>/<heatmap_file_name>``: ``model_dir`` and ``out_dir`` must
-    be paths every executor can read and write (local mode, ``/dbfs``,
-    ``/Volumes``, a shared mount). Image bytes never travel to the driver. The
-    heat map explains each image's predicted class.
+    The saved model is shipped from the driver (:func:`ship_model`), so
+    ``model_dir`` may be any URI the driver can read; each Python worker loads
+    it once. The result has ``output_col`` (``<out_dir>/<heatmap_file_name>``)
+    and ``heatmap_png`` (the PNG bytes); :func:`write_heatmaps` writes them
+    through the filesystem layer, so they land in ``out_dir`` (HDFS, S3, a
+    Volume, local) rather than on the executors' disks. The heat map explains
+    each image's predicted class.
     """
     from typing import Iterator, Tuple
 
@@ -280,21 +330,35 @@ def add_heatmaps(df, model_dir, out_dir, content_col="content", path_col="path",
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    from covidspark.runtime.filesystem import join
+
+    archive = ship_model(df.sparkSession, model_dir)
 
     def render(batches: Iterator[Tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.Series]:
-        predictor = _worker_predictor(model_dir)
+        predictor = _worker_predictor(archive)
         for contents, paths, ids in batches:
-            written = []
-            for content, path, image_id in zip(contents, paths, ids):
+            pngs = []
+            for content, path in zip(contents, paths):
                 _, heat, image = explain(predictor, content, method=method, name=path)
-                target = os.path.join(out_dir, heatmap_file_name(image_id, path))
-                tmp = f"{target}.tmp-{os.getpid()}"
-                overlay(image, heat).save(tmp, format="PNG")
-                os.replace(tmp, target)  # a retried task never leaves half a file
-                written.append(target)
-            yield pd.Series(written, dtype=object)
+                pngs.append(overlay_png(image, heat))
+            yield pd.Series(pngs, dtype=object)
 
-    udf = pandas_udf(render, "string")
-    return df.withColumn(output_col, udf(F.col(content_col), F.col(path_col), F.col(id_col)))
+    udf = pandas_udf(render, "binary")
+    name = F.udf(heatmap_file_name, "string")
+    return (df.withColumn(HEATMAP_PNG_COL, udf(F.col(content_col), F.col(path_col),
+                                               F.col(id_col)))
+            .withColumn(output_col, F.concat(F.lit(join(out_dir, "")), name(id_col, path_col))))
+
+
+def write_heatmaps(df, files, output_col="heatmap"):
+    """Write every row's ``heatmap_png`` to its ``output_col`` URI; returns the number written.
+
+    Rows stream to the driver one partition at a time (``toLocalIterator``):
+    the driver holds one partition's PNGs at most. Persist ``df`` first when
+    its other columns are written too, or the heat maps are computed twice.
+    """
+    written = 0
+    for row in df.select(output_col, HEATMAP_PNG_COL).toLocalIterator():
+        files.write_bytes(row[0], bytes(row[1]))
+        written += 1
+    return written

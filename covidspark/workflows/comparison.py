@@ -4,6 +4,7 @@ import logging
 import os
 import time
 
+from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
 
 logger = logging.getLogger("covidspark")
@@ -62,7 +63,7 @@ class CompareResult:
 
         return (steps.format_notes(self.comparison["warnings"])
                 + comparison_markdown(self.comparison)
-                + f"comparison: {os.path.abspath(self.markdown_path)}")
+                + f"comparison: {steps.shown(self.markdown_path)}")
 
 
 def compare(config):
@@ -87,6 +88,7 @@ def compare(config):
 
     from covidspark.evaluation.reports import comparison_markdown, write_json, write_report
     from covidspark.ml import experiment
+    from covidspark.runtime.filesystem import join
     from covidspark.runtime.session import get_spark
 
     config.validate()
@@ -94,6 +96,7 @@ def compare(config):
     tasks = [t for t in ("binary", "3class") if t in config.tasks]
     notes = []
     spark = get_spark("covidspark-compare", master=config.master)
+    files, out = steps.output_location(spark, config.out)
     started = time.time()
     # One split of the widest task's images; the binary task uses its normal and COVID rows.
     widest = "3class" if "3class" in tasks else "binary"
@@ -117,20 +120,20 @@ def compare(config):
         for task in tasks:
             for classifier in config.classifiers:
                 name = f"{model_name} + {classifier}"
-                spark.sparkContext.setJobDescription(f"{task}: fit {name}")
+                set_job_description(spark, f"{task}: fit {name}")
                 logger.info("%s task: fitting %s", task, name)
                 head, result = experiment.fit_and_evaluate(
                     features, task, classifier,
                     options if task == "binary" else replace(options, threshold=None))
                 if task in baselines:
                     experiment.with_verdict(name, result, baselines[task])
-                run_dir = os.path.join(config.out, task, f"{model_name}-{classifier}")
+                run_dir = join(out, task, f"{model_name}-{classifier}")
                 PipelineModel(stages=[featurizer, *head.stages]).write().overwrite().save(
-                    os.path.join(run_dir, "model"))
+                    join(run_dir, "model"))
                 run = {"task": task, "classifier": classifier, "model": model_name,
                        "weights": steps.weights_facts(config.weights, resolved),
                        **facts, "split": split_info, **result, "warnings": notes}
-                write_report(run, run_dir)
+                write_report(run, run_dir, files)
                 entry = comparison["tasks"][task]
                 entry["counts"] = result["counts"]
                 summary = {k: v for k, v in result["metrics"].items() if k != "curves"}
@@ -145,10 +148,7 @@ def compare(config):
         pixels.unpersist()
     comparison["timing_s"] = round(time.time() - started, 1)
     comparison["environment"] = steps.environment(spark)
-    os.makedirs(config.out, exist_ok=True)
-    json_path = write_json(comparison, os.path.join(config.out, "comparison.json"))
-    markdown_path = os.path.join(config.out, "comparison.md")
-    with open(markdown_path, "w") as f:
-        f.write(comparison_markdown(comparison))
+    json_path = write_json(comparison, join(out, "comparison.json"), files)
+    markdown_path = files.write_text(join(out, "comparison.md"), comparison_markdown(comparison))
     return CompareResult(comparison=comparison, markdown_path=markdown_path, json_path=json_path,
                          config=config)

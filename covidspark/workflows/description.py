@@ -56,8 +56,9 @@ def describe_dataset(config):
     report = datasets.describe(spark, result.images, config.max_distance)
     report["rejected"] = [(r.path, r.reason) for r in result.rejects.collect()]
     if config.json_out:
-        with open(config.json_out, "w") as f:
-            json.dump(report, f, indent=2)
+        from covidspark.runtime.filesystem import Files
+
+        Files(spark).write_text(config.json_out, json.dumps(report, indent=2))
     return report
 
 

@@ -3,6 +3,7 @@ import dataclasses
 import logging
 import os
 
+from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
 
 logger = logging.getLogger("covidspark")
@@ -32,8 +33,8 @@ class EvaluateResult:
         """The text ``covidspark evaluate`` prints."""
         from covidspark.evaluation.reports import format_table
 
-        return (format_table(self.metrics) + f"\n\nmetrics: {os.path.abspath(self.metrics_path)}"
-                f"\nreport:  {os.path.abspath(self.report_path)}")
+        return (format_table(self.metrics) + f"\n\nmetrics: {steps.shown(self.metrics_path)}"
+                f"\nreport:  {steps.shown(self.report_path)}")
 
 
 def evaluate_model(config):
@@ -58,12 +59,13 @@ def evaluate_model(config):
 
     config.validate()
     spark = get_spark("covidspark-evaluate", master=config.master)
-    model, indexer = steps.load_model(config.model_dir)
+    files, out = steps.output_location(spark, config.out)
+    model, indexer = steps.load_model(spark, config.model_dir)
     labels = list(indexer.labels)
     task = next(t for t, task_labels in TASKS.items() if list(task_labels) == labels)
     notes = []
     images, facts = steps.prepare_images(spark, config, task, notes, duplicates="ignore")
-    spark.sparkContext.setJobDescription(
+    set_job_description(spark, 
         f"evaluate {os.path.basename(config.model_dir.rstrip('/'))}")
     predictions = model.transform(images).persist()
     metrics = evaluate(predictions, labels, bootstrap=config.bootstrap, seed=config.seed)
@@ -75,5 +77,5 @@ def evaluate_model(config):
            **facts, "split": {"method": f"all images, model from {config.model_dir}"},
            "counts": {"train": 0, "test": metrics["n"], "total": metrics["n"]},
            "metrics": metrics, "environment": steps.environment(spark), "warnings": notes}
-    metrics_path, report_path = write_report(run, config.out)
+    metrics_path, report_path = write_report(run, out, files)
     return EvaluateResult(run=run, metrics_path=metrics_path, report_path=report_path)

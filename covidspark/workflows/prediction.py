@@ -1,8 +1,9 @@
 """The predict workflow: a saved model's label and class probabilities for every image."""
 import dataclasses
 import logging
-import os
+import posixpath
 
+from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
 
 logger = logging.getLogger("covidspark")
@@ -31,7 +32,7 @@ class PredictResult:
     def summary(self):
         """The text ``covidspark predict`` prints."""
         lines = [f"{self.predictions} predictions of {self.images} images -> "
-                 f"{os.path.abspath(self.out)}; {len(self.rejected)} rejected"]
+                 f"{steps.shown(self.out)}; {len(self.rejected)} rejected"]
         lines += [f"  rejected {path}: {reason}" for path, reason in self.rejected[:20]]
         return "\n".join(lines)
 
@@ -52,17 +53,24 @@ def predict(config):
     -------
     PredictResult
     """
+    from pyspark import StorageLevel
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
     from covidspark.data.reading import read_images
     from covidspark.ml.thresholds import saved_threshold
+    from covidspark.runtime.filesystem import Files
     from covidspark.runtime.progress import Progress
     from covidspark.runtime.session import get_spark
 
     config.validate()
     spark = get_spark("covidspark-predict", master=config.master)
-    model, indexer = steps.load_model(config.model_dir)
+    files = Files(spark)
+    out = files.qualify(config.out)
+    # Before any work: the folder of the predictions (or the CSV's), and the heat maps'.
+    files.check_writable(out if not out.endswith(".csv") else posixpath.dirname(out), "--out")
+    heatmaps = config.heatmaps and files.check_writable(config.heatmaps, "--heatmaps")
+    model, indexer = steps.load_model(spark, config.model_dir)
     labels = list(indexer.labels)
     if config.images:
         result = read_images(spark, config.images, strict=False, labelled=False)
@@ -78,27 +86,34 @@ def predict(config):
     # The indexer needs a label; a missing or unknown one must not fail prediction.
     indexer.setHandleInvalid("keep")
     featurizer = model.stages[0]
-    spark.sparkContext.setJobDescription(f"predict {total} images")
+    set_job_description(spark, f"predict {total} images")
     probability = vector_to_array("probability")
     predictions = model.transform(images.withColumn(
         "label", F.coalesce(F.col("label"), F.lit(labels[0]))))
-    if config.heatmaps:
-        from covidspark.serving.explain import add_heatmaps
+    if heatmaps:
+        from covidspark.serving.explain import HEATMAP_PNG_COL, add_heatmaps
 
-        predictions = add_heatmaps(predictions, os.path.abspath(config.model_dir),
-                                   config.heatmaps)
+        predictions = add_heatmaps(predictions, files.qualify(config.model_dir), heatmaps)
     # The binary COVID threshold the model predicted with (null for 3-class argmax).
     threshold = F.lit(saved_threshold(model)).cast("double").alias("threshold")
     predictions = predictions.select(
         "path", *([F.col("label").alias("label")] if not config.images else []),
         "predicted_label", *[probability[k].alias(f"p_{name}") for k, name in enumerate(labels)],
-        threshold, *(["heatmap"] if config.heatmaps else []))
+        threshold, *(["heatmap", HEATMAP_PNG_COL] if heatmaps else []))
+    if heatmaps:
+        # Computed once: the heat maps are written from the cache, then the table.
+        predictions = predictions.persist(StorageLevel.MEMORY_AND_DISK)
     with Progress("predict", total, featurizer.imagesFeaturized):
-        if config.out.endswith(".csv"):
+        if heatmaps:
+            from covidspark.serving.explain import write_heatmaps
+
+            write_heatmaps(predictions, files)
+            predictions = predictions.drop(HEATMAP_PNG_COL)
+        if out.endswith(".csv"):
             frame = predictions.toPandas()
-            frame.to_csv(config.out, index=False)
+            files.write_text(out, frame.to_csv(index=False))
             n = len(frame)
         else:
-            predictions.write.mode("overwrite").parquet(config.out)
-            n = spark.read.parquet(config.out).count()
-    return PredictResult(predictions=n, images=total, rejected=rejects, out=config.out)
+            predictions.write.mode("overwrite").parquet(out)
+            n = spark.read.parquet(out).count()
+    return PredictResult(predictions=n, images=total, rejected=rejects, out=out)

@@ -5,9 +5,12 @@ featurizer with its weights resolved on the driver, featurize once and persist,
 the 32x32 pixel baseline, and the facts every run records (weights, environment).
 """
 import logging
+import os
 import sys
 import time
 from functools import reduce
+
+from covidspark.runtime.connect import set_job_description
 
 
 logger = logging.getLogger("covidspark")
@@ -129,7 +132,7 @@ def featurize_once(spark, split, featurizer, store_path):
     from covidspark.runtime.progress import Progress
 
     label = f"featurize with {featurizer.getModelName()}"
-    spark.sparkContext.setJobDescription(label)
+    set_job_description(spark, label)
     t0 = time.time()
     stats = None
     # Only paths are read for the count: Spark's binaryFile source skips the bytes.
@@ -157,26 +160,32 @@ def baseline_pixels(spark, split):
 
     from covidspark.ml.baseline import PixelFeaturizer
 
-    spark.sparkContext.setJobDescription("32x32 pixel baseline features")
+    set_job_description(spark, "32x32 pixel baseline features")
     pixels = PixelFeaturizer().transform(split).drop("content").persist(
         StorageLevel.MEMORY_AND_DISK)
     pixels.count()
     return pixels
 
 
-def load_model(path):
-    """A saved PipelineModel and its label indexer (whose labels give the task)."""
-    import os
+def load_model(spark, path):
+    """A saved PipelineModel and its label indexer (whose labels give the task).
 
+    ``path`` is qualified as Spark would (a path without a scheme is on the
+    default filesystem).
+    """
     from pyspark.ml import PipelineModel
     from pyspark.ml.feature import StringIndexerModel
 
     from covidspark.errors import InputError, InputNotFoundError
+    from covidspark.runtime.filesystem import Files, join
 
-    if "://" not in path and not path.startswith("dbfs:") \
-            and not os.path.exists(os.path.join(path, "metadata")):
-        raise InputNotFoundError(f"No saved model at {path} (expected <run>/model from train)")
-    model = PipelineModel.load(path)
+    files = Files(spark)
+    uri = files.qualify(path)
+    if not files.exists(join(uri, "metadata")):
+        raise InputNotFoundError(f"No saved model at {path}"
+                                 + (f" ({uri})" if uri.rstrip("/") != path.rstrip("/") else "")
+                                 + " (expected <run>/model from train)")
+    model = PipelineModel.load(uri)
     indexer = next((s for s in model.stages if isinstance(s, StringIndexerModel)), None)
     if indexer is None:
         raise InputError(f"{path}: the saved model has no label indexer (StringIndexerModel); "
@@ -197,12 +206,34 @@ def environment(spark):
     import pyspark
 
     from covidspark import __version__
+    from covidspark.runtime.connect import master as session_master
     from covidspark.runtime.session import worker_python
 
     return {"covidspark": __version__, "spark": spark.version, "pyspark": pyspark.__version__,
             "python": platform.python_version(), "driver_python": sys.executable,
-            "worker_python": worker_python(spark), "master": spark.sparkContext.master,
+            "worker_python": worker_python(spark), "master": session_master(spark),
             "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions"))}
+
+
+def output_location(spark, out, what="--out"):
+    """The run's filesystem layer and ``out`` qualified, checked writable before any work.
+
+    Returns
+    -------
+    (covidspark.runtime.filesystem.Files, str)
+    """
+    from covidspark.runtime.filesystem import Files
+
+    files = Files(spark)
+    return files, files.check_writable(out, what)
+
+
+def shown(uri):
+    """A path as the summaries print it: a local file as a plain path, else the URI."""
+    from covidspark.runtime.filesystem import local_path
+
+    local = local_path(uri)
+    return os.path.abspath(local) if local is not None else uri
 
 
 def format_notes(notes):

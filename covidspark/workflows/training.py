@@ -1,9 +1,9 @@
 """The train workflow: read, split, featurize once, fit, evaluate beside the baseline, save."""
 import dataclasses
 import logging
-import os
 import time
 
+from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
 
 logger = logging.getLogger("covidspark")
@@ -54,9 +54,9 @@ class TrainResult:
                          + (f"; caution: {chosen['warning']}" if chosen["warning"] else ""))
         if run.get("baseline"):
             lines.append("\n" + run["baseline"]["verdict"].replace("**", ""))
-        lines.append(f"\nmodel:   {os.path.abspath(self.model_dir)}\n"
-                     f"metrics: {os.path.abspath(self.metrics_path)}\n"
-                     f"report:  {os.path.abspath(self.report_path)}")
+        lines.append(f"\nmodel:   {steps.shown(self.model_dir)}\n"
+                     f"metrics: {steps.shown(self.metrics_path)}\n"
+                     f"report:  {steps.shown(self.report_path)}")
         return "\n".join(line for line in lines if line)
 
 
@@ -90,12 +90,15 @@ def train(config):
     from covidspark.evaluation.reports import write_report
     from covidspark.ml import experiment
     from covidspark.ml.pipelines import task_labels
+    from covidspark.runtime.filesystem import join
     from covidspark.runtime.session import get_spark
 
     config.validate()
     options = config.fit_options()
     notes = []
     spark = get_spark(f"covidspark-train-{config.classifier}", master=config.master)
+    # Before any work: a run that cannot write its report fails now, not after the fit.
+    files, out = steps.output_location(spark, config.out)
     started = time.time()
     images, facts = steps.prepare_images(spark, config, config.task, notes, config.duplicates)
     featurizer, resolved = steps.make_featurizer(config, notes)
@@ -103,7 +106,7 @@ def train(config):
     # Featurize once; the fit, cross-validation folds and evaluation read the stored features.
     features, store_stats, featurize_s = steps.featurize_once(spark, split, featurizer,
                                                               config.features)
-    spark.sparkContext.setJobDescription(f"fit {config.classifier}")
+    set_job_description(spark, f"fit {config.classifier}")
     head, result = experiment.fit_and_evaluate(features, config.task, config.classifier, options)
     if config.baseline:
         pixels = steps.baseline_pixels(spark, split)
@@ -112,7 +115,7 @@ def train(config):
         pixels.unpersist()
     features.unpersist()
 
-    model_dir = os.path.join(config.out, "model")
+    model_dir = join(out, "model")
     PipelineModel(stages=[featurizer, *head.stages]).write().overwrite().save(model_dir)
     run = {
         "task": config.task,
@@ -132,6 +135,6 @@ def train(config):
         "warnings": notes,
         "model_dir": model_dir,
     }
-    metrics_path, report_path = write_report(run, config.out)
+    metrics_path, report_path = write_report(run, out, files)
     return TrainResult(run=run, model_dir=model_dir, metrics_path=metrics_path,
                        report_path=report_path)

@@ -6,6 +6,7 @@ import numpy as np
 
 from covidspark.ml.featurizer import DeepImageFeaturizer
 from covidspark.ml.feature_store import COMMITTED, FeatureStore
+from covidspark.runtime.filesystem import local_path
 
 
 def _featurizer(seed=0):
@@ -50,7 +51,7 @@ def test_a_run_killed_while_writing_is_ignored(spark, images_df, tmp_path):
     features, stats = store.featurize(images_df.limit(5), _featurizer())
     assert stats["ignored_incomplete_runs"] == 1 and stats["computed"] == 5
     assert all(len(v) == 2048 for v in _as_dict(features).values())
-    assert not os.path.exists(os.path.join(partial, COMMITTED))
+    assert not os.path.exists(os.path.join(local_path(partial), COMMITTED))
 
 
 def test_signature_separates_weights(spark, images_df, tmp_path):
@@ -59,7 +60,9 @@ def test_signature_separates_weights(spark, images_df, tmp_path):
     assert a != b and store.location(a) != store.location(b)
     assert a["model"] == "ResNet50" and a["weights_id"].startswith("random:seed=0")
     _, stats = store.featurize(images_df.limit(2), _featurizer(0))
-    with open(os.path.join(store.location(a), "signature.json")) as f:
+    # Locations are URIs, qualified as Spark would (file:/... on a local default filesystem).
+    assert store.location(a).startswith("file:/")
+    with open(os.path.join(local_path(store.location(a)), "signature.json")) as f:
         assert json.load(f)["weights_id"] == a["weights_id"]
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from covidspark.cli import build_parser
+from covidspark.runtime.filesystem import local_path
 
 
 def _run(argv):
@@ -131,10 +132,12 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     predicted = pd.read_csv(tmp_path / "p.csv")
     assert len(predicted) == 18 and set(predicted.predicted_label) <= {"normal", "covid"}
     # One overlay per image, as large as the X-ray (the fixture's sides are <= 1024).
+    # Written by the driver through the filesystem layer, at the URIs the table gives.
+    assert all(h.startswith(f"file:{tmp_path}/heat/") for h in predicted.heatmap)
     assert sorted(os.listdir(tmp_path / "heat")) == sorted(os.path.basename(h)
                                                            for h in predicted.heatmap)
     for image, heatmap in zip(predicted.path, predicted.heatmap):
-        assert Image.open(heatmap).size == Image.open(image.replace("file:", "")).size
+        assert Image.open(local_path(heatmap)).size == Image.open(local_path(image)).size
     np.testing.assert_allclose(predicted.p_normal + predicted.p_covid, 1.0, atol=1e-9)
     # The saved threshold is used, and reported: COVID exactly when p_covid > 0.4.
     assert ((predicted.p_covid > 0.4) == (predicted.predicted_label == "covid")).all()

@@ -1,0 +1,158 @@
+"""What differs between a classic SparkSession and a Spark Connect one.
+
+Databricks' standard access mode and serverless compute, and any
+``SparkSession.builder.remote(...)`` session, reach Spark through Spark Connect:
+the client has no JVM, so ``spark.sparkContext`` (and with it ``addFile``,
+accumulators, ``_jvm``, ``.rdd``) does not exist. covidspark's main paths go
+through the helpers here, which use the classic API where it is there and what
+Connect offers where it is not:
+
+=====================  ============================  ================================
+need                   classic                       Spark Connect
+=====================  ============================  ================================
+ship a file            ``SparkContext.addFile``      ``SparkSession.addArtifacts(file=True)``
+count images           an accumulator (live)         an ``Observation`` (after the action)
+job description        ``setJobDescription``         a job tag (``SparkSession.addTag``)
+the master             ``SparkContext.master``       ``spark.master`` from the session conf
+=====================  ============================  ================================
+
+Executors find a shipped file with ``SparkFiles.get(name)`` either way.
+"""
+import logging
+import os
+
+from covidspark.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def is_connect(spark):
+    """True when ``spark`` is a Spark Connect session (no JVM on this side)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def session_key(spark):
+    """An identity of the session that outlives Python objects (files are shipped once per key)."""
+    if is_connect(spark):
+        return ("connect", spark.session_id)
+    return ("classic", id(spark.sparkContext._jsc))
+
+
+def set_job_description(spark, text):
+    """Name the Spark jobs that follow (the Spark UI's description column).
+
+    Connect has no job description; the text becomes a job tag instead
+    (tags may not contain commas), replacing the previous covidspark tag.
+    """
+    if not is_connect(spark):
+        spark.sparkContext.setJobDescription(text)
+        return
+    tag = "covidspark: " + "".join(c if c.isalnum() or c in " .:-_/" else "_" for c in text)
+    for old in [t for t in spark.getTags() if t.startswith("covidspark: ")]:
+        spark.removeTag(old)
+    spark.addTag(tag[:200])
+
+
+def master(spark):
+    """The session's master URL (``local[2]``, ``spark://...``, ``yarn``), or None if hidden."""
+    if not is_connect(spark):
+        return spark.sparkContext.master
+    try:
+        return spark.conf.get("spark.master", None)
+    except Exception:  # a server that hides the setting (serverless)  # noqa: BLE001
+        return None
+
+
+def default_parallelism(spark):
+    """Cores Spark schedules tasks on (``defaultParallelism``; 2 where Connect hides it)."""
+    if not is_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    for key in ("spark.default.parallelism",):
+        try:
+            value = spark.conf.get(key, None)
+        except Exception:  # noqa: BLE001 - not readable on every server
+            value = None
+        if value:
+            return int(value)
+    return 2
+
+
+# session key -> {file name: local path}; Spark ships files by name, so one name
+# must not stand for two files.
+_SHIPPED = {}
+
+
+def ship_file(spark, path):
+    """Send a local file to every executor once per session; returns the name for ``SparkFiles.get``.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+        Classic or Spark Connect.
+    path : str
+        A file on the driver (the client, with Connect).
+
+    Raises
+    ------
+    InputError
+        When a different file of the same name was already shipped in this session.
+    """
+    name = os.path.basename(path.rstrip("/"))
+    shipped = _SHIPPED.setdefault(session_key(spark), {})
+    previous = shipped.get(name)
+    if previous is None:
+        if is_connect(spark):
+            spark.addArtifacts(path, file=True)
+        else:
+            spark.sparkContext.addFile(path)
+        shipped[name] = path
+    elif previous != path:
+        raise InputError(
+            f"Two different files share the name {name!r} ({previous} and {path}); "
+            f"Spark ships files by name. Rename one of them."
+        )
+    return name
+
+
+class ImageCounter:
+    """Counts rows that pass a point of a DataFrame's plan, on the executors.
+
+    Classic sessions use an accumulator: it grows while tasks finish (progress
+    lines can poll it) and counts a recomputed partition again. Connect has no
+    accumulators; there an ``Observation`` counts the rows of each action that
+    runs the plan, known once that action has finished (0 before).
+    """
+
+    def __init__(self, spark):
+        self._connect = is_connect(spark)
+        self._accumulator = None if self._connect else spark.sparkContext.accumulator(0)
+        self._observations = []
+
+    @property
+    def accumulator(self):
+        """The accumulator the UDF adds to (None with Connect)."""
+        return self._accumulator
+
+    def observe(self, df):
+        """``df`` with its rows counted (Connect); ``df`` unchanged (classic: the UDF counts)."""
+        if not self._connect:
+            return df
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        observation = Observation()
+        self._observations.append(observation)
+        return df.observe(observation, F.count(F.lit(1)).alias("images"))
+
+    @property
+    def value(self):
+        """Images counted so far."""
+        if not self._connect:
+            return self._accumulator.value
+        total = 0
+        for observation in self._observations:
+            try:
+                total += int((observation.get or {}).get("images", 0))
+            except Exception:  # noqa: BLE001 - no action has run this plan yet
+                continue
+        return total

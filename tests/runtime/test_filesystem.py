@@ -1,0 +1,134 @@
+"""Paths as Spark means them: a default filesystem that is not ``file:`` (Hadoop viewfs).
+
+``fs.defaultFS=viewfs://cluster/`` with a mount table that links ``/lake`` to a
+local folder stands in for HDFS on EMR or DBFS on Databricks: a path without a
+scheme must land inside the mounted folder, never in the working directory.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, venv_bin
+from covidspark.errors import InputError
+from covidspark.runtime.filesystem import Files, has_scheme, join, local_path
+
+
+def viewfs_conf(lake):
+    return {"spark.hadoop.fs.defaultFS": "viewfs://cluster/",
+            "spark.hadoop.fs.viewfs.mounttable.cluster.link./lake": f"file://{lake}"}
+
+
+def test_uri_helpers_keep_schemes_and_hosts():
+    assert has_scheme("s3://bucket/key") and has_scheme("file:/a") and has_scheme("dbfs:/x")
+    assert not has_scheme("/Volumes/main/x") and not has_scheme("runs/lr")
+    assert join("s3://bucket/runs/", "lr", "metrics.json") == "s3://bucket/runs/lr/metrics.json"
+    assert local_path("file:///a/b") == "/a/b" == local_path("file:/a/b") == local_path("/a/b")
+    assert local_path("hdfs://nn/a") is None and local_path("file://host/a") is None
+
+
+def test_local_files_without_spark(tmp_path):
+    files = Files()
+    target = join(files.qualify(str(tmp_path)), "a", "metrics.json")
+    files.write_text(target, "{}")
+    assert (tmp_path / "a" / "metrics.json").read_text() == "{}"
+    assert files.list_dirs(str(tmp_path)) == [f"file:{tmp_path}/a"]
+    assert [name for name, _ in files.read_tree(str(tmp_path))] == ["a/metrics.json"]
+    with pytest.raises(InputError, match="only local files"):
+        files.write_text("s3://bucket/key", "x")
+
+
+@pytest.mark.subprocess
+def test_viewfs_default_filesystem_library_paths(tmp_path, fixture_dir):
+    """In a session whose default filesystem is viewfs: read_images, the feature store, reports."""
+    lake = tmp_path / "lake"
+    shutil.copytree(fixture_dir, lake / "xrays")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    script = f"""
+import json, sys
+from covidspark.runtime.session import get_spark
+from covidspark.runtime.filesystem import Files
+from covidspark import read_images, DeepImageFeaturizer
+from covidspark.ml.feature_store import FeatureStore
+from covidspark.errors import InputError
+spark = get_spark("viewfs", master="local[2]", conf={json.dumps(viewfs_conf(lake))})
+files = Files(spark)
+images = read_images(spark, "/lake/xrays")
+paths = [r.path for r in images.select("path").collect()]
+store = FeatureStore(spark, "/lake/store")
+f = DeepImageFeaturizer(inputCol="content", modelName="ResNet50", weights="random")
+_, stats = store.featurize(images.limit(3), f)
+try:
+    read_images(spark, "/elsewhere/xrays")
+    missing = None
+except InputError as e:
+    missing = str(e)
+try:
+    files.check_writable("/not-mounted/run")
+    refused = None
+except InputError as e:
+    refused = str(e)
+print(json.dumps({{"paths": paths, "stats": stats["location"], "missing": missing,
+                  "refused": refused, "qualified": files.qualify("/lake/run")}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(result["paths"]) == 18
+    assert all(p.startswith("viewfs://cluster/lake/xrays/") for p in result["paths"])
+    assert result["stats"].startswith("viewfs://cluster/lake/store/")
+    assert result["qualified"] == "viewfs://cluster/lake/run"
+    assert "Image folder not found: /elsewhere/xrays (viewfs://cluster/elsewhere/xrays)" \
+        in result["missing"]
+    assert result["refused"].startswith("--out /not-mounted/run")
+    # The store's parquet and markers are inside the mounted folder; nothing in the cwd.
+    store = lake / "store"
+    assert any(name == "signature.json" for _, _, names in os.walk(store) for name in names)
+    assert any(name == "_COMMITTED" for _, _, names in os.walk(store) for name in names)
+    assert os.listdir(cwd) == []
+
+
+@pytest.mark.subprocess
+def test_viewfs_train_and_predict_jobs_write_inside_the_mount(tmp_path, fixture_dir):
+    """spark-submit train and predict with --out /lake/...: every file lands in the mount."""
+    lake = tmp_path / "lake"
+    shutil.copytree(fixture_dir, lake / "xrays")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    conf = [arg for key, value in viewfs_conf(lake).items()
+            for arg in ("--conf", f"{key}={value}")]
+
+    def submit(job, *args):
+        done = subprocess.run([venv_bin("spark-submit"), "--master", "local[2]", *conf,
+                               os.path.join(REPO_ROOT, "jobs", job), *args], cwd=cwd,
+                              capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+        assert done.returncode == 0, done.stderr[-4000:]
+        return done
+
+    submit("train_lr.py", "--data", "/lake/xrays", "--task", "binary", "--weights", "random",
+           "--bootstrap", "0", "--features", "/lake/store", "--out", "/lake/run")
+    metrics = json.loads((lake / "run" / "metrics.json").read_text())
+    assert metrics["model_dir"] == "viewfs://cluster/lake/run/model"
+    for name in ("report.md", "confusion_counts.png", "roc.png", "model/metadata"):
+        assert (lake / "run" / name).exists(), name
+    Image.open(lake / "run" / "confusion_counts.png").verify()
+
+    submit("predict.py", "--model-dir", "/lake/run/model", "--images", "/lake/xrays",
+           "--out", "/lake/predictions.csv", "--heatmaps", "/lake/heat")
+    import pandas as pd
+
+    predicted = pd.read_csv(lake / "predictions.csv")
+    assert len(predicted) == 18  # predict --images reads every image, whatever its folder
+    assert all(h.startswith("viewfs://cluster/lake/heat/") for h in predicted.heatmap)
+    # (Hadoop's local filesystem adds hidden .crc checksum files; HDFS does not.)
+    written = [n for n in os.listdir(lake / "heat") if not n.startswith(".")]
+    assert sorted(written) == sorted(h.rsplit("/", 1)[-1] for h in predicted.heatmap)
+    Image.open(lake / "heat" / written[0]).verify()
+    assert os.listdir(cwd) == []  # nothing landed on the "node's" local disk

@@ -51,6 +51,12 @@ def require_module(name, now=False):
     return pytest.mark.skipif(not module_present(name), reason=f"module {name} is missing")
 
 
+def classic_only(reason):
+    """A test of something Spark Connect cannot do (the reason says what): skipped on Connect."""
+    return pytest.mark.skipif(bool(os.environ.get("COVIDSPARK_TEST_CONNECT")),
+                              reason=f"classic sessions only: {reason}")
+
+
 def require_path(path, what="the real data in ../shared/data"):
     """The path of real data a test needs: skip without it, fail under CI."""
     if not os.path.exists(path):
@@ -68,10 +74,24 @@ def pytest_unconfigure(config):
     shutil.rmtree(_CACHE, ignore_errors=True)
 
 
+# Set by tests/test_connect.py: the suite's core tests again, against a Spark Connect server.
+CONNECT_URL = os.environ.get("COVIDSPARK_TEST_CONNECT")
+if CONNECT_URL:
+    # Subprocesses (jobs, "a new session") reach the same server, as on Databricks.
+    os.environ["SPARK_REMOTE"] = CONNECT_URL
+
+
 @pytest.fixture(scope="session")
 def spark():
     from covidspark.runtime.session import get_spark
 
+    if CONNECT_URL:
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.builder.remote(CONNECT_URL).getOrCreate()
+        yield session
+        session.stop()
+        return
     session = get_spark("covidspark-tests", master="local[2]",
                         conf={"spark.ui.enabled": "false", "spark.driver.memory": "2g",
                               "spark.ui.showConsoleProgress": "false"})

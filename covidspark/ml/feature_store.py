@@ -163,7 +163,7 @@ class FeatureStore:
             logger.info("Feature store: computing chunk %d/%d (~%d images) into %s",
                         chunk + 1, n_chunks, n_missing // n_chunks, run)
             (featurizer.transform(part).select("image_id", featurizer.getOutputCol())
-             .write.mode("errorifexists").parquet(run))
+             .write.mode("error").parquet(run))
             # Written last: until it exists, readers ignore the folder.
             self._write_text(f"{run}/{COMMITTED}", json.dumps({"chunk": chunk,
                                                                "chunks": n_chunks}))

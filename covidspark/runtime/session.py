@@ -62,6 +62,9 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    remote = connect_url()
+    if remote:
+        return _connect_session(app_name, remote, master, conf)
     # Decided before resolve_master may connect to spark-submit's JVM.
     own_jvm = SparkContext._jvm is None and "PYSPARK_GATEWAY_PORT" not in os.environ
     local = is_local_master(resolve_master(master))
@@ -84,6 +87,27 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def connect_url():
+    """The Spark Connect URL this process is to use (``SPARK_REMOTE``), or None."""
+    return os.environ.get("SPARK_REMOTE") or None
+
+
+def _connect_session(app_name, remote, master, conf):
+    """A Spark Connect session: the server's settings are its own; only SQL settings apply."""
+    from pyspark.sql import SparkSession
+
+    if master:
+        logger.warning("SPARK_REMOTE=%s: a Spark Connect session; --master %s is ignored",
+                       remote, master)
+    session = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
+    for key, value in (conf or {}).items():
+        if key.startswith("spark.sql."):
+            session.conf.set(key, value)
+        else:
+            logger.info("Spark Connect: %s is the server's setting; not changed", key)
+    return session
 
 
 #: ``spark.sql.shuffle.partitions`` in local mode (a cluster keeps its own, 200 by default).

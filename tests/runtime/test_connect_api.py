@@ -1,0 +1,58 @@
+"""The helpers that differ between classic and Spark Connect sessions; run in both passes."""
+import os
+
+from conftest import CONNECT_URL
+from covidspark.runtime.connect import (ImageCounter, default_parallelism, is_connect, master,
+                                        set_job_description, ship_file)
+
+
+def test_the_session_is_the_kind_this_pass_asks_for(spark):
+    assert is_connect(spark) == bool(CONNECT_URL)
+    assert master(spark).startswith("local")
+    assert default_parallelism(spark) >= 1
+
+
+def test_a_shipped_file_is_read_on_the_executors(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    path = tmp_path / f"shipped-{os.getpid()}.txt"
+    path.write_text("weights")
+    name = ship_file(spark, str(path))
+    assert ship_file(spark, str(path)) == name  # once per session
+
+    @F.udf("string")
+    def read_shipped(_):
+        from pyspark import SparkFiles
+
+        with open(SparkFiles.get(name)) as f:
+            return f.read()
+
+    assert spark.range(2).select(read_shipped("id")).first()[0] == "weights"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / path.name).write_text("different")
+    try:
+        ship_file(spark, str(other / path.name))
+        raise AssertionError("a second file of the same name was shipped")
+    except ValueError as error:
+        assert "share the name" in str(error)
+
+
+def test_the_image_counter_counts_the_rows_of_an_action(spark):
+    counter = ImageCounter(spark)
+    set_job_description(spark, "count, 17 rows")
+    frame = counter.observe(spark.range(17))
+    if counter.accumulator is not None:
+        from pyspark.sql import functions as F
+
+        accumulator = counter.accumulator
+
+        @F.udf("long")
+        def counted(x):
+            accumulator.add(1)
+            return x
+
+        frame = frame.select(counted("id"))
+    assert counter.value == 0
+    assert frame.count() == 17
+    assert counter.value == 17

@@ -10,7 +10,8 @@ WEIGHTS     ?= random
 MODEL       ?= ResNet50
 TASK        ?= 3class
 DEMO_OUT    ?= runs/demo
-PYTEST_ARGS ?=
+# The Spark Connect pass (tests/test_connect.py) runs with `make test-connect`.
+PYTEST_ARGS ?= -m "not connect"
 # Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
 # EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x, pyarrow 15), and the core tests.
 COMPAT_VENV ?= .venv-compat
@@ -20,7 +21,7 @@ COMPAT_TESTS ?= tests/data/test_reading.py tests/ml/test_pipelines.py tests/ml/t
 	tests/ml/test_featurizer.py::test_pipeline_with_featurizer_saves_and_predicts_the_same_in_a_new_session \
 	tests/serving/test_predictor.py::test_local_heads_equal_spark_on_the_same_features
 
-.PHONY: help java browser venv test-venv demo test test-compat bench-ingest clean
+.PHONY: help java browser venv test-venv demo test test-connect test-compat bench-ingest clean
 
 help:
 	@echo "make demo   - create $(VENV), install covidspark, train LR on the embedded synthetic data"
@@ -58,6 +59,11 @@ demo: venv
 
 test: test-venv
 	COVIDSPARK_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# The core tests again against a local Spark Connect server (needs pyspark[connect]).
+test-connect: test-venv
+	$(PIP) install -q -e ".[spark,test,connect]"
+	$(PY) -m pytest -m connect tests/test_connect.py
 
 $(COMPAT_VENV)/.stamp: setup.py pyproject.toml Makefile
 	@test -x $(COMPAT_PY) || $(PYTHON) -m venv $(COMPAT_VENV)

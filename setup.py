@@ -47,6 +47,8 @@ SERVE = ["starlette>=0.40", "uvicorn>=0.23", "python-multipart>=0.0.9"]
 
 EXTRAS_REQUIRE = {
     "spark": SPARK,
+    # A Spark Connect client (Databricks standard access mode, serverless, builder.remote()).
+    "connect": ["pyspark[connect]>=3.5,<5"],
     "dicom": ["pydicom>=2.4"],
     "openvino": ["openvino>=2024.0"],
     "clahe": ["opencv-python-headless>=4.5"],

@@ -160,6 +160,15 @@ def local_path(uri):
     return uri[len("file:"):] if uri.startswith("file:") else uri
 
 
+def free_port():
+    """A TCP port nothing listens on now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def venv_bin(name):
     """A script installed next to the running interpreter (spark-submit, covidspark)."""
     return os.path.join(os.path.dirname(sys.executable), name)

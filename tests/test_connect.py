@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.connect]
 
@@ -37,15 +37,9 @@ CORE_TESTS = [
 ]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def connect_server(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("connect") / "server.log"
     with open(log, "w") as err:
         server = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "tests",

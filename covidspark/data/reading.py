@@ -71,7 +71,8 @@ def _is_local(path):
 
 
 def _strip_file_scheme(path):
-    return local_path(path) if local_path(path) is not None else path
+    local = local_path(path)
+    return local if local is not None else path
 
 
 def _normalise_uri(path):

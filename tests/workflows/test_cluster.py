@@ -3,31 +3,24 @@ import glob
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, venv_bin
+from conftest import REPO_ROOT, free_port, venv_bin
 
 pytestmark = [pytest.mark.cluster, pytest.mark.subprocess]
 
 CLUSTER_SH = os.path.join(REPO_ROOT, "cluster_configs", "standalone", "cluster.sh")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("standalone")
     env = {**os.environ, "COVIDSPARK_CLUSTER_DIR": str(state), "PYSPARK_PYTHON": sys.executable,
-           "SPARK_MASTER_PORT": str(_free_port()), "SPARK_MASTER_WEBUI_PORT": str(_free_port())}
+           "SPARK_MASTER_PORT": str(free_port()), "SPARK_MASTER_WEBUI_PORT": str(free_port())}
     try:
         started = subprocess.run(["bash", CLUSTER_SH, "start", "2", "1", "3g"], env=env,
                                  capture_output=True, text=True, timeout=240)

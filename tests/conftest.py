@@ -4,6 +4,7 @@ The suite never downloads anything: backbones use explicitly named, seeded
 random weights (``weights="random"``), generated once per test session into a
 temporary cache (``COVIDSPARK_CACHE``) that subprocesses inherit.
 """
+import contextlib
 import os
 import shutil
 import sys
@@ -167,6 +168,33 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+CLUSTER_SH = os.path.join(REPO_ROOT, "cluster_configs", "standalone", "cluster.sh")
+
+
+@contextlib.contextmanager
+def standalone_cluster(state, workers, cores, memory, **env):
+    """A Spark standalone master and workers on localhost (cluster.sh); yields (url, env).
+
+    ``env`` reaches the daemons, e.g. ``SPARK_WORKER_OPTS`` to declare resources.
+    """
+    import glob
+    import subprocess
+
+    env = {**os.environ, "COVIDSPARK_CLUSTER_DIR": str(state), "PYSPARK_PYTHON": sys.executable,
+           "SPARK_MASTER_PORT": str(free_port()), "SPARK_MASTER_WEBUI_PORT": str(free_port()),
+           **env}
+    try:
+        started = subprocess.run(["bash", CLUSTER_SH, "start", str(workers), str(cores), memory],
+                                 env=env, capture_output=True, text=True, timeout=240)
+        assert started.returncode == 0, started.stderr + "".join(
+            open(f).read()[-2000:] for f in glob.glob(os.path.join(str(state), "*.log")))
+        yield started.stdout.strip().splitlines()[-1], env
+    finally:
+        subprocess.run(["bash", CLUSTER_SH, "stop"], env=env, timeout=120)
+    assert "running" not in subprocess.run(["bash", CLUSTER_SH, "status"], env=env,
+                                           capture_output=True, text=True).stdout
 
 
 def venv_bin(name):

@@ -92,30 +92,7 @@ def resolve_engine(engine, on_gpu=False, installed=None):
     return "keras"
 
 
-def gpu_visible_devices(resources):
-    """``CUDA_VISIBLE_DEVICES`` for a task's Spark resources, or None (CPU).
-
-    ``resources`` is ``TaskContext.resources()``: name -> ResourceInformation.
-    """
-    gpus = (resources or {}).get("gpu")
-    if gpus is None or not gpus.addresses:
-        return None
-    return ",".join(gpus.addresses)
-
-
 # ------------------------------------------------------------ worker set-up
-
-
-def host_has_nvidia_gpu():
-    """Whether an NVIDIA GPU may be usable here, known without importing TensorFlow.
-
-    False when the driver exposes no GPU (``/proc/driver/nvidia/gpus`` empty or
-    absent and no ``/dev/nvidia0``) or ``CUDA_VISIBLE_DEVICES`` hides them all.
-    """
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    proc = "/proc/driver/nvidia/gpus"
-    return (os.path.isdir(proc) and bool(os.listdir(proc))) or os.path.exists("/dev/nvidia0")
 
 
 def task_cpus():
@@ -130,10 +107,12 @@ _TF_CONFIGURED = False
 
 
 def configure_tensorflow():
-    """Pick the task's GPU and thread count before TensorFlow is first imported.
+    """Set TensorFlow's GPU memory growth and thread count, once per process.
 
-    A ``gpu`` address in Spark's task resources becomes ``CUDA_VISIBLE_DEVICES``
-    (no GPU resources means CPU, without error), with memory growth; intra-op
+    Every GPU stays visible (``CUDA_VISIBLE_DEVICES`` is left as the worker was
+    started): a reused worker may be assigned a different GPU by its next task,
+    and each model is placed on its task's device (:mod:`covidspark.models.devices`).
+    Memory growth keeps a process from reserving GPUs it does not use; intra-op
     threads follow ``spark.task.cpus`` so that concurrent tasks do not
     oversubscribe the cores.
 
@@ -150,10 +129,6 @@ def configure_tensorflow():
     if _TF_CONFIGURED:
         return cpus
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if context is not None:
-        visible = gpu_visible_devices(context.resources())
-        if visible is not None:
-            os.environ["CUDA_VISIBLE_DEVICES"] = visible
     from covidspark.runtime.logs import quiet_native_stderr
 
     with quiet_native_stderr():
@@ -170,14 +145,29 @@ def configure_tensorflow():
     return cpus
 
 
-def gpu_capability():
-    """Compute capability of the first visible GPU, or None."""
+def gpu_capability(device):
+    """Compute capability of ``device``'s GPU (TensorFlow's view), or None for the CPU.
+
+    Raises
+    ------
+    covidspark.models.devices.DeviceAssignmentError
+        Spark assigned a GPU that TensorFlow does not see (no CUDA build, driver
+        missing): running on the CPU instead would hide a misconfigured cluster.
+    """
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
+    from covidspark.models.devices import DeviceAssignmentError
+
+    if not device.on_gpu:
         return None
-    return tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+    gpus = tf.config.list_physical_devices("GPU")
+    if device.ordinal >= len(gpus):
+        raise DeviceAssignmentError(
+            f"Spark assigned GPU {device.address} to this task, but TensorFlow in worker "
+            f"{os.getpid()} sees {len(gpus)} GPU(s): check the node's CUDA driver and "
+            f"that TensorFlow was installed with GPU support")
+    details = tf.config.experimental.get_device_details(gpus[device.ordinal])
+    return details.get("compute_capability")
 
 
 # One model per Python worker, reused across tasks (spark.python.worker.reuse=true).
@@ -188,7 +178,7 @@ _MODEL_CACHE_SIZE = 2
 
 
 def build_runner(spec, weights_path, weights_id, precision="float32", engine="keras",
-                 threads=None):
+                 threads=None, device=None):
     """A backbone runner for this process's hardware: the one place ``"auto"`` is resolved.
 
     Parameters
@@ -205,29 +195,34 @@ def build_runner(spec, weights_path, weights_id, precision="float32", engine="ke
         ``auto``: OpenVINO on a CPU where it is installed, else Keras.
     threads : int, optional
         CPU threads for OpenVINO (the Spark task's cores).
+    device : covidspark.models.devices.TaskDevice, optional
+        Default: inside a Spark task, the GPU Spark assigned to it (the CPU when
+        it holds none); outside one, the first GPU of a GPU host, else the CPU.
 
     Returns
     -------
     KerasBackboneRunner or OpenVinoBackboneRunner
-        With ``engine``, ``precision`` and ``on_gpu`` set.
+        With ``engine``, ``precision``, ``device`` and ``on_gpu`` set.
     """
-    # TensorFlow is imported only where it is needed: to find a GPU on a host that
-    # has one, and to build the Keras model. A CPU worker whose OpenVINO model is
-    # cached on local disk never loads it (a few seconds and ~1 GB less per worker).
-    if host_has_nvidia_gpu():
+    from covidspark.models.devices import default_device
+
+    device = default_device() if device is None else device
+    # TensorFlow is imported only where it is needed: to check a GPU and to build
+    # the Keras model. A CPU worker whose OpenVINO model is cached on local disk
+    # never loads it (a few seconds and ~1 GB less per worker).
+    if device.on_gpu:
         configure_tensorflow()
-        capability = gpu_capability()
-    else:
-        capability = None
+    capability = gpu_capability(device) if device.on_gpu else None
     chosen_precision = resolve_precision(precision, gpu_capability=capability)
-    chosen_engine = resolve_engine(engine, on_gpu=capability is not None)
+    chosen_engine = resolve_engine(engine, on_gpu=device.on_gpu)
     if chosen_engine == "openvino":
         runner = OpenVinoBackboneRunner(spec, weights_path, chosen_precision, threads=threads,
                                         weights_id=weights_id)
     else:
         configure_tensorflow()
-        runner = KerasBackboneRunner(spec, weights_path, chosen_precision)
-    runner.on_gpu = capability is not None
+        runner = KerasBackboneRunner(spec, weights_path, chosen_precision, device=device)
+    runner.device = device
+    runner.on_gpu = device.on_gpu
     return runner
 
 
@@ -239,18 +234,21 @@ def worker_model(model_name, weights_file, weights_id, precision="float32", engi
     """
     from pyspark import SparkFiles
 
+    from covidspark.models.devices import task_device
     from covidspark.models.registry import get_backbone
 
-    key = (model_name, weights_id, precision, engine)
+    # Per device: a reused worker runs each task on the GPU Spark assigned to that task.
+    device = task_device()
+    key = (model_name, weights_id, precision, engine, device)
     runner = _MODEL_CACHE.get(key)
     if runner is not None:
         _MODEL_CACHE.move_to_end(key)
         return runner
     path = weights_file if os.path.isabs(weights_file) else SparkFiles.get(weights_file)
     runner = build_runner(get_backbone(model_name), path, weights_id, precision, engine,
-                          threads=task_cpus())
-    logger.info("Worker %d: %s on %s, %s", os.getpid(), model_name, runner.engine,
-                runner.precision)
+                          threads=task_cpus(), device=device)
+    logger.info("Worker %d: %s on %s, %s, %s", os.getpid(), model_name, runner.engine,
+                runner.precision, device)
     _MODEL_CACHE[key] = runner
     while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
         _MODEL_CACHE.popitem(last=False)
@@ -285,9 +283,13 @@ class KerasBackboneRunner:
         Weights file to load.
     precision : {"float32", "bfloat16"}
         Compute precision; features are always returned as float32.
+    device : covidspark.models.devices.TaskDevice, optional
+        Where the weights live and the model runs (default: TensorFlow's choice).
     """
 
-    def __init__(self, spec, weights_path, precision="float32"):
+    def __init__(self, spec, weights_path, precision="float32", device=None):
+        import contextlib
+
         import tensorflow as tf
 
         from covidspark.models.registry import preprocess_function
@@ -296,7 +298,11 @@ class KerasBackboneRunner:
         self.input_size = spec.input_size
         self.precision = precision
         self.engine = "keras"
-        self.model = _build(spec, weights_path, precision)
+        self.device = device
+        self._placement = (lambda: tf.device(device.tensorflow_name)) if device is not None \
+            else contextlib.nullcontext
+        with self._placement():
+            self.model = _build(spec, weights_path, precision)
         self.preprocess = preprocess_function(spec)
         model = self.model
         # A fixed signature: one trace for every batch size, no retracing.
@@ -311,7 +317,9 @@ class KerasBackboneRunner:
 
         # Keras' preprocess_input may work in place; never touch the caller's array.
         x = self.preprocess(np.array(pixels, dtype=np.float32, copy=True))
-        return self._forward(tf.convert_to_tensor(x)).numpy().astype(np.float32, copy=False)
+        with self._placement():
+            out = self._forward(tf.convert_to_tensor(x))
+        return out.numpy().astype(np.float32, copy=False)
 
 
 def openvino_ir_path(spec, weights_id, cache_dir=None):

@@ -6,7 +6,8 @@ import pytest
 from pyspark.resource import ResourceInformation
 
 from conftest import require_module
-from covidspark.models.engines import cpu_flags, gpu_visible_devices, resolve_engine, resolve_precision
+from covidspark.models.devices import CPU, DeviceAssignmentError, device_for_resources
+from covidspark.models.engines import cpu_flags, resolve_engine, resolve_precision
 from covidspark.ml.featurizer import DeepImageFeaturizer
 
 
@@ -36,10 +37,22 @@ def test_resolve_engine():
         resolve_engine("tensorrt")
 
 
-def test_gpu_selection_from_spark_task_resources():
-    assert gpu_visible_devices({"gpu": ResourceInformation("gpu", ["1", "3"])}) == "1,3"
-    assert gpu_visible_devices({"gpu": ResourceInformation("gpu", [])}) is None
-    assert gpu_visible_devices({}) is None and gpu_visible_devices(None) is None
+def test_device_from_spark_task_resources():
+    gpus = {"gpu": ResourceInformation("gpu", ["3", "1"])}
+    # No CUDA_VISIBLE_DEVICES in the worker: Spark's address is the CUDA index.
+    device = device_for_resources(gpus, visible="")
+    assert (device.kind, device.address, device.ordinal) == ("cuda", "3", 3)
+    assert (device.torch_name, device.tensorflow_name) == ("cuda:3", "/GPU:3")
+    # A worker started with CUDA_VISIBLE_DEVICES=1,3 numbers GPU 3 as its second device.
+    assert device_for_resources(gpus, visible="1,3").ordinal == 1
+    with pytest.raises(DeviceAssignmentError, match="CUDA_VISIBLE_DEVICES='0,1'"):
+        device_for_resources(gpus, visible="0,1")
+    with pytest.raises(DeviceAssignmentError, match="not a GPU index"):
+        device_for_resources({"gpu": ResourceInformation("gpu", ["GPU-5f2a"])}, visible="")
+    # No GPU resources: the CPU, also on a GPU host.
+    assert device_for_resources({"gpu": ResourceInformation("gpu", [])}) == CPU
+    assert device_for_resources({}) == CPU and device_for_resources(None) == CPU
+    assert CPU.tensorflow_name == "/CPU:0" and not CPU.on_gpu
 
 
 def test_cpu_flags_parses_cpuinfo(tmp_path):

@@ -9,28 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, free_port, venv_bin
+from conftest import REPO_ROOT, standalone_cluster, venv_bin
 
 pytestmark = [pytest.mark.cluster, pytest.mark.subprocess]
-
-CLUSTER_SH = os.path.join(REPO_ROOT, "cluster_configs", "standalone", "cluster.sh")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("standalone")
-    env = {**os.environ, "COVIDSPARK_CLUSTER_DIR": str(state), "PYSPARK_PYTHON": sys.executable,
-           "SPARK_MASTER_PORT": str(free_port()), "SPARK_MASTER_WEBUI_PORT": str(free_port())}
-    try:
-        started = subprocess.run(["bash", CLUSTER_SH, "start", "2", "1", "3g"], env=env,
-                                 capture_output=True, text=True, timeout=240)
-        assert started.returncode == 0, started.stderr + "".join(
-            open(f).read()[-2000:] for f in glob.glob(str(state / "*.log")))
-        yield started.stdout.strip().splitlines()[-1], state, env
-    finally:
-        subprocess.run(["bash", CLUSTER_SH, "stop"], env=env, timeout=120)
-    assert "running" not in subprocess.run(["bash", CLUSTER_SH, "status"], env=env,
-                                           capture_output=True, text=True).stdout
+    with standalone_cluster(state, 2, 1, "3g") as (master, env):
+        yield master, state, env
 
 
 def _submit(master, env, job, *args):

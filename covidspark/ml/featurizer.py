@@ -15,7 +15,9 @@ The API is that of Databricks' retired ``sparkdl.DeepImageFeaturizer``
   (``SparkContext.addFile``, or session artifacts under Spark Connect);
   executors never download anything.
 - The stage is persistable (``DefaultParamsWritable``), alone or inside a
-  ``PipelineModel``.
+  ``PipelineModel``, and records the sha256 of the weights file it used
+  (``weightsSha256``): loaded later or elsewhere, a different file at the same
+  path is refused, naming both hashes.
 """
 import logging
 
@@ -31,7 +33,7 @@ from covidspark.data.reading import read_bytes
 from covidspark.errors import InputError
 from covidspark.models.engines import ENGINES, PRECISIONS, worker_model
 from covidspark.models.registry import get_backbone
-from covidspark.models.weights import resolve_weights
+from covidspark.models.weights import check_weights, resolve_weights
 from covidspark.runtime.connect import ImageCounter, ship_file
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,14 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         ``"keras"`` (default), ``"openvino"`` (CPU workers; ``covidspark[openvino]``)
         or ``"auto"`` (OpenVINO on CPU workers where installed, Keras on GPUs).
 
+    Attributes
+    ----------
+    weightsSha256 : Param
+        Recorded, not chosen: the sha256 of the weights file, set at the first
+        ``transform`` or ``save``. A stage that holds one refuses any other file
+        (:class:`covidspark.models.weights.WeightsMismatchError`); changing
+        ``modelName``, ``weights`` or ``seed`` clears it.
+
     Examples
     --------
     >>> from covidspark import DeepImageFeaturizer, read_images
@@ -126,6 +136,10 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
     engine = Param(Params._dummy(), "engine",
                    "inference engine: keras, openvino (CPU) or auto",
                    typeConverter=TypeConverters.toString)
+    weightsSha256 = Param(Params._dummy(), "weightsSha256",
+                          "sha256 of the weights file this stage was used or saved with "
+                          "(recorded; a different file is refused)",
+                          typeConverter=TypeConverters.toString)
 
     @keyword_only
     def __init__(self, *, inputCol=None, outputCol=None, modelName=None,
@@ -157,11 +171,18 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
             decoding.resample_filter(kwargs["scaleHint"])
         if kwargs.get("batchSize") is not None and kwargs["batchSize"] < 1:
             raise InputError(f"batchSize must be >= 1. Received: batchSize={kwargs['batchSize']}")
+        self._forget_weights_hash(kwargs)
         return self._set(**kwargs)
+
+    def _forget_weights_hash(self, changed):
+        """Other weights chosen: the recorded hash belonged to the previous ones."""
+        if {"modelName", "weights", "seed"} & set(changed):
+            self.clear(self.weightsSha256)
 
     def setModelName(self, value):
         """Set ``modelName``."""
         get_backbone(value)
+        self._forget_weights_hash(["modelName"])
         return self._set(modelName=value)
 
     def getModelName(self):
@@ -179,6 +200,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
 
     def setWeights(self, value):
         """Set ``weights``: 'imagenet', 'random' or a file path."""
+        self._forget_weights_hash(["weights"])
         return self._set(weights=value)
 
     def getWeights(self):
@@ -187,6 +209,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
 
     def setSeed(self, value):
         """Set ``seed``."""
+        self._forget_weights_hash(["seed"])
         return self._set(seed=value)
 
     def getSeed(self):
@@ -226,10 +249,36 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         -------
         covidspark.models.ResolvedWeights
         """
+        from pyspark.sql import SparkSession
+
+        from covidspark.runtime.filesystem import Files
+
         if not self.isDefined(self.modelName):
             raise InputError("DeepImageFeaturizer: modelName is not set. "
                              f"Supported: {', '.join(_backbone_names())}.")
-        return resolve_weights(self.getModelName(), self.getWeights(), self.getSeed())
+        resolved = resolve_weights(self.getModelName(), self.getWeights(), self.getSeed(),
+                                   files=Files(SparkSession.getActiveSession()))
+        if self.isSet(self.weightsSha256):
+            check_weights(resolved, self.getOrDefault(self.weightsSha256),
+                          f"this DeepImageFeaturizer ({self.uid})")
+        return resolved
+
+    def write(self):
+        """A writer that also records the weights' sha256 (:attr:`weightsSha256`)."""
+        from covidspark.models.weights import WeightsUnavailableError
+
+        try:
+            self._record_weights_hash()
+        except WeightsUnavailableError as error:
+            # Saving a stage that never ran must not need the network; said, not hidden.
+            logger.warning("Saving %s without the weights' sha256 (the file is not here "
+                           "to hash): %s", self.uid, str(error).splitlines()[0])
+        return super().write()
+
+    def _record_weights_hash(self, resolved=None):
+        if self.isSet(self.weightsSha256) or not self.isDefined(self.modelName):
+            return
+        self._set(weightsSha256=(resolved or self.resolvedWeights()).sha256)
 
     def imagesFeaturized(self):
         """Images this featurizer has run through its network so far, over all its transforms.
@@ -245,12 +294,14 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
     def featureSignature(self):
         """What determines the features this stage computes (the feature store's key).
 
-        Model, weights identity and preprocessing; not ``batchSize``,
+        Model, weights content (sha256) and preprocessing; not ``batchSize``,
         ``precision`` or ``engine``, which change results only by rounding.
         """
+        resolved = self.resolvedWeights()
         return {
             "model": self.getModelName(),
-            "weights_id": self.resolvedWeights().weights_id,
+            "weights_id": resolved.weights_id,
+            "weights_sha256": resolved.sha256,
             "scaleHint": self.getScaleHint(),
             "centerCrop": self.getOrDefault(self.centerCrop),
             "clahe": self.getOrDefault(self.clahe),
@@ -270,6 +321,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
             )
         kind = _input_kind(dataset.schema[input_col].dataType, input_col)
         resolved = self.resolvedWeights()
+        self._record_weights_hash(resolved)
         spark = dataset.sparkSession
         shipped = ship_file(spark, resolved.path)
         batch_size = self.getBatchSize()

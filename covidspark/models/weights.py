@@ -4,10 +4,15 @@ Executors never reach the network.
 
 - ``"imagenet"`` downloads through Keras' own URL and verifies Keras' hash.
 - a path (``/dbfs/...``, ``/Volumes/...``, a local ``.h5`` or ``.weights.h5``)
-  is used as it is.
+  is used as it is; a URI (``s3://``, ``hdfs://``, ``dbfs:/``) is copied once to
+  the driver's cache through the session's filesystem.
 - ``"random"`` builds the network with seeded random weights once and saves them,
   so every worker loads bit-identical weights. For offline tests and demos only:
   every report that uses them says so.
+
+Every resolved file is identified by its content (sha256): the identity a
+saved featurizer records, that keys the feature store and the OpenVINO cache,
+and that a later load checks (:func:`check_weights`).
 
 Nothing here imports TensorFlow or Keras at module level.
 """
@@ -29,6 +34,10 @@ class WeightsUnavailableError(UserError, RuntimeError):
     """Raised when ImageNet weights cannot be downloaded or verified."""
 
 
+class WeightsMismatchError(InputError):
+    """The weights file found now is not the one a saved model was made with."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ResolvedWeights:
     """A weights file on the driver, ready to be shipped to executors.
@@ -37,8 +46,9 @@ class ResolvedWeights:
     ----------
     path : str
         Local path (or a URI all executors can read) of the weights file.
-    weights_id : str
-        Stable identity of the weights, part of the featurizer's signature.
+    sha256 : str
+        Hex sha256 of the weights (:func:`weights_sha256`: over the tensors of
+        an HDF5 file, so a re-saved copy of the same weights matches).
     description : str
         One line for reports, e.g. ``"random (seed 0) - NOT pretrained"``.
     pretrained : bool
@@ -46,12 +56,39 @@ class ResolvedWeights:
     """
 
     path: str
-    weights_id: str
+    sha256: str
     description: str
     pretrained: bool
 
+    @property
+    def weights_id(self):
+        """The weights' identity by content: keys caches and the feature store."""
+        return f"sha256:{self.sha256}"
 
-def resolve_weights(model_name, weights="imagenet", seed=0, cache_dir=None):
+
+def check_weights(resolved, expected_sha256, what="the saved model"):
+    """Refuse weights whose content is not the file ``what`` was made with.
+
+    Parameters
+    ----------
+    resolved : ResolvedWeights
+    expected_sha256 : str or None
+        The hash ``what`` recorded; None or empty (saved before hashes were
+        recorded): nothing to check.
+
+    Raises
+    ------
+    WeightsMismatchError
+        Naming both hashes and the file.
+    """
+    if expected_sha256 and expected_sha256 != resolved.sha256:
+        raise WeightsMismatchError(
+            f"The weights at {resolved.path} ({resolved.description}) have sha256 "
+            f"{resolved.sha256}, but {what} was made with weights of sha256 "
+            f"{expected_sha256}. Point weights at the original file (or retrain with this one)")
+
+
+def resolve_weights(model_name, weights="imagenet", seed=0, cache_dir=None, files=None):
     """Resolve ``weights`` for ``model_name`` into a file on the driver.
 
     Parameters
@@ -66,7 +103,9 @@ def resolve_weights(model_name, weights="imagenet", seed=0, cache_dir=None):
     cache_dir : str, optional
         Where downloaded or generated files go. Defaults to Keras' own cache
         (``~/.keras/models``) for ImageNet files and :func:`default_cache_dir`
-        for random ones.
+        for random ones and copies of remote files.
+    files : covidspark.runtime.filesystem.Files, optional
+        The session's filesystem, to read weights given as a URI.
 
     Returns
     -------
@@ -88,7 +127,11 @@ def resolve_weights(model_name, weights="imagenet", seed=0, cache_dir=None):
         return _resolve_imagenet(spec, cache_dir)
     if weights == "random":
         return _resolve_random(spec, int(seed), cache_dir)
-    return _resolve_local_file(weights)
+    from covidspark.runtime.filesystem import has_scheme, local_path
+
+    if has_scheme(weights) and local_path(weights) is None:
+        return _resolve_remote_file(weights, files, cache_dir)
+    return _resolve_local_file(local_path(weights) or weights)
 
 
 def _resolve_imagenet(spec, cache_dir):
@@ -117,7 +160,7 @@ def _resolve_imagenet(spec, cache_dir):
         ) from exc
     return ResolvedWeights(
         path=path,
-        weights_id=f"imagenet:{spec.weights_hash}",
+        sha256=weights_sha256(path),
         description=f"imagenet ({spec.weights_file})",
         pretrained=True,
     )
@@ -147,16 +190,49 @@ def _resolve_random(spec, seed, cache_dir):
                 os.remove(tmp)
     return ResolvedWeights(
         path=path,
-        weights_id=f"random:seed={seed}:keras={keras.__version__}",
+        sha256=weights_sha256(path),
         description=f"random (seed {seed}) - NOT pretrained ImageNet weights",
         pretrained=False,
     )
 
 
+def _resolve_remote_file(uri, files, cache_dir):
+    """Copy a weights file at a URI into the driver's cache (once per process).
+
+    The copy is what is hashed and shipped to the executors, so its identity is
+    checked like a local file's, and Spark Connect (which ships local files only)
+    works the same.
+    """
+    if files is None:
+        raise InputError(f"Weights at {uri} are read through a Spark session's filesystem; "
+                         f"none was given here. Copy the file to a local path and pass that")
+    qualified = files.qualify(uri)
+    if qualified in _REMOTE_COPIES and os.path.isfile(_REMOTE_COPIES[qualified]):
+        path = _REMOTE_COPIES[qualified]
+    else:
+        if not files.exists(qualified):
+            raise InputNotFoundError(f"Weights file not found: {qualified}. Received: "
+                                     f"weights={uri!r}")
+        data = files.read_bytes(qualified)
+        root = os.path.join(cache_dir or default_cache_dir(), "weights", "remote")
+        os.makedirs(root, exist_ok=True)
+        digest = hashlib.sha256(data).hexdigest()
+        path = os.path.join(root, f"{digest[:16]}-{os.path.basename(qualified.rstrip('/'))}")
+        if not os.path.exists(path):
+            fd, tmp = tempfile.mkstemp(dir=root)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        _REMOTE_COPIES[qualified] = path
+    return ResolvedWeights(path=path, sha256=weights_sha256(path), description=f"file {qualified}",
+                           pretrained=True)
+
+
+# URI -> local copy, for this process: a job resolves its weights several times.
+_REMOTE_COPIES = {}
+
+
 def _resolve_local_file(weights):
-    if "://" in weights or weights.startswith("dbfs:"):
-        # Remote files are shipped by Spark (addFile understands Hadoop URIs).
-        return ResolvedWeights(weights, f"uri:{weights}", f"file {weights}", True)
     path = os.path.abspath(os.path.expanduser(weights))
     if not os.path.isfile(path):
         raise InputNotFoundError(
@@ -165,16 +241,54 @@ def _resolve_local_file(weights):
         )
     return ResolvedWeights(
         path=path,
-        weights_id=f"file:{file_sha256(path)}",
+        sha256=weights_sha256(path),
         description=f"file {path}",
         pretrained=True,
     )
 
 
 def file_sha256(path, chunk_size=1 << 20):
-    """Hex sha256 of a file, read in chunks."""
+    """Hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def weights_sha256(path):
+    """The identity of a weights file: sha256 over its tensors, or over its bytes.
+
+    For HDF5 (every Keras weights file): every dataset's path, dtype, shape and
+    bytes, in name order. HDF5 stores creation times, so two saves of the same
+    weights differ in bytes; this identity does not, and any changed tensor
+    changes it. Other files: :func:`file_sha256`. Remembered while the file's
+    size and mtime stay (a job resolves its weights several times).
+    """
+    info = os.stat(path)
+    key = (os.path.abspath(path), info.st_size, info.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = _hdf5_tensors_sha256(path) or file_sha256(path)
+    return _SHA256[key]
+
+
+def _hdf5_tensors_sha256(path):
+    import h5py
+    import numpy as np
+
+    if not h5py.is_hdf5(path):
+        return None
+    digest = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        names = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
+                     else None)
+        for name in sorted(names):
+            data = np.ascontiguousarray(f[name][()])
+            digest.update(f"{name}|{data.dtype.str}|{data.shape}\n".encode())
+            digest.update(data.tobytes())
+    return digest.hexdigest()
+
+
+# (path, size, mtime) -> identity: hashing a 100 MB file takes ~0.3 s.
+_SHA256 = {}

@@ -36,13 +36,14 @@ class Predictor:
 
     def __init__(self, model_dir, max_pixels=decoding.DEFAULT_MAX_PIXELS, engine=None):
         from covidspark.models.registry import get_backbone
-        from covidspark.models.weights import resolve_weights
+        from covidspark.models.weights import check_weights, resolve_weights
 
         self.pipeline = load_pipeline(model_dir)
         params = self.pipeline.featurizer
         self.spec = get_backbone(params["modelName"])
         self.weights = resolve_weights(self.spec.name, params.get("weights", "imagenet"),
                                        int(params.get("seed", 0)))
+        check_weights(self.weights, params.get("weightsSha256"), f"the model in {model_dir}")
         self.max_pixels = max_pixels
         self.options = {"scale_hint": params.get("scaleHint", "SCALE_AREA_AVERAGING"),
                         "crop": float(params.get("centerCrop", 1.0)),

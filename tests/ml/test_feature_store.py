@@ -58,7 +58,8 @@ def test_signature_separates_weights(spark, images_df, tmp_path):
     store = FeatureStore(spark, str(tmp_path / "store"))
     a, b = _featurizer(0).featureSignature(), _featurizer(1).featureSignature()
     assert a != b and store.location(a) != store.location(b)
-    assert a["model"] == "ResNet50" and a["weights_id"].startswith("random:seed=0")
+    assert a["model"] == "ResNet50" and a["weights_id"] == "sha256:" + a["weights_sha256"]
+    assert len(a["weights_sha256"]) == 64 and a["weights_sha256"] != b["weights_sha256"]
     _, stats = store.featurize(images_df.limit(2), _featurizer(0))
     # Locations are URIs, qualified as Spark would (file:/... on a local default filesystem).
     assert store.location(a).startswith("file:/")

@@ -153,6 +153,38 @@ def test_featurizer_saves_and_loads(tmp_path):
         assert loaded.getOrDefault(param) == featurizer.getOrDefault(param), param
 
 
+def test_a_saved_featurizer_refuses_other_weights_at_the_same_path(images_df, tmp_path):
+    import shutil
+
+    from covidspark.models.weights import WeightsMismatchError, weights_sha256
+
+    weights = tmp_path / "backbone.weights.h5"
+    shutil.copy(resolve_weights("ResNet50", "random", seed=0).path, weights)
+    original = weights_sha256(str(weights))
+    featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50",
+                                     weights=str(weights))
+    featurizer.save(str(tmp_path / "featurizer"))
+    loaded = DeepImageFeaturizer.load(str(tmp_path / "featurizer"))
+    assert loaded.getOrDefault("weightsSha256") == original
+    assert loaded.featureSignature()["weights_sha256"] == original
+
+    # Another file at the same path (seed 1): refused, naming both hashes.
+    shutil.copy(resolve_weights("ResNet50", "random", seed=1).path, weights)
+    other = weights_sha256(str(weights))
+    assert other != original
+    for use in (lambda: loaded.transform(images_df.limit(1)), loaded.featureSignature):
+        with pytest.raises(WeightsMismatchError) as refused:
+            use()
+        assert original in str(refused.value) and other in str(refused.value)
+        assert str(weights) in str(refused.value)
+    # Choosing the weights again is a new choice: the new file's hash is recorded.
+    loaded.setWeights(str(weights))
+    assert not loaded.isSet("weightsSha256")
+    assert loaded.featureSignature()["weights_sha256"] == other
+    loaded.transform(images_df.limit(1)).collect()
+    assert loaded.getOrDefault("weightsSha256") == other
+
+
 LOAD_AND_PREDICT = """
 import json, sys
 from pyspark.ml import PipelineModel

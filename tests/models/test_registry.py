@@ -76,6 +76,9 @@ def test_random_weights_are_seeded_and_reproducible(tmp_path):
     b = resolve_weights("ResNet50", "random", seed=0, cache_dir=str(tmp_path / "b"))
     c = resolve_weights("ResNet50", "random", seed=1, cache_dir=str(tmp_path / "c"))
     assert not a.pretrained and "NOT pretrained" in a.description
+    # Two generations of the same weights differ in bytes (HDF5 stores times) but
+    # not in identity; other weights do.
+    assert file_sha256(a.path) != file_sha256(b.path)
     assert a.weights_id == b.weights_id != c.weights_id
     wa, wb, wc = _h5_arrays(a.path), _h5_arrays(b.path), _h5_arrays(c.path)
     assert wa.keys() == wb.keys() and len(wa) > 100
@@ -83,11 +86,31 @@ def test_random_weights_are_seeded_and_reproducible(tmp_path):
     assert any(not np.array_equal(wa[k], wc[k]) for k in wa if wa[k].size > 1)
 
 
+def test_weights_identity_changes_with_any_tensor(tmp_path):
+    import shutil
+
+    from covidspark.models.weights import weights_sha256
+
+    original = resolve_weights("ResNet50", "random", seed=0).path
+    changed = tmp_path / "changed.weights.h5"
+    shutil.copy(original, changed)
+    assert weights_sha256(str(changed)) == weights_sha256(original)
+    with h5py.File(changed, "r+") as f:
+        names = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
+                     else None)
+        dataset = f[sorted(names)[-1]]
+        values = dataset[()]
+        values.flat[0] += 1e-3
+        dataset[...] = values
+    assert weights_sha256(str(changed)) != weights_sha256(original)
+
+
 def test_local_weights_file(tmp_path):
     random = resolve_weights("ResNet50", "random", seed=0)
     local = resolve_weights("ResNet50", random.path)
     assert local.path == random.path
-    assert local.weights_id == "file:" + file_sha256(random.path)
+    assert local.sha256 == random.sha256 and local.weights_id == "sha256:" + local.sha256
     with pytest.raises(FileNotFoundError, match="Weights file not found"):
         resolve_weights("ResNet50", str(tmp_path / "missing.h5"))
 

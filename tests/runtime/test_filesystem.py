@@ -45,8 +45,12 @@ def test_local_files_without_spark(tmp_path):
 @pytest.mark.subprocess
 def test_viewfs_default_filesystem_library_paths(tmp_path, fixture_dir):
     """In a session whose default filesystem is viewfs: read_images, the feature store, reports."""
+    from covidspark.models.weights import resolve_weights
+
     lake = tmp_path / "lake"
     shutil.copytree(fixture_dir, lake / "xrays")
+    random_weights = resolve_weights("ResNet50", "random", seed=0)
+    shutil.copy(random_weights.path, lake / "backbone.weights.h5")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     script = f"""
@@ -73,8 +77,11 @@ try:
     refused = None
 except InputError as e:
     refused = str(e)
+remote = DeepImageFeaturizer(inputCol="content", modelName="ResNet50",
+                             weights="viewfs://cluster/lake/backbone.weights.h5").resolvedWeights()
 print(json.dumps({{"paths": paths, "stats": stats["location"], "missing": missing,
-                  "refused": refused, "qualified": files.qualify("/lake/run")}}))
+                  "refused": refused, "qualified": files.qualify("/lake/run"),
+                  "remote": [remote.path, remote.sha256, remote.description]}}))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True,
                           text=True, timeout=600)
@@ -87,6 +94,11 @@ print(json.dumps({{"paths": paths, "stats": stats["location"], "missing": missin
     assert "Image folder not found: /elsewhere/xrays (viewfs://cluster/elsewhere/xrays)" \
         in result["missing"]
     assert result["refused"].startswith("--out /not-mounted/run")
+    # Weights given as a URI of the session's filesystem: copied to the driver's
+    # cache through it, identified by content.
+    copy, sha256, description = result["remote"]
+    assert sha256 == random_weights.sha256 and not copy.startswith(str(lake))
+    assert description == "file viewfs://cluster/lake/backbone.weights.h5"
     # The store's parquet and markers are inside the mounted folder; nothing in the cwd.
     store = lake / "store"
     assert any(name == "signature.json" for _, _, names in os.walk(store) for name in names)

@@ -1,4 +1,6 @@
 """The Spark-free single-image predictor gives the Spark pipeline's results."""
+import json
+
 import numpy as np
 import pytest
 from conftest import save_head_pipeline as _saved_pipeline
@@ -54,6 +56,29 @@ def test_predictor_equals_the_spark_pipeline_end_to_end(spark, trained_model, im
                                    atol=1e-5)
         assert result["threshold"] == 0.4 and result["model_id"] == predictor.model_id
         assert set(result["timing_ms"]) == {"decode", "features", "classify"}
+
+
+def test_predictor_refuses_weights_other_than_the_models(trained_model, tmp_path):
+    import glob
+    import shutil
+
+    from covidspark.models.weights import WeightsMismatchError, resolve_weights
+    from covidspark.serving.predictor import Predictor
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    [metadata] = glob.glob(str(model / "stages" / "*DeepImageFeaturizer*" / "metadata" / "part-*"))
+    with open(metadata) as f:
+        stage = json.load(f)
+    actual = resolve_weights("ResNet50", "random", seed=0).sha256
+    # Training recorded the hash of the weights it used.
+    assert stage["paramMap"]["weightsSha256"] == actual
+    # As if the model had been made with another file at the same path.
+    stage["paramMap"]["weightsSha256"] = "0" * 64
+    with open(metadata, "w") as f:
+        json.dump(stage, f)
+    with pytest.raises(WeightsMismatchError, match=f"sha256 {actual}.*sha256 {'0' * 64}"):
+        Predictor(str(model))
 
 
 def test_predictor_refuses_bad_input_clearly(trained_model, tmp_path):

@@ -58,6 +58,10 @@ def _add_input_args(p, featurizer=True):
         _add_featurizer_args(p)
     p.add_argument("--synthetic-per-class", type=int, default=40,
                    help="images per class of the embedded data set when --data is not given")
+    p.add_argument("--synthetic-dir", default=None,
+                   help="where the embedded data set is written when --data is not given: a "
+                        "folder the executors can read (/Volumes/..., dbfs:/..., s3://...); "
+                        "required on a cluster (default in local mode: the driver's cache)")
     p.add_argument("--master", default=None,
                    help="Spark master when run with python (default: spark-submit's, or local[*])")
     p.add_argument("--config", default=None,

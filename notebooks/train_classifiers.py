@@ -13,11 +13,23 @@
 
 # COMMAND ----------
 
-# MAGIC %pip install covidspark
+dbutils.widgets.text("wheel", "", "covidspark wheel to install: the bundle's (see README) or a /Volumes/... .whl; empty: already installed")
+# Written as a requirements file so that an empty widget installs nothing (a bundle job
+# attaches the wheel as a task library); %pip then installs on the driver and executors.
+open("/tmp/covidspark-notebook-requirements.txt", "w").write(dbutils.widgets.get("wheel") + "\n")
+
+# COMMAND ----------
+
+# MAGIC %pip install -r /tmp/covidspark-notebook-requirements.txt
+
+# COMMAND ----------
+
+dbutils.library.restartPython()
 
 # COMMAND ----------
 
 dbutils.widgets.text("data", "", "Image folder <data>/<label>/*.png (empty: synthetic)")
+dbutils.widgets.text("synthetic_dir", "", "Where the synthetic set is written when data is empty: a /Volumes/... or dbfs:/... folder executors read (empty: local mode only)")
 dbutils.widgets.dropdown("task", "binary", ["binary", "3class"], "Task")
 dbutils.widgets.dropdown("model", "ResNet50", ["ResNet50", "InceptionV3"], "Backbone")
 dbutils.widgets.text("weights", "imagenet", "Weights: imagenet, random or a file path")
@@ -29,6 +41,7 @@ from covidspark.workflows import CompareConfig, compare
 
 result = compare(CompareConfig(
     data=dbutils.widgets.get("data") or None,
+    synthetic_dir=dbutils.widgets.get("synthetic_dir") or None,
     tasks=[dbutils.widgets.get("task")],
     models=[dbutils.widgets.get("model")],
     weights=dbutils.widgets.get("weights"),

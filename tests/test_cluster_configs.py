@@ -83,15 +83,27 @@ def test_databricks_bundle_builds_the_wheel_and_runs_existing_jobs():
     assert wheel["type"] == "whl"
     assert os.path.exists(os.path.join(folder, wheel["path"], "setup.py"))
     jobs = bundle["resources"]["jobs"]
-    assert {"covidspark_featurize", "covidspark_compare"} <= set(jobs)
+    assert {"covidspark_featurize", "covidspark_compare", "covidspark_notebook"} <= set(jobs)
+    notebooks = 0
     for job in jobs.values():
         clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
         for task in job["tasks"]:
             assert DATABRICKS_RUNTIME.match(clusters[task["job_cluster_key"]]["spark_version"])
             assert clusters[task["job_cluster_key"]]["data_security_mode"] in DEDICATED_ACCESS_MODES
+            assert any("whl" in lib for lib in task["libraries"])
+            if "notebook_task" in task:
+                # The notebook exists and defines a widget for every parameter passed.
+                notebook = os.path.normpath(os.path.join(
+                    folder, task["notebook_task"]["notebook_path"]))
+                with open(notebook) as f:
+                    source = f.read()
+                for name in task["notebook_task"]["base_parameters"]:
+                    assert f'dbutils.widgets.text("{name}"' in source or \
+                        f'dbutils.widgets.dropdown("{name}"' in source, (notebook, name)
+                notebooks += 1
+                continue
             script = os.path.normpath(os.path.join(folder, task["spark_python_task"]["python_file"]))
             assert os.path.exists(script), script
-            assert any("whl" in lib for lib in task["libraries"])
             # Every flag the task passes is one the job accepts.
             from covidspark.cli import build_parser
 
@@ -100,6 +112,7 @@ def test_databricks_bundle_builds_the_wheel_and_runs_existing_jobs():
             values = [re.sub(r"\$\{var\.(\w+)\}", lambda m: str(defaults[m.group(1)]), str(v))
                       for v in task["spark_python_task"]["parameters"]]
             build_parser().parse_args([command, *values])
+    assert notebooks == 1
 
 
 def test_emr_configurations_schedule_gpus():
@@ -120,6 +133,11 @@ def test_emr_configurations_schedule_gpus():
         jobs = [a for a in step["Args"] if a.endswith(".py")]
         assert jobs and all(os.path.exists(os.path.join(REPO_ROOT, "jobs", os.path.basename(j)))
                             for j in jobs), step["Name"]
+        # The cluster auto-terminates: every output goes to S3, none to a node's disk.
+        args = step["Args"]
+        for flag in ("--out", "--features", "--heatmaps"):
+            if flag in args:
+                assert args[args.index(flag) + 1].startswith("s3://"), (step["Name"], flag)
 
 
 def test_every_spark_key_is_a_real_spark_setting(spark):

@@ -29,9 +29,17 @@ class Widgets:
         return self.values[name]
 
 
+class Library:
+    restarts = 0
+
+    def restartPython(self):
+        self.restarts += 1
+
+
 class DBUtils:
     def __init__(self, values):
         self.widgets = Widgets(values)
+        self.library = Library()
 
 
 def test_there_are_notebooks():
@@ -60,13 +68,16 @@ def test_notebook_runs_in_local_mode_and_reports_what_its_models_predict(path, s
     # Notebooks hold widgets, one call and display: no functions, no loops.
     assert "\ndef " not in source and "\nfor " not in source and "\nclass " not in source
     shown = []
-    namespace = {
-        "spark": spark,
-        "dbutils": DBUtils({"data": fixture_dir, "weights": "random", "task": "3class",
-                            "out": str(tmp_path / "out")}),
-        "display": _display(shown),
-    }
+    wheel = "/Volumes/main/xray/artifacts/covidspark-0.1.0-py3-none-any.whl"
+    dbutils = DBUtils({"data": fixture_dir, "weights": "random", "task": "3class",
+                       "out": str(tmp_path / "out"), "wheel": wheel})
+    namespace = {"spark": spark, "dbutils": dbutils, "display": _display(shown)}
     exec(compile(source, path, "exec"), namespace)
+    # The wheel from the widget is what %pip installs (the notebook's own install line).
+    assert "# MAGIC %pip install -r /tmp/covidspark-notebook-requirements.txt" in source
+    with open("/tmp/covidspark-notebook-requirements.txt") as f:
+        assert f.read().split("[")[0].strip() == wheel
+    assert dbutils.library.restarts == 1
     result = namespace["result"]
     table = result.to_pandas()
     assert shown == [len(table)] and len(table) > 0

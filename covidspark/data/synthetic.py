@@ -27,6 +27,9 @@ CLASSES = ("covid", "normal", "pneumonia")
 
 SYNTHETIC_VERSION = 3
 
+#: Written last into a generated set: its parameters (a complete set has it).
+STAMP = ".synthetic.json"
+
 
 def _grid(height, width, rng):
     # Normalised coordinates in [-1, 1], with a small random shift of the patient.
@@ -122,7 +125,7 @@ def synthetic(out_dir, n_per_class=40, seed=0, min_size=256, max_size=1024, over
         raise InputError(f"n_per_class must be >= 1. Received: n_per_class={n_per_class}")
     if not 32 <= min_size <= max_size:
         raise InputError(f"Need 32 <= min_size <= max_size. Received: {min_size}, {max_size}")
-    stamp = os.path.join(out_dir, ".synthetic.json")
+    stamp = os.path.join(out_dir, STAMP)
     params = {"version": SYNTHETIC_VERSION, "n_per_class": n_per_class, "seed": seed,
               "min_size": min_size, "max_size": max_size}
     if not overwrite and os.path.exists(stamp):

@@ -76,6 +76,10 @@ class InputConfig:
         Seed of the split, random weights, RF/DT and the bootstrap.
     synthetic_per_class : int
         Images per class of the embedded set when neither ``data`` nor ``manifest`` is given.
+    synthetic_dir : str, optional
+        Where that set is written: a folder every executor can read (``/Volumes/...``,
+        ``dbfs:/...``, ``s3://...``, ``hdfs://...``). Default: the driver's cache
+        folder, which only local mode can use; on a cluster it is required.
     master : str, optional
         Spark master when no session is active (default: spark-submit's, or ``local[*]``).
     """
@@ -87,6 +91,7 @@ class InputConfig:
     lenient: bool = False
     seed: int = 0
     synthetic_per_class: int = 40
+    synthetic_dir: Optional[str] = None
     master: Optional[str] = None
 
     def __post_init__(self):

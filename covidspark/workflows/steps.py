@@ -10,6 +10,7 @@ import sys
 import time
 from functools import reduce
 
+from covidspark.errors import InputError
 from covidspark.runtime.connect import set_job_description
 
 
@@ -28,7 +29,6 @@ def read_input(spark, config, notes, labelled=True):
     (a strict read raises :class:`~covidspark.data.reading.IngestError` instead).
     """
     from covidspark.data.reading import read_images
-    from covidspark.data.synthetic import default_synthetic_dir, synthetic
     from covidspark.ml.pipelines import ALL_LABELS
 
     # A label outside the three classes is a bad row like any other: named in the
@@ -37,8 +37,7 @@ def read_input(spark, config, notes, labelled=True):
                 known_labels=ALL_LABELS if labelled else None)
     if config.synthetic:
         per_class, seed = config.synthetic_per_class, config.seed
-        data_dir = synthetic(default_synthetic_dir(per_class, seed), n_per_class=per_class,
-                             seed=seed)
+        data_dir = synthetic_data(spark, config)
         notes.append(SYNTHETIC_NOTE)
         description = f"synthetic ({per_class} per class, seed {seed}) at {data_dir}"
         images = read_images(spark, data_dir, **read)
@@ -54,6 +53,54 @@ def read_input(spark, config, notes, labelled=True):
         rejects = [(r.path, r.reason) for r in images.rejects.collect()]
         images = images.images
     return images, description, config.synthetic, rejects
+
+
+def synthetic_data(spark, config):
+    """Write the embedded synthetic set where the executors can read it; its folder.
+
+    Generated on the driver (deterministic, cached there) and, for a
+    ``synthetic_dir`` that is not local, copied through the session's filesystem
+    unless that folder already holds the same set. Without ``synthetic_dir``
+    only local mode is allowed: a cluster's executors cannot read the driver's disk.
+    """
+    from covidspark.data.synthetic import STAMP, default_synthetic_dir, synthetic
+    from covidspark.runtime.connect import master
+    from covidspark.runtime.filesystem import Files, join, local_path
+    from covidspark.runtime.session import is_local_master
+
+    per_class, seed = config.synthetic_per_class, config.seed
+    cache = default_synthetic_dir(per_class, seed)
+    if not config.synthetic_dir:
+        url = master(spark)
+        if url is not None and not is_local_master(url):
+            raise InputError(
+                f"No --data or --manifest: the embedded synthetic set would be written to "
+                f"this driver's {cache}, which the executors of a cluster ({url}) cannot "
+                f"read. Pass --synthetic-dir with a folder they can read (e.g. "
+                f"/Volumes/<catalog>/<schema>/<volume>/synthetic, dbfs:/tmp/covidspark/"
+                f"synthetic, s3://<bucket>/synthetic) or --data")
+        return synthetic(cache, n_per_class=per_class, seed=seed)
+    files = Files(spark)
+    target = files.qualify(config.synthetic_dir)
+    local = local_path(target)
+    if local is not None:
+        return synthetic(local, n_per_class=per_class, seed=seed)
+    synthetic(cache, n_per_class=per_class, seed=seed)
+    with open(os.path.join(cache, STAMP)) as f:
+        stamp = f.read()
+    if files.exists(join(target, STAMP)) and files.read_text(join(target, STAMP)) == stamp:
+        return target
+    for folder, _, names in os.walk(cache):
+        for name in sorted(names):
+            if name == STAMP:
+                continue
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                files.write_bytes(join(target, os.path.relpath(path, cache)), f.read())
+    # Written last: a copy cut short is redone on the next run.
+    files.write_text(join(target, STAMP), stamp)
+    logger.info("Copied the synthetic set to %s", target)
+    return target
 
 
 def union(results):
@@ -176,7 +223,7 @@ def load_model(spark, path):
     from pyspark.ml import PipelineModel
     from pyspark.ml.feature import StringIndexerModel
 
-    from covidspark.errors import InputError, InputNotFoundError
+    from covidspark.errors import InputNotFoundError
     from covidspark.runtime.filesystem import Files, join
 
     files = Files(spark)

@@ -77,11 +77,19 @@ try:
     refused = None
 except InputError as e:
     refused = str(e)
+from covidspark.workflows.config import InputConfig
+from covidspark.workflows.steps import synthetic_data
+synthetic_dir = synthetic_data(spark, InputConfig(synthetic_dir="/lake/synthetic",
+                                                  synthetic_per_class=2))
+synthetic_again = synthetic_data(spark, InputConfig(synthetic_dir="/lake/synthetic",
+                                                    synthetic_per_class=2))
+synthetic_images = read_images(spark, synthetic_dir).count()
 remote = DeepImageFeaturizer(inputCol="content", modelName="ResNet50",
                              weights="viewfs://cluster/lake/backbone.weights.h5").resolvedWeights()
 print(json.dumps({{"paths": paths, "stats": stats["location"], "missing": missing,
                   "refused": refused, "qualified": files.qualify("/lake/run"),
-                  "remote": [remote.path, remote.sha256, remote.description]}}))
+                  "remote": [remote.path, remote.sha256, remote.description],
+                  "synthetic": [synthetic_dir, synthetic_again, synthetic_images]}}))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True,
                           text=True, timeout=600)
@@ -99,6 +107,12 @@ print(json.dumps({{"paths": paths, "stats": stats["location"], "missing": missin
     copy, sha256, description = result["remote"]
     assert sha256 == random_weights.sha256 and not copy.startswith(str(lake))
     assert description == "file viewfs://cluster/lake/backbone.weights.h5"
+    # The synthetic set, written where executors read it: the viewfs folder.
+    assert result["synthetic"] == ["viewfs://cluster/lake/synthetic"] * 2 + [6]
+    written = sorted(os.path.relpath(os.path.join(folder, name), lake / "synthetic")
+                     for folder, _, names in os.walk(lake / "synthetic") for name in names)
+    assert ".synthetic.json" in written and "manifest.csv" in written
+    assert len([w for w in written if w.endswith((".png", ".jpg"))]) == 6
     # The store's parquet and markers are inside the mounted folder; nothing in the cwd.
     store = lake / "store"
     assert any(name == "signature.json" for _, _, names in os.walk(store) for name in names)

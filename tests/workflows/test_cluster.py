@@ -174,3 +174,18 @@ def test_featurize_survives_a_killed_executor(cluster, spark, tmp_path):
              for r in featurizer.transform(images).select("image_id", "features").collect()}
     for image_id, vector in rows:
         np.testing.assert_allclose(vector, clean[image_id], rtol=1e-4, atol=1e-4)
+
+
+def test_synthetic_data_on_a_cluster_needs_a_folder_the_executors_read(cluster, tmp_path):
+    """Without --data the job would write the synthetic set on the driver's disk: refused."""
+    master, _, env = cluster
+    result = subprocess.run(
+        [venv_bin("spark-submit"), "--master", master, "--total-executor-cores", "1",
+         os.path.join(REPO_ROOT, "jobs", "train_lr.py"), "--weights", "random",
+         "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "--synthetic-dir" in output and f"cluster ({master})" in output
+    # Refused before any work: --out (checked writable first) holds nothing.
+    assert not [n for _, _, names in os.walk(tmp_path / "run") for n in names]

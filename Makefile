@@ -10,6 +10,9 @@ WEIGHTS     ?= random
 MODEL       ?= ResNet50
 TASK        ?= 3class
 DEMO_OUT    ?= runs/demo
+# PyTorch for the torch engine's tests: the CPU build (about 200 MB). A plain
+# `pip install 'covidspark[torch]'` takes PyPI's Linux wheel, which carries CUDA (a few GB).
+TORCH       ?= torch==2.13.0
 # The Spark Connect pass (tests/test_connect.py) runs with `make test-connect`.
 PYTEST_ARGS ?= -m "not connect"
 # Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
@@ -46,7 +49,7 @@ $(VENV)/.stamp-runtime: setup.py pyproject.toml
 	@touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-runtime
-	$(PIP) install -q -e ".[spark,test]"
+	$(PIP) install -q -e ".[spark,test,torch]" "$(TORCH)"
 	@touch $@
 
 venv: java $(VENV)/.stamp-runtime

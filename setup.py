@@ -51,6 +51,8 @@ EXTRAS_REQUIRE = {
     "connect": ["pyspark[connect]>=3.5,<5"],
     "dicom": ["pydicom>=2.4"],
     "openvino": ["openvino>=2024.0"],
+    # engine="torch": Keras 3 on PyTorch (CPU or CUDA; PyPI's Linux wheel carries CUDA).
+    "torch": ["torch>=2.4", "keras>=3.6"],
     "clahe": ["opencv-python-headless>=4.5"],
     # covidspark serve: the REST API and upload page.
     "serve": SERVE,

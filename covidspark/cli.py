@@ -82,8 +82,10 @@ def _add_featurizer_args(p):
                    help="compute precision (auto: bfloat16 on AMX / AVX-512 BF16 CPUs and "
                         "Ampere+ GPUs); features are float32 either way")
     p.add_argument("--engine", choices=ENGINES, default="keras",
-                   help="inference engine on CPU workers (openvino: pip install "
-                        "'covidspark[openvino]')")
+                   help="inference engine: keras (TensorFlow), openvino (CPU; pip install "
+                        "'covidspark[openvino]'), torch (Keras on PyTorch, CPU or GPU; "
+                        "'covidspark[torch]'), auto (torch on GPU tasks, openvino on CPU "
+                        "tasks, where installed)")
 
 
 def _add_experiment_args(p):
@@ -270,7 +272,7 @@ def build_parser():
                    help="largest accepted upload; bigger ones get 413 before being read")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="largest accepted image in pixels (decompression bombs get 422)")
-    p.add_argument("--engine", choices=["keras", "openvino", "auto"], default=None,
+    p.add_argument("--engine", choices=["keras", "openvino", "torch", "auto"], default=None,
                    help="override the saved featurizer's inference engine")
     p.add_argument("--config", default=None, help="YAML file of this command's flags")
     p.set_defaults(func=cmd_serve)

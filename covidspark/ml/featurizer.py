@@ -88,8 +88,12 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         CLAHE contrast equalisation (clip limit 2.0, 8x8 tiles, OpenCV:
         ``covidspark[clahe]``) before resizing, as one original study did.
     engine : str
-        ``"keras"`` (default), ``"openvino"`` (CPU workers; ``covidspark[openvino]``)
-        or ``"auto"`` (OpenVINO on CPU workers where installed, Keras on GPUs).
+        ``"keras"`` (default; Keras on TensorFlow), ``"openvino"`` (CPU workers;
+        ``covidspark[openvino]``), ``"torch"`` (Keras 3 on PyTorch, CPU or CUDA;
+        ``covidspark[torch]``) or ``"auto"`` (a GPU task: torch where installed,
+        else keras; a CPU task: OpenVINO where installed, else keras). One Keras
+        backend per Python worker: a worker that ran ``keras`` refuses ``torch``
+        and the reverse.
 
     Attributes
     ----------
@@ -134,7 +138,8 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
                   "CLAHE contrast equalisation (clip 2.0, 8x8 tiles) before resizing",
                   typeConverter=TypeConverters.toBoolean)
     engine = Param(Params._dummy(), "engine",
-                   "inference engine: keras, openvino (CPU) or auto",
+                   "inference engine: keras (TensorFlow), openvino (CPU), torch (Keras on "
+                   "PyTorch) or auto",
                    typeConverter=TypeConverters.toString)
     weightsSha256 = Param(Params._dummy(), "weightsSha256",
                           "sha256 of the weights file this stage was used or saved with "

@@ -6,12 +6,17 @@
 - :class:`OpenVinoBackboneRunner`: the same Keras model, built and weighted by
   Keras, converted once per worker with ``openvino.convert_model`` and run by
   OpenVINO's CPU plugin (optional extra ``covidspark[openvino]``).
+- :class:`~covidspark.models.torch_engine.TorchBackboneRunner`: the same Keras
+  model on Keras 3's PyTorch backend, CPU or CUDA (optional extra
+  ``covidspark[torch]``). One Keras backend per process
+  (:mod:`covidspark.models.keras_backend`).
 
 Both take ``(n, size, size, 3)`` float32 images in [0, 255] and return
 ``(n, feature_dim)`` float32 features. ``"auto"`` choices are resolved on the
 worker, from its own hardware: bfloat16 where the CPU has AMX or AVX-512 BF16
 or the GPU has compute capability 8.0 or more; OpenVINO on CPU workers where it
-is installed, Keras on GPU workers. Measured in Spark local[2] on a 2-core AMD
+is installed (else Keras), PyTorch on GPU workers where it is installed (else
+Keras). Measured in Spark local[2] on a 2-core AMD
 EPYC without bf16 units (benchmarks/featurize.py, ResNet50, batch 32):
 covidspark Keras float32 14.3 images/s, OpenVINO 18.1 (cosine to Keras
 0.9999999), Keras bfloat16 11.4 (emulated: slower, so "auto" keeps float32 there).
@@ -28,7 +33,7 @@ from covidspark.errors import InputError
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "bfloat16", "auto")
-ENGINES = ("keras", "openvino", "auto")
+ENGINES = ("keras", "openvino", "torch", "auto")
 
 
 # ------------------------------------------------------------ hardware choices
@@ -76,20 +81,38 @@ def openvino_installed():
     return importlib.util.find_spec("openvino") is not None
 
 
-def resolve_engine(engine, on_gpu=False, installed=None):
-    """``"auto"`` -> OpenVINO on CPU workers where it is installed, else Keras."""
+def resolve_engine(engine, on_gpu=False, installed=None, torch_available=None):
+    """``"auto"`` -> on a GPU task PyTorch where installed, on a CPU task OpenVINO where
+    installed; else Keras on TensorFlow.
+
+    Parameters
+    ----------
+    engine : {"keras", "openvino", "torch", "auto"}
+    on_gpu : bool
+        Whether the task runs on a GPU.
+    installed, torch_available : bool, optional
+        Whether OpenVINO / PyTorch can be imported (default: looked up).
+    """
+    from covidspark.models.torch_engine import torch_installed
+
     if engine not in ENGINES:
         raise InputError(f"Unknown engine {engine!r}. Supported: {', '.join(ENGINES)}.")
     installed = openvino_installed() if installed is None else installed
+    torch_available = torch_installed() if torch_available is None else torch_available
     if engine == "openvino":
         if on_gpu:
-            raise InputError("engine='openvino' runs on CPU workers; GPU workers use 'keras'")
+            raise InputError("engine='openvino' runs on CPU workers; GPU workers use 'torch' "
+                             "or 'keras'")
         if not installed:
             raise ImportError("engine='openvino' needs OpenVINO: pip install 'covidspark[openvino]'")
         return "openvino"
+    if engine == "torch" and not torch_available:
+        raise ImportError("engine='torch' needs PyTorch: pip install 'covidspark[torch]'")
     if engine == "auto":
-        return "openvino" if installed and not on_gpu else "keras"
-    return "keras"
+        if on_gpu:
+            return "torch" if torch_available else "keras"
+        return "openvino" if installed else "keras"
+    return engine
 
 
 # ------------------------------------------------------------ worker set-up
@@ -124,6 +147,9 @@ def configure_tensorflow():
     global _TF_CONFIGURED
     from pyspark import TaskContext
 
+    from covidspark.models.keras_backend import require_keras_backend
+
+    require_keras_backend("tensorflow", engine="keras")
     context = TaskContext.get()
     cpus = context.cpus() if context is not None else None
     if _TF_CONFIGURED:
@@ -191,8 +217,9 @@ def build_runner(spec, weights_path, weights_id, precision="float32", engine="ke
     precision : {"float32", "bfloat16", "auto"}
         ``auto``: bfloat16 on a GPU of compute capability >= 8.0 or a CPU with
         AMX / AVX-512 BF16, else float32.
-    engine : {"keras", "openvino", "auto"}
-        ``auto``: OpenVINO on a CPU where it is installed, else Keras.
+    engine : {"keras", "openvino", "torch", "auto"}
+        ``auto``: on a GPU, PyTorch where installed; on a CPU, OpenVINO where
+        installed; else Keras on TensorFlow.
     threads : int, optional
         CPU threads for OpenVINO (the Spark task's cores).
     device : covidspark.models.devices.TaskDevice, optional
@@ -201,21 +228,30 @@ def build_runner(spec, weights_path, weights_id, precision="float32", engine="ke
 
     Returns
     -------
-    KerasBackboneRunner or OpenVinoBackboneRunner
+    KerasBackboneRunner, OpenVinoBackboneRunner or TorchBackboneRunner
         With ``engine``, ``precision``, ``device`` and ``on_gpu`` set.
     """
     from covidspark.models.devices import default_device
+    from covidspark.models.torch_engine import TorchBackboneRunner, torch_gpu_capability
 
     device = default_device() if device is None else device
-    # TensorFlow is imported only where it is needed: to check a GPU and to build
-    # the Keras model. A CPU worker whose OpenVINO model is cached on local disk
-    # never loads it (a few seconds and ~1 GB less per worker).
-    if device.on_gpu:
-        configure_tensorflow()
-    capability = gpu_capability(device) if device.on_gpu else None
-    chosen_precision = resolve_precision(precision, gpu_capability=capability)
     chosen_engine = resolve_engine(engine, on_gpu=device.on_gpu)
-    if chosen_engine == "openvino":
+    # TensorFlow is imported only where it is needed: to check a GPU for Keras and
+    # to build the Keras model. A CPU worker whose OpenVINO model is cached on local
+    # disk never loads it (a few seconds and ~1 GB less per worker); a torch worker
+    # never does.
+    if chosen_engine == "torch":
+        capability = torch_gpu_capability(device)
+    elif device.on_gpu:
+        configure_tensorflow()
+        capability = gpu_capability(device)
+    else:
+        capability = None
+    chosen_precision = resolve_precision(precision, gpu_capability=capability)
+    if chosen_engine == "torch":
+        runner = TorchBackboneRunner(spec, weights_path, chosen_precision, device=device,
+                                     threads=threads)
+    elif chosen_engine == "openvino":
         runner = OpenVinoBackboneRunner(spec, weights_path, chosen_precision, threads=threads,
                                         weights_id=weights_id)
     else:

@@ -135,6 +135,12 @@ def resolve_weights(model_name, weights="imagenet", seed=0, cache_dir=None, file
 
 
 def _resolve_imagenet(spec, cache_dir):
+    # A verified file already in Keras' cache is used without importing Keras, so that
+    # resolving weights never fixes this process's Keras backend (see keras_backend).
+    home = cache_dir or os.environ.get("KERAS_HOME") or "~/.keras"  # as keras.utils.get_file
+    cached = os.path.join(os.path.expanduser(home), "models", spec.weights_file)
+    if os.path.isfile(cached) and _md5(cached) == spec.weights_hash:
+        return _imagenet(spec, cached)
     with quiet_native_stderr():
         from keras.utils import get_file
 
@@ -158,22 +164,31 @@ def _resolve_imagenet(spec, cache_dir):
             f"For an offline test or demo, weights='random' uses seeded random weights "
             f"(not pretrained)."
         ) from exc
-    return ResolvedWeights(
-        path=path,
-        sha256=weights_sha256(path),
-        description=f"imagenet ({spec.weights_file})",
-        pretrained=True,
-    )
+    return _imagenet(spec, path)
+
+
+def _imagenet(spec, path):
+    return ResolvedWeights(path=path, sha256=weights_sha256(path),
+                           description=f"imagenet ({spec.weights_file})", pretrained=True)
+
+
+def _md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _resolve_random(spec, seed, cache_dir):
-    with quiet_native_stderr():
-        import keras
+    from importlib.metadata import version
 
     root = os.path.join(cache_dir or default_cache_dir(), "weights")
     os.makedirs(root, exist_ok=True)
     # Keras' initialisers may change between versions; the version is part of the name.
-    name = f"{spec.name.lower()}-random-seed{seed}-keras{keras.__version__}.weights.h5"
+    # (Read from the package metadata: an existing file is used without importing Keras,
+    # which would fix this process's Keras backend.)
+    name = f"{spec.name.lower()}-random-seed{seed}-keras{version('keras')}.weights.h5"
     path = os.path.join(root, name)
     if not os.path.exists(path):
         logger.info("Generating seeded random weights for %s (seed %d) at %s", spec.name, seed, path)

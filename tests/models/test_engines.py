@@ -25,15 +25,19 @@ def test_resolve_precision(precision, flags, gpu, expected):
 
 
 def test_resolve_engine():
-    assert resolve_engine("auto", installed=True) == "openvino"
-    assert resolve_engine("auto", on_gpu=True, installed=True) == "keras"
-    assert resolve_engine("auto", installed=False) == "keras"
+    assert resolve_engine("auto", installed=True, torch_available=True) == "openvino"
+    assert resolve_engine("auto", on_gpu=True, installed=True, torch_available=True) == "torch"
+    assert resolve_engine("auto", on_gpu=True, installed=True, torch_available=False) == "keras"
+    assert resolve_engine("auto", installed=False, torch_available=True) == "keras"
     assert resolve_engine("keras", installed=True) == "keras"
+    assert resolve_engine("torch", on_gpu=True, torch_available=True) == "torch"
+    with pytest.raises(ImportError, match=r"covidspark\[torch\]"):
+        resolve_engine("torch", torch_available=False)
     with pytest.raises(ValueError, match="CPU workers"):
         resolve_engine("openvino", on_gpu=True, installed=True)
     with pytest.raises(ImportError, match=r"covidspark\[openvino\]"):
         resolve_engine("openvino", installed=False)
-    with pytest.raises(ValueError, match="keras, openvino, auto"):
+    with pytest.raises(ValueError, match="keras, openvino, torch, auto"):
         resolve_engine("tensorrt")
 
 
@@ -84,7 +88,7 @@ def test_other_engines_match_float32_keras(images_df, resnet_features, precision
 def test_bad_precision_and_engine_are_named():
     with pytest.raises(ValueError, match="float32, bfloat16, auto"):
         DeepImageFeaturizer(inputCol="c", modelName="ResNet50", precision="fp8")
-    with pytest.raises(ValueError, match="keras, openvino, auto"):
+    with pytest.raises(ValueError, match="keras, openvino, torch, auto"):
         DeepImageFeaturizer(inputCol="c", modelName="ResNet50", engine="onnx")
 
 

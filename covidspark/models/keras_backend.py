@@ -1,0 +1,56 @@
+"""One Keras backend per process: TensorFlow for the ``keras`` engine, PyTorch for ``torch``.
+
+Keras 3 reads its backend (``KERAS_BACKEND``) once, when it is first imported,
+and cannot switch afterwards. A reused Python worker therefore holds one
+backend for its life: the first engine it builds decides, and a later task
+asking for the other is refused with a message that says what to do, rather
+than silently running the wrong framework.
+"""
+import os
+import sys
+
+from covidspark.errors import UserError
+
+#: The Keras backend each engine runs on.
+ENGINE_BACKENDS = {"keras": "tensorflow", "torch": "torch"}
+
+
+class KerasBackendConflictError(UserError):
+    """This process already runs Keras on another backend."""
+
+
+def loaded_keras_backend():
+    """The backend of the Keras this process imported, or None if Keras is not imported."""
+    if "keras" not in sys.modules:
+        return None
+    import keras
+
+    return keras.backend.backend()
+
+
+def require_keras_backend(backend, engine=None):
+    """Make sure Keras runs on ``backend`` here: choose it, or check the one already chosen.
+
+    Parameters
+    ----------
+    backend : {"tensorflow", "torch"}
+    engine : str, optional
+        The engine asking, for the message.
+
+    Raises
+    ------
+    KerasBackendConflictError
+        Keras is already imported on another backend in this process.
+    """
+    loaded = loaded_keras_backend()
+    if loaded is None:
+        os.environ["KERAS_BACKEND"] = backend
+        return
+    if loaded != backend:
+        wanted = f"engine={engine!r} needs" if engine else "this needs"
+        raise KerasBackendConflictError(
+            f"Python process {os.getpid()} already runs Keras on the {loaded!r} backend and "
+            f"{wanted} the {backend!r} backend; Keras cannot switch backends in a running "
+            f"process. Use one engine per Spark application (featurize with the other "
+            f"engine in a separate job), or set spark.python.worker.reuse=false so that each "
+            f"task gets a fresh worker")

@@ -1,0 +1,102 @@
+"""The ``torch`` engine: the registry's Keras backbones on Keras 3's PyTorch backend.
+
+Same constructors, same weight files (``imagenet``, a path, ``random``) as the
+TensorFlow engine: Keras 3 builds the network as a ``torch.nn.Module`` and
+loads the ``.h5`` / ``.weights.h5`` file itself. Inference runs under
+``torch.inference_mode``; bfloat16 through ``torch.autocast`` (weights stay
+float32; features are returned as float32). On a GPU the input batch goes
+through pinned host memory and an asynchronous copy.
+
+Optional extra: ``pip install 'covidspark[torch]'``. Neither PyTorch nor Keras
+is imported until a runner is built.
+"""
+import importlib.util
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def torch_installed():
+    """Whether PyTorch can be imported here."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def torch_gpu_capability(device):
+    """Compute capability of ``device``'s GPU as PyTorch sees it, or None for the CPU.
+
+    Raises
+    ------
+    covidspark.models.devices.DeviceAssignmentError
+        Spark assigned a GPU that PyTorch cannot see (CPU build, driver missing).
+    """
+    import torch
+
+    from covidspark.models.devices import DeviceAssignmentError
+
+    if not device.on_gpu:
+        return None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.ordinal >= count:
+        raise DeviceAssignmentError(
+            f"Spark assigned GPU {device.address} to this task, but PyTorch "
+            f"{torch.__version__} sees {count} GPU(s): check the node's CUDA driver and that "
+            f"a CUDA build of PyTorch is installed")
+    return torch.cuda.get_device_capability(device.ordinal)
+
+
+class TorchBackboneRunner:
+    """A backbone on Keras' PyTorch backend, on one device.
+
+    Parameters
+    ----------
+    spec : covidspark.models.Backbone
+    weights_path : str
+        Keras weights file to load.
+    precision : {"float32", "bfloat16"}
+        Compute precision (bfloat16 via autocast); features are always float32.
+    device : covidspark.models.devices.TaskDevice, optional
+        Default: the CPU.
+    threads : int, optional
+        PyTorch intra-op threads on the CPU (the Spark task's cores).
+    """
+
+    def __init__(self, spec, weights_path, precision="float32", device=None, threads=None):
+        from covidspark.models.devices import CPU
+        from covidspark.models.keras_backend import require_keras_backend
+
+        require_keras_backend("torch", engine="torch")
+        import keras
+        import torch
+
+        from covidspark.models.registry import build_backbone, numpy_preprocess
+
+        self.spec = spec
+        self.input_size = spec.input_size
+        self.precision = precision
+        self.engine = "torch"
+        self.device = CPU if device is None else device
+        self.on_gpu = self.device.on_gpu
+        self._torch_device = torch.device(self.device.torch_name)
+        if threads and not self.on_gpu:
+            torch.set_num_threads(int(threads))
+        if self.on_gpu:
+            torch.cuda.set_device(self._torch_device)
+        with keras.device(self.device.torch_name):
+            self.model = build_backbone(spec, weights_path)
+        self.model.eval()
+        self.preprocess = numpy_preprocess(spec)
+
+    def __call__(self, pixels):
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(
+            self.preprocess(np.asarray(pixels, dtype=np.float32)), dtype=np.float32))
+        if self.on_gpu:
+            x = x.pin_memory().to(self._torch_device, non_blocking=True)
+        autocast = torch.autocast(self._torch_device.type, dtype=torch.bfloat16,
+                                  enabled=self.precision == "bfloat16")
+        with torch.inference_mode(), autocast:
+            out = self.model(x, training=False)
+        return out.float().cpu().numpy()

@@ -34,7 +34,7 @@ from covidspark.errors import InputError
 from covidspark.models.engines import ENGINES, PRECISIONS, worker_model
 from covidspark.models.registry import get_backbone
 from covidspark.models.weights import check_weights, resolve_weights
-from covidspark.runtime.connect import ImageCounter, ship_file
+from covidspark.runtime.connect import ImageCounter, WhereItRan, ship_file
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +296,25 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         """
         return sum(counter.value for counter in getattr(self, "_counters", []))
 
+    def ranOn(self):
+        """Where this featurizer's images ran, over all its transforms so far.
+
+        Returns
+        -------
+        dict or None
+            ``{"<engine> <precision> <device> @ <host>": images}``, e.g.
+            ``{"torch bfloat16 cuda:0 (Spark gpu 0) @ node-3": 512}``; None under
+            Spark Connect, which has no accumulators to tally it.
+        """
+        tallies = [where.value for where in getattr(self, "_where", [])]
+        if any(t is None for t in tallies):
+            return None
+        merged = {}
+        for tally in tallies:
+            for key, count in tally.items():
+                merged[key] = merged.get(key, 0) + count
+        return merged
+
     def featureSignature(self):
         """What determines the features this stage computes (the feature store's key).
 
@@ -350,9 +369,11 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         # instance's transforms: a recomputed partition shows up here.
         counter = ImageCounter(spark)
         self._counters = [*getattr(self, "_counters", []), counter]
+        where = WhereItRan(spark)
+        self._where = [*getattr(self, "_where", []), where]
         udf = _featurize_udf(spec.name, shipped, resolved.weights_id, kind, options, batch_size,
                              self.getPrecision(), self.getEngine(), counter.accumulator,
-                             spark.conf.get(DECODE_AHEAD_CONF, "auto"))
+                             spark.conf.get(DECODE_AHEAD_CONF, "auto"), where.accumulator)
         return counter.observe(dataset.withColumn(
             self.getOutputCol(), array_to_vector(udf(F.col(input_col), names))
         ))
@@ -383,7 +404,8 @@ DECODE_AHEAD_CONF = "spark.covidspark.decodeAhead"
 
 
 def _featurize_udf(model_name, weights_file, weights_id, kind, options, batch_size,
-                   precision="float32", engine="keras", counter=None, decode_ahead="auto"):
+                   precision="float32", engine="keras", counter=None, decode_ahead="auto",
+                   where=None):
     """The pandas UDF; its closure holds only strings and ints (cheap to pickle).
 
     With decode-ahead, a thread decodes Arrow batch k+1 while the network runs
@@ -401,6 +423,7 @@ def _featurize_udf(model_name, weights_file, weights_id, kind, options, batch_si
         model = None
         pool = None
         pending = None
+        ran_on = None
 
         def decode(values, names):
             return [np.stack([_decode_row(kind, values, i, names.iloc[i], model.input_size,
@@ -415,12 +438,18 @@ def _featurize_udf(model_name, weights_file, weights_id, kind, options, batch_si
                 features.extend(model(pixels))
             if counter is not None:
                 counter.add(n)
+            if where is not None:
+                where.add({ran_on: n})
             return pd.Series(features, dtype=object)
 
         try:
             for values, names in batches:
                 if model is None:
+                    import socket
+
                     model = worker_model(model_name, weights_file, weights_id, precision, engine)
+                    ran_on = (f"{model.engine} {model.precision} "
+                              f"{getattr(model, 'device', None) or 'cpu'} @ {socket.gethostname()}")
                     if _decode_ahead(decode_ahead, model, task_cpus()):
                         from concurrent.futures import ThreadPoolExecutor
 

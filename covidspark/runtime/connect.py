@@ -156,3 +156,36 @@ class ImageCounter:
             except Exception:  # noqa: BLE001 - no action has run this plan yet
                 continue
         return total
+
+
+class _CountsParam:
+    """AccumulatorParam of ``{key: count}`` dicts, merged by adding counts."""
+
+    @staticmethod
+    def zero(value):
+        return {}
+
+    @staticmethod
+    def addInPlace(a, b):
+        for key, count in b.items():
+            a[key] = a.get(key, 0) + count
+        return a
+
+
+class WhereItRan:
+    """Which engine, precision and device ran each image, tallied on the executors.
+
+    Classic sessions only (an accumulator of ``{"engine precision device @ host": images}``);
+    Spark Connect has no accumulators, and :attr:`value` is then None.
+    """
+
+    def __init__(self, spark):
+        from pyspark.accumulators import AccumulatorParam
+
+        param = type("CountsParam", (_CountsParam, AccumulatorParam), {})()
+        self.accumulator = None if is_connect(spark) else spark.sparkContext.accumulator({}, param)
+
+    @property
+    def value(self):
+        """``{"torch bfloat16 cuda:0 (Spark gpu 0) @ host": images, ...}``, or None (Connect)."""
+        return None if self.accumulator is None else dict(self.accumulator.value)

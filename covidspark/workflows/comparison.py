@@ -116,7 +116,8 @@ def compare(config):
         comparison["weights"] = resolved.description
         features, _, seconds = steps.featurize_once(spark, split, featurizer, config.features)
         comparison["featurized"][model_name] = {"seconds": round(seconds, 1),
-                                                "images": featurizer.imagesFeaturized()}
+                                                "images": featurizer.imagesFeaturized(),
+                                                "ran_on": featurizer.ranOn()}
         for task in tasks:
             for classifier in config.classifiers:
                 name = f"{model_name} + {classifier}"

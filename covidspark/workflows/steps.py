@@ -172,6 +172,15 @@ def split_for(images, config, options):
     return split, {"test_fraction": config.test_fraction, "seed": config.seed, **info}
 
 
+def log_where_it_ran(featurizer):
+    """One log line per engine / precision / device / host the network ran on."""
+    ran_on = featurizer.ranOn()
+    if ran_on is None:
+        logger.info("Ran on: not tallied (Spark Connect has no accumulators)")
+    for where, images in sorted((ran_on or {}).items()):
+        logger.info("Ran on: %s: %d images", where, images)
+
+
 def featurize_once(spark, split, featurizer, store_path):
     """Featurize once and persist: ``(features, store stats or None, seconds)``."""
     from pyspark import StorageLevel
@@ -198,6 +207,7 @@ def featurize_once(spark, split, featurizer, store_path):
     seconds = time.time() - t0
     logger.info("Featurized %d images in %.1f s (%.1f images/s)",
                 n_images, seconds, n_images / max(seconds, 1e-9))
+    log_where_it_ran(featurizer)
     return features, stats, seconds
 
 

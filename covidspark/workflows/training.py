@@ -127,6 +127,8 @@ def train(config):
         "split": split_info,
         **result,
         "images_featurized": featurizer.imagesFeaturized(),
+        # "engine precision device @ host" -> images: is it using the GPU?
+        "ran_on": featurizer.ranOn(),
         "timing_s": {"featurize": round(featurize_s, 2),
                      "total": round(time.time() - started, 2)},
         "feature_store": store_stats and {k: store_stats[k] for k in

@@ -31,6 +31,10 @@ def test_tuned_weighted_thresholded_run_featurizes_once(fixture_dir, tmp_path):
                 "balanced", "--threshold", "0.3", "--bootstrap", "100", "--out", str(out)])
     # 6 grid settings x 3 folds + the refit, on features computed once per image.
     assert run["images_featurized"] == run["counts"]["total"] == 12
+    # Where the network ran: every image on Keras, float32, the CPU of this machine.
+    import socket
+
+    assert run["ran_on"] == {f"keras float32 cpu @ {socket.gethostname()}": 12}
     assert len(run["tuning"]["results"]) == 6 and run["tuning"]["folds"] == 3
     assert run["tuning"]["best"] in [r["params"] for r in run["tuning"]["results"]]
     assert run["class_weight"]["weights"] == {"covid": 1.0, "normal": 1.0}

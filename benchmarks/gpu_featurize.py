@@ -1,0 +1,193 @@
+"""The torch engine's own path, without Spark: encoded files -> decode -> preprocess -> forward -> features.
+
+What one Python worker does with its batches, measured on one device (a GPU
+where there is one, else the CPU), in one run, with seeded random weights (not
+pretrained; nothing is downloaded). Per backbone and precision, three arms:
+
+- ``covidspark``: covidspark's torch engine end to end. A pool of CPU threads
+  reads and decodes the files (:func:`covidspark.data.decoding.decode_image`:
+  grayscale, resize, 3 channels) ``--prefetch`` batches ahead, while the
+  device runs the previous batch (:class:`TorchBackboneRunner`: pinned memory,
+  asynchronous copy, bfloat16 autocast).
+- ``keras_predict``: the common recipe: decode a batch in the main thread with
+  the same decoder, then ``model.predict(batch)`` of the same Keras model on the
+  same device.
+- ``model_only``: the ceiling: an already-preprocessed batch resident on the
+  device, forward passes only (synchronised before the clock stops).
+
+Inputs: the images under ``--data`` (e.g. ``../shared/data/ozturk/images``:
+1,124 real X-rays) cycled to ``--files`` paths, each read from disk when used.
+Prints one JSON object (device name, library versions, images/s per arm, and
+the ratios the targets name: covidspark / model_only and covidspark /
+keras_predict), and writes it to ``--json`` when given.
+
+    python benchmarks/gpu_featurize.py --data ../shared/data/ozturk/images --files 10000
+    python benchmarks/gpu_featurize.py --data ../shared/data/ozturk/images --files 64 \\
+        --batch-size 16 --models ResNet50 --precisions float32   # a quick CPU check
+"""
+import argparse
+import glob
+import os
+import queue
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from common import emit_json
+
+# Keras reads its backend once, at first import: this benchmark is the torch engine's.
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+
+def image_paths(data, n_files):
+    paths = sorted(p for p in glob.glob(os.path.join(data, "**", "*"), recursive=True)
+                   if p.lower().endswith((".png", ".jpg", ".jpeg")))
+    if not paths:
+        sys.exit(f"no images under {data}")
+    return [paths[i % len(paths)] for i in range(n_files)], len(paths)
+
+
+def decode_file(path, size):
+    from covidspark.data.decoding import decode_image
+
+    with open(path, "rb") as f:
+        return decode_image(f.read(), size, name=path)
+
+
+def decoded_batches(paths, size, batch_size, threads, prefetch):
+    """Batches of decoded images, decoded by ``threads`` threads up to ``prefetch`` batches ahead."""
+    batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    ready = queue.Queue(maxsize=max(1, prefetch))
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+
+    def produce():
+        for batch in batches:
+            ready.put(pool.map(lambda p: decode_file(p, size), batch))
+        ready.put(None)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is None:
+                return
+            yield np.stack(list(item))
+    finally:
+        pool.shutdown(wait=True)
+
+
+def arm_covidspark(runner, paths, batch_size, threads, prefetch):
+    t0 = time.perf_counter()
+    n = 0
+    for pixels in decoded_batches(paths, runner.input_size, batch_size, threads, prefetch):
+        n += len(runner(pixels))  # returns numpy: the device has finished the batch
+    return n / (time.perf_counter() - t0)
+
+
+def arm_keras_predict(runner, paths, batch_size):
+    model, size = runner.model, runner.input_size
+    t0 = time.perf_counter()
+    n = 0
+    for start in range(0, len(paths), batch_size):
+        pixels = np.stack([decode_file(p, size) for p in paths[start:start + batch_size]])
+        n += len(model.predict(runner.preprocess(pixels), batch_size=batch_size, verbose=0))
+    return n / (time.perf_counter() - t0)
+
+
+def arm_model_only(runner, batch_size, repeats):
+    import torch
+
+    size = runner.input_size
+    x = torch.from_numpy(runner.preprocess(np.random.default_rng(0).uniform(
+        0, 255, (batch_size, size, size, 3)).astype(np.float32)).astype(np.float32))
+    x = x.to(runner._torch_device)
+    autocast = torch.autocast(runner._torch_device.type, dtype=torch.bfloat16,
+                              enabled=runner.precision == "bfloat16")
+    with torch.inference_mode(), autocast:
+        runner.model(x, training=False)  # warm-up
+        _sync(runner)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            runner.model(x, training=False)
+        _sync(runner)
+    return repeats * batch_size / (time.perf_counter() - t0)
+
+
+def _sync(runner):
+    import torch
+
+    if runner.on_gpu:
+        torch.cuda.synchronize(runner._torch_device)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="folder of PNG/JPEG images (recursive)")
+    parser.add_argument("--files", type=int, default=10000, help="paths, cycling the images")
+    parser.add_argument("--models", default="ResNet50,InceptionV3")
+    parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="decoding threads (default: every core)")
+    parser.add_argument("--prefetch", type=int, default=4, help="batches decoded ahead")
+    parser.add_argument("--predict-files", type=int, default=2048,
+                        help="files for the slower keras_predict arm (at most --files)")
+    parser.add_argument("--ceiling-batches", type=int, default=20)
+    parser.add_argument("--json", help="also write the result here")
+    args = parser.parse_args()
+
+    import keras
+    import torch
+
+    from covidspark.models.devices import CPU, TaskDevice
+    from covidspark.models.engines import build_runner
+    from covidspark.models.registry import get_backbone
+    from covidspark.models.weights import resolve_weights
+
+    paths, distinct = image_paths(args.data, args.files)
+    device = TaskDevice("cuda", "0", 0) if torch.cuda.is_available() else CPU
+    result = {
+        "benchmark": "gpu_featurize",
+        "device": torch.cuda.get_device_name(0) if device.on_gpu else "cpu",
+        "versions": {"torch": torch.__version__, "keras": keras.__version__,
+                     "cuda": torch.version.cuda, "python": sys.version.split()[0]},
+        "weights": "random (seeded) - NOT pretrained ImageNet weights",
+        "files": len(paths), "distinct_images": distinct, "batch_size": args.batch_size,
+        "decode_threads": args.threads, "runs": [],
+    }
+    for model_name in args.models.split(","):
+        spec = get_backbone(model_name)
+        weights = resolve_weights(model_name, "random", seed=0)
+        for precision in args.precisions.split(","):
+            runner = build_runner(spec, weights.path, weights.weights_id, precision, "torch",
+                                  device=device)
+            # Warm-up: first batches allocate, pick kernels, fill the page cache.
+            arm_covidspark(runner, paths[:2 * args.batch_size], args.batch_size, args.threads,
+                           args.prefetch)
+            run = {"model": model_name, "precision": precision,
+                   "covidspark_images_s": arm_covidspark(runner, paths, args.batch_size,
+                                                         args.threads, args.prefetch),
+                   "keras_predict_images_s": arm_keras_predict(
+                       runner, paths[:min(args.predict_files, len(paths))], args.batch_size),
+                   "model_only_images_s": arm_model_only(runner, args.batch_size,
+                                                         args.ceiling_batches)}
+            run["covidspark_over_model_only"] = run["covidspark_images_s"] / \
+                run["model_only_images_s"]
+            run["covidspark_over_keras_predict"] = run["covidspark_images_s"] / \
+                run["keras_predict_images_s"]
+            for key, value in list(run.items()):
+                if isinstance(value, float):
+                    run[key] = round(value, 3)
+            result["runs"].append(run)
+            print(run, file=sys.stderr, flush=True)
+            del runner
+            keras.backend.clear_session()
+    emit_json(result, args.json, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -71,7 +71,10 @@ def test_databricks_cluster_specs(path):
     # Classic Spark (SparkContext, RDDs) needs dedicated access; standard access is Spark Connect.
     assert spec["data_security_mode"] in DEDICATED_ACCESS_MODES, spec.get("data_security_mode")
     if "gpu" in spec["spark_version"]:
+        # One task per GPU (the engine holds one model per GPU per worker), with the
+        # node's cores for decoding: g5.xlarge has 1 GPU and 4 vCPUs.
         assert spec["spark_conf"]["spark.task.resource.gpu.amount"] == "1"
+        assert spec["spark_conf"]["spark.task.cpus"] == "4"
         assert spec["spark_env_vars"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
 
 
@@ -126,6 +129,16 @@ def test_emr_configurations_schedule_gpus():
     assert nested["gpu"]["module.enabled"] == "true"
     spark = config["spark-defaults"]["Properties"]
     assert spark["spark.executor.resource.gpu.discoveryScript"].endswith("getGpusResources.sh")
+    # One task per GPU, all the executor's cores for it, workers (and models) reused.
+    assert spark["spark.executor.resource.gpu.amount"] == spark["spark.task.resource.gpu.amount"]
+    assert spark["spark.task.cpus"] == spark["spark.executor.cores"]
+    assert spark["spark.python.worker.reuse"] == "true"
+    # GPU nodes get the torch engine's extra; the steps let each node pick its engine.
+    with open(os.path.join(folder, "bootstrap.sh")) as f:
+        bootstrap = f.read()
+    assert 'EXTRA="torch"' in bootstrap and '${WHEEL}[${EXTRA}]' in bootstrap
+    featurize_step = _load(os.path.join(folder, "steps.json"))[0]["Args"]
+    assert featurize_step[featurize_step.index("--engine") + 1] == "auto"
     assert os.access(os.path.join(folder, "getGpusResources.sh"), os.X_OK)
     for script in ("bootstrap.sh", "create-cluster.sh"):
         assert os.access(os.path.join(folder, script), os.X_OK), script

@@ -14,8 +14,10 @@ sudo chown "$(id -u):$(id -g)" /opt/covidspark
 python3.11 -m venv /opt/covidspark/venv
 /opt/covidspark/venv/bin/pip install --upgrade pip wheel
 aws s3 cp "$ARTIFACTS/" /opt/covidspark/dist/ --recursive --exclude "*" --include "*.whl"
-# TensorFlow's CUDA libraries come as wheels on GPU nodes (the [and-cuda] extra).
-if command -v nvidia-smi >/dev/null 2>&1; then EXTRA="tensorflow[and-cuda]"; else EXTRA="openvino>=2024.0"; fi
-/opt/covidspark/venv/bin/pip install /opt/covidspark/dist/covidspark-*.whl "$EXTRA"
+# GPU nodes: the torch engine (PyPI's Linux torch wheel brings its CUDA libraries);
+# CPU nodes: OpenVINO. engine="auto" picks each where it is installed.
+WHEEL="$(ls /opt/covidspark/dist/covidspark-*.whl | head -1)"
+if command -v nvidia-smi >/dev/null 2>&1; then EXTRA="torch"; else EXTRA="openvino"; fi
+/opt/covidspark/venv/bin/pip install "${WHEEL}[${EXTRA}]"
 aws s3 cp "$ARTIFACTS/getGpusResources.sh" /opt/covidspark/getGpusResources.sh
 chmod a+rx /opt/covidspark/getGpusResources.sh

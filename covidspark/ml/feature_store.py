@@ -127,20 +127,48 @@ class FeatureStore:
             logger.warning("Feature store: ignoring %d incomplete run(s) (killed while writing), "
                            "e.g. %s", len(incomplete), incomplete[0])
         existing = self.read(signature, out_col)
-        wanted = images.select("image_id", featurizer.getInputCol()).dropDuplicates(["image_id"])
-        missing = wanted if existing is None else wanted.join(
-            existing.select("image_id"), on="image_id", how="left_anti")
-        n_missing = missing.count()
-        if n_missing:
-            self._compute(missing, featurizer, location, n_missing, chunk_size)
-            existing = self.read(signature, out_col)
+        flagged, missing, n_images, n_missing = self._missing_images(images, featurizer, existing)
+        try:
+            if n_missing:
+                self._compute(missing, featurizer, location, n_missing, chunk_size)
+                existing = self.read(signature, out_col)
+        finally:
+            flagged.unpersist()
         result = images.drop("content") if featurizer.getInputCol() == "content" else images
         result = result.join(existing, on="image_id", how="inner")
-        n_images = wanted.count()
         stats = {"images": n_images, "computed": n_missing, "reused": n_images - n_missing,
                  "signature": signature, "location": location,
                  "ignored_incomplete_runs": len(incomplete)}
         return result, stats
+
+    def _missing_images(self, images, featurizer, existing):
+        """The images the store lacks, worked out in one pass over ``images``.
+
+        Returns ``(flagged, missing, n_images, n_missing)``. Every wanted image_id is
+        flagged stored or not, with the input column kept only for the missing
+        ones, and persisted on the executors' disks in that one pass: the counts
+        and every chunk read it there instead of scanning the source (and
+        redoing the anti-join) once per chunk.
+        """
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        input_col = featurizer.getInputCol()
+        wanted = images.select("image_id", input_col).dropDuplicates(["image_id"])
+        if existing is None:
+            flagged = wanted.withColumn("_stored", F.lit(False))
+        else:
+            stored = existing.select("image_id").withColumn("_stored", F.lit(True))
+            flagged = wanted.join(stored, on="image_id", how="left").fillna(False, ["_stored"])
+        flagged = flagged.select(
+            "image_id", "_stored",
+            F.when(~F.col("_stored"), F.col(input_col)).alias(input_col),
+        ).persist(StorageLevel.DISK_ONLY)
+        counts = flagged.agg(F.count(F.lit(1)).alias("images"),
+                             F.sum(F.col("_stored").cast("long")).alias("stored")).first()
+        n_images, n_stored = int(counts["images"]), int(counts["stored"] or 0)
+        missing = flagged.filter(~F.col("_stored")).drop("_stored")
+        return flagged, missing, n_images, n_images - n_stored
 
     def _compute(self, missing, featurizer, location, n_missing, chunk_size):
         """Featurize ``missing`` into one committed run folder per chunk."""

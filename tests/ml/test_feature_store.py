@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from conftest import classic_only
 from covidspark.ml.featurizer import DeepImageFeaturizer
 from covidspark.ml.feature_store import COMMITTED, FeatureStore
 from covidspark.runtime.filesystem import local_path
@@ -35,6 +36,34 @@ def test_rerun_computes_only_missing_images(spark, images_df, resnet_features, t
     _, stats = store.featurize(images_df, _featurizer())
     assert stats["computed"] == 0 and stats["reused"] == 18
     assert len(store.committed_runs(_featurizer().featureSignature())) == 2
+
+
+@classic_only("counts source reads with an accumulator, which Spark Connect lacks")
+def test_each_image_is_read_once_however_many_chunks(spark, images_df, tmp_path):
+    """The missing images are worked out in one pass; chunks do not rescan the source."""
+    from pyspark.sql import functions as F
+
+    reads = spark.sparkContext.accumulator(0)
+
+    def read(content):  # evaluated once per source row each time the source is scanned
+        reads.add(1)
+        return content
+
+    def counted(df):
+        # As read_images computes it, image_id depends on the bytes read: a chunk's filter
+        # on image_id cannot skip reading the other chunks' images.
+        return (df.withColumn("content", F.udf(read, "binary")("content"))
+                .withColumn("image_id", F.sha2("content", 256)))
+
+    ids = sorted(r.image_id for r in images_df.select("image_id").collect())
+    store = FeatureStore(spark, str(tmp_path / "store"))
+    _, stats = store.featurize(counted(images_df.filter(F.col("image_id").isin(ids[:9]))),
+                               _featurizer(), chunk_size=3)
+    assert (stats["images"], stats["computed"]) == (9, 9)
+    assert reads.value == 9  # three chunks, one read of each image
+    _, stats = store.featurize(counted(images_df), _featurizer(), chunk_size=3)
+    assert (stats["images"], stats["computed"], stats["reused"]) == (18, 9, 9)
+    assert reads.value == 9 + 18  # one pass over all 18 to find the 9 new ones
 
 
 def test_a_run_killed_while_writing_is_ignored(spark, images_df, tmp_path):

@@ -14,7 +14,10 @@ DEMO_OUT    ?= runs/demo
 # `pip install 'covidspark[torch]'` takes PyPI's Linux wheel, which carries CUDA (a few GB).
 TORCH       ?= torch==2.13.0
 # The Spark Connect pass (tests/test_connect.py) runs with `make test-connect`.
-PYTEST_ARGS ?= -m "not connect"
+# Two pytest workers, a test file each at a time (module fixtures such as a standalone
+# cluster are built once): many tests wait on JVMs and spark-submit, not on the cores.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?= -m "not connect" -n $(PYTEST_WORKERS) --dist loadfile
 # Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
 # EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x, pyarrow 15), and the core tests.
 COMPAT_VENV ?= .venv-compat

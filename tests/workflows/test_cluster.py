@@ -86,14 +86,21 @@ def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_di
         assert any("Running task" in open(log).read() for log in logs), worker
 
 
-def _executor_jvms():
-    """PIDs of Spark executor JVMs on this machine (the cluster's, in this test)."""
+def _executor_jvms(state):
+    """PIDs of this cluster's executor JVMs (they run in its workers' folders under ``state``).
+
+    Another test's cluster may run beside this one (pytest -n): its executors are
+    not this test's to kill.
+    """
     pids = []
     for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
         try:
             with open(cmdline, "rb") as f:
-                if b"CoarseGrainedExecutorBackend" in f.read():
-                    pids.append(int(cmdline.split("/")[2]))
+                if b"CoarseGrainedExecutorBackend" not in f.read():
+                    continue
+            pid = int(cmdline.split("/")[2])
+            if os.readlink(f"/proc/{pid}/cwd").startswith(str(state)):
+                pids.append(pid)
         except OSError:
             pass
     return sorted(pids)
@@ -132,10 +139,10 @@ def test_featurize_survives_a_killed_executor(cluster, spark, tmp_path):
     from covidspark.data.reading import read_images
     from test_reliability import committed, store_rows
 
-    master, _, env = cluster
+    master, state, env = cluster
     data = synthetic(str(tmp_path / "xrays"), n_per_class=80, seed=9, min_size=48, max_size=64)
     store = str(tmp_path / "store")
-    before = set(_executor_jvms())
+    before = set(_executor_jvms(state))
     log = open(tmp_path / "job.log", "w")
     job = subprocess.Popen(
         [venv_bin("spark-submit"), "--master", master, "--total-executor-cores", "2",
@@ -148,7 +155,7 @@ def test_featurize_survives_a_killed_executor(cluster, spark, tmp_path):
         time.sleep(0.2)
         if "Feature store: computing" not in open(tmp_path / "job.log").read():
             continue  # still ingesting
-        for pid in set(_executor_jvms()) - before:
+        for pid in set(_executor_jvms(state)) - before:
             # Its Python worker is running the network: the stage is under way.
             if len(_descendants(pid)) >= 2:
                 time.sleep(3)

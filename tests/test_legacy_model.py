@@ -8,6 +8,7 @@
 import glob
 import json
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -40,13 +41,17 @@ def test_the_fixture_records_the_old_class_path():
         assert json.loads(f.readline())["class"] == "covidspark.featurizer.DeepImageFeaturizer"
 
 
-def test_a_model_saved_by_0_1_predicts_the_same_in_spark(spark, legacy_images, expected):
+def test_a_model_saved_by_0_1_predicts_the_same_in_spark(spark, legacy_images, expected,
+                                                         monkeypatch):
     from pyspark.ml import PipelineModel
     from pyspark.ml.functions import vector_to_array
 
     from covidspark.data.reading import read_images
     from covidspark.ml.featurizer import DeepImageFeaturizer
 
+    # The alias warns when first imported; another test in this process may have
+    # imported it already (pytest-xdist runs several files per process).
+    monkeypatch.delitem(sys.modules, "covidspark.featurizer", raising=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DeprecationWarning)
         model = PipelineModel.load(FIXTURE)

@@ -217,11 +217,14 @@ def describe(spark, images, max_distance=None):
     """
     from pyspark.sql import functions as F
 
-    from covidspark.data.duplicates import DEFAULT_MAX_DISTANCE, duplicate_groups, image_info
+    from covidspark.data.duplicates import DEFAULT_MAX_DISTANCE, duplicate_groups
+    from covidspark.data.ingest import has_info, inspect_images
 
     max_distance = DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
-    info = (image_info(images).select("path", "image_id", "label", "source", "info.*")
-            .persist())
+    # read_images has decoded every image once already: its facts are reused.
+    inspected = images if has_info(images) else inspect_images(images)
+    info = (inspected.select("path", "image_id", "label", "source", "info.*")
+            .drop("thumbnail").persist())
     try:
         def counts(col):
             return {str(r[col]): r["count"] for r in info.groupBy(col).count().orderBy(col).collect()}
@@ -296,11 +299,14 @@ def merge(*frames, labels=("covid", "normal", "pneumonia")):
 
     from pyspark.sql import functions as F
 
+    from covidspark.data.ingest import has_info
     from covidspark.data.reading import IMAGE_COLUMNS
 
     if not frames:
         raise InputError("merge needs at least one DataFrame")
-    union = reduce(lambda a, b: a.unionByName(b), [f.select(*IMAGE_COLUMNS) for f in frames])
+    # The ingest pass's facts travel along when every frame has them.
+    columns = IMAGE_COLUMNS + (["info"] if all(has_info(f) for f in frames) else [])
+    union = reduce(lambda a, b: a.unionByName(b), [f.select(*columns) for f in frames])
     counts = {}
     for r in union.groupBy("source", "label").count().collect():
         counts.setdefault(r.source, {})[r.label] = r["count"]

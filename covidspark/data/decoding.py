@@ -9,6 +9,7 @@ luminance: X-rays carry no colour, and colour in public sets is figure
 annotation.
 """
 import io
+import os
 
 import numpy as np
 
@@ -33,6 +34,24 @@ SCALE_HINTS = {
 
 # Decompression-bomb guard: more pixels than this is refused before decoding.
 DEFAULT_MAX_PIXELS = 60_000_000
+
+
+#: When set to a folder, every :func:`open_image` call appends one byte to
+#: ``<folder>/<pid>``: the benchmarks and tests count decodes per image across
+#: Spark's Python workers with it (off by default; one small write per decode).
+COUNT_DECODES_ENV = "COVIDSPARK_COUNT_DECODES"
+
+
+def _count_decode():
+    folder = os.environ.get(COUNT_DECODES_ENV)
+    if folder:
+        with open(os.path.join(folder, str(os.getpid())), "ab") as f:
+            f.write(b".")
+
+
+def counted_decodes(folder):
+    """Decodes recorded under ``folder`` by processes run with :data:`COUNT_DECODES_ENV`."""
+    return sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
 
 
 class ImageDecodeError(InputError):
@@ -81,6 +100,7 @@ def open_image(data, name="<bytes>", max_pixels=DEFAULT_MAX_PIXELS, draft_size=N
     """
     from PIL import Image, ImageOps
 
+    _count_decode()
     if data is None or len(data) == 0:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     if dicom.looks_like_dicom(data, name):

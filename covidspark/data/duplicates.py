@@ -22,39 +22,18 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_DISTANCE = 2
 POLICIES = ("keep", "drop", "group")
 
-INFO_SCHEMA = ("format string, mode string, width int, height int, bits int, "
-               "phash string, phash64 bigint, error string")
-
 
 def image_info(df, content_col="content", path_col="path", max_pixels=None):
     """Add an ``info`` struct: format, mode, width, height, bits, phash, error.
 
-    Computed on the executors, one decode per image; ``error`` is set (and the
-    rest null) when the image does not decode.
+    The ingest pass of :func:`covidspark.data.ingest.inspect_images` (one decode
+    per image, on the executors); ``error`` is set (and the rest null) when the
+    image does not decode.
     """
-    import pandas as pd
-    from pyspark.sql import functions as F
+    from covidspark.data.decoding import DEFAULT_MAX_PIXELS
+    from covidspark.data.ingest import inspect_images
 
-    from covidspark.data.decoding import DEFAULT_MAX_PIXELS, ImageDecodeError, bit_depth, open_image
-    from covidspark.data.hashing import hex_to_signed64, phash
-
-    limit = max_pixels or DEFAULT_MAX_PIXELS
-
-    @F.pandas_udf(INFO_SCHEMA)
-    def inspect(contents: pd.Series, paths: pd.Series) -> pd.DataFrame:
-        rows = []
-        for data, name in zip(contents, paths):
-            try:
-                image = open_image(data, name, limit)
-                digest = phash(image)
-                rows.append((image.info.get("format"), image.mode, image.size[0], image.size[1],
-                             bit_depth(image), digest, hex_to_signed64(digest), None))
-            except ImageDecodeError as exc:
-                rows.append((None, None, None, None, None, None, None, str(exc)))
-        return pd.DataFrame(rows, columns=["format", "mode", "width", "height", "bits",
-                                           "phash", "phash64", "error"])
-
-    return df.withColumn("info", inspect(F.col(content_col), F.col(path_col)))
+    return inspect_images(df, content_col, path_col, max_pixels or DEFAULT_MAX_PIXELS)
 
 
 def hash_bands(max_distance):
@@ -183,7 +162,11 @@ def resolve_duplicates(df, policy="group", max_distance=DEFAULT_MAX_DISTANCE,
 
     if policy not in POLICIES:
         raise InputError(f"Unknown duplicate policy {policy!r}. Supported: {', '.join(POLICIES)}.")
-    with_hash = image_info(df).withColumn("phash64", F.col("info.phash64"))
+    from covidspark.data.ingest import has_info
+
+    # read_images' ingest pass has hashed every image already; hash only otherwise.
+    with_hash = (df if has_info(df) else image_info(df)).withColumn("phash64",
+                                                                   F.col("info.phash64"))
     groups = duplicate_groups(with_hash, max_distance)
     report = {"policy": policy, "max_distance": max_distance, "groups": groups, "dropped": []}
     conflicts = [g for g in groups if g["label_conflict"]]
@@ -199,9 +182,8 @@ def resolve_duplicates(df, policy="group", max_distance=DEFAULT_MAX_DISTANCE,
     dropped = []
     if policy == "drop":
         rank = {s: i for i, s in enumerate(source_priority or [])}
-        sources = dict(df.select("path", "source").filter(
-            F.col("path").isin([p for p, _ in membership])).rdd.map(tuple).collect()) \
-            if membership else {}
+        sources = {r.path: r.source for r in df.select("path", "source").filter(
+            F.col("path").isin([p for p, _ in membership])).collect()} if membership else {}
         for g in groups:
             ordered = sorted(g["paths"], key=lambda p: (rank.get(sources.get(p), len(rank)), p))
             dropped += ordered[1:]

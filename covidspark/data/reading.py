@@ -4,7 +4,8 @@
 
     image_id (sha256 of the bytes), path, label, patient_id, source, content
 
-and decodes every image once on the executors to check it. Nothing is dropped
+and decodes every image once on the executors to check it and to record what
+later steps need (:mod:`covidspark.data.ingest`). Nothing is dropped
 silently: with ``strict=True`` (the default) any bad file or row fails the read
 with one error that lists each one and why; with ``strict=False`` the read
 returns an :class:`IngestResult` whose ``rejects`` table holds them, and
@@ -130,9 +131,13 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         True: raise :class:`IngestError` listing every bad file. False: return
         an :class:`IngestResult` with the rejects as a table.
     validate : bool
-        Decode every image on the executors (one pass over the data). Without
-        it only file-level problems are caught here; decoding errors surface
-        when the images are used.
+        Decode every image on the executors, once (:mod:`covidspark.data.ingest`):
+        the check, size, mode, bit depth, perceptual hash and baseline thumbnail
+        come from that one decode and land in an ``info`` column; the result is
+        persisted (``MEMORY_AND_DISK``; ``unpersist()`` it when done), so later
+        steps read neither the files nor decode them again for these facts.
+        Without it only file-level problems are caught here; decoding errors
+        surface when the images are used.
     max_pixels : int
         Decompression-bomb limit (default 60 megapixels).
     base_dir : str, optional
@@ -149,7 +154,9 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
     -------
     pyspark.sql.DataFrame or IngestResult
         Columns ``image_id`` (hex sha256 of the file bytes), ``path``, ``label``,
-        ``patient_id`` (null when unknown), ``source``, ``content`` (binary).
+        ``patient_id`` (null when unknown), ``source``, ``content`` (binary), and
+        with ``validate`` the ingest pass's ``info`` struct (``format``, ``mode``,
+        ``width``, ``height``, ``bits``, ``phash``, ``phash64``, ``thumbnail``).
 
     Raises
     ------
@@ -183,18 +190,21 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         rejects = rejects + [(r.path, f"label {r.label!r} is not one of {', '.join(known)} "
                                       f"(map it with label_map)", True) for r in unknown]
         checked = checked.filter(F.col("label").isin(known))
+    images = candidates
     if validate:
-        rejects = rejects + decode_rejects(checked, max_pixels=max_pixels)
+        images, decode_failures = _ingest_pass(checked, max_pixels)
+        rejects = rejects + decode_failures
     total = n_candidates + sum(1 for _, _, counted in rejects if not counted)
     reject_rows = [(p, reason) for p, reason, _ in rejects]
     if strict and reject_rows:
+        if validate:
+            images.unpersist()
         raise IngestError(format_rejects(what, reject_rows, total), reject_rows)
-    images = candidates
     rejected_paths = sorted({p for p, _, counted in rejects if counted})
     if rejected_paths:
         from pyspark.sql import functions as F
 
-        images = candidates.filter(~F.col("path").isin(rejected_paths))
+        images = images.filter(~F.col("path").isin(rejected_paths))
     if strict:
         return images
     if reject_rows:
@@ -401,6 +411,26 @@ def _attach_patients(spark, candidates, patients):
     return (candidates.join(F.broadcast(mapping), on="path", how="left")
             .withColumn("patient_id", F.coalesce("_patient", "patient_id"))
             .select(*IMAGE_COLUMNS))
+
+
+def _ingest_pass(candidates, max_pixels):
+    """The one decode of :mod:`covidspark.data.ingest` over ``candidates``, persisted.
+
+    Returns the persisted rows (with ``info``) and ``[(path, reason, True)]`` for
+    the images that do not decode. Later steps read bytes, ids, hashes and
+    thumbnails from the persisted rows, not from storage.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from covidspark.data.ingest import inspect_images
+
+    inspected = inspect_images(candidates, max_pixels=max_pixels).persist(
+        StorageLevel.MEMORY_AND_DISK)
+    # This action fills the cache: the filter runs above the persisted relation.
+    failed = (inspected.filter(F.col("info.error").isNotNull())
+              .select("path", F.col("info.error").alias("error")).collect())
+    return inspected, [(r.path, r.error, True) for r in failed]
 
 
 def decode_rejects(df, content_col="content", path_col="path", max_pixels=DEFAULT_MAX_PIXELS):

@@ -212,14 +212,24 @@ def featurize_once(spark, split, featurizer, store_path):
 
 
 def baseline_pixels(spark, split):
-    """The baseline's 32x32 pixels of the split, persisted."""
-    from pyspark import StorageLevel
+    """The baseline's 32x32 pixels of the split, persisted.
 
+    They come from the ingest pass's thumbnails when ``split`` carries them
+    (``read_images`` validated it); only otherwise are the images decoded again.
+    """
+    from pyspark import StorageLevel
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    from covidspark.data.ingest import has_info
     from covidspark.ml.baseline import PixelFeaturizer
 
     set_job_description(spark, "32x32 pixel baseline features")
-    pixels = PixelFeaturizer().transform(split).drop("content").persist(
-        StorageLevel.MEMORY_AND_DISK)
+    if has_info(split):
+        pixels = split.withColumn("pixels", array_to_vector(F.col("info.thumbnail")))
+    else:
+        pixels = PixelFeaturizer().transform(split)
+    pixels = pixels.drop("content").persist(StorageLevel.MEMORY_AND_DISK)
     pixels.count()
     return pixels
 

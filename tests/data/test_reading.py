@@ -19,7 +19,8 @@ from covidspark.data.reading import IngestError, read_images
 
 def test_read_class_folders(images_df, fixture_dir):
     rows = images_df.collect()
-    assert images_df.columns == ["image_id", "path", "label", "patient_id", "source", "content"]
+    assert images_df.columns == ["image_id", "path", "label", "patient_id", "source", "content",
+                                 "info"]
     assert len(rows) == 18
     assert sorted({r.label for r in rows}) == ["covid", "normal", "pneumonia"]
     for r in rows:
@@ -30,6 +31,25 @@ def test_read_class_folders(images_df, fixture_dir):
         assert bytes(r.content) == data
         assert r.image_id == hashlib.sha256(data).hexdigest()
         assert r.source == os.path.basename(fixture_dir)
+
+
+def test_the_ingest_pass_records_what_pillow_sees_from_one_decode(images_df):
+    """Size, mode, bit depth and the baseline thumbnail, against plain Pillow."""
+    from covidspark.data.hashing import hex_to_signed64
+
+    for r in images_df.select("path", "info").collect():
+        with Image.open(local_path(r.path)) as image:
+            image.load()
+            info = r.info
+            assert info.error is None
+            assert (info.width, info.height, info.mode) == (*image.size, image.mode), r.path
+            assert info.format == image.format and info.bits == 8
+            # Area averaging of the full decode, in [0, 1], row-major.
+            expected = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BOX),
+                                  dtype=np.float32) / 255
+        np.testing.assert_allclose(np.asarray(info.thumbnail).reshape(32, 32), expected,
+                                   atol=1e-6, err_msg=r.path)
+        assert len(info.phash) == 16 and info.phash64 == hex_to_signed64(info.phash)
 
 
 def test_label_map_renames_folders(spark, fixture_dir, tmp_path):

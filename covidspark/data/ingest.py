@@ -1,0 +1,81 @@
+"""The ingest pass: every fact covidspark needs about an image, from one decode.
+
+A train job used to decode each image four times before the network saw it:
+the validity check, the perceptual hash for duplicates, and the 32x32 baseline
+thumbnail each ran their own pass, and each pass re-read the bytes from
+storage. :func:`inspect_images` decodes an image once, on the executors, and
+returns all of it in one ``info`` struct:
+
+- ``error``: why the image is rejected (null when it decodes),
+- ``format``, ``mode``, ``width``, ``height``, ``bits``,
+- ``phash`` / ``phash64``: the perceptual hash of :mod:`covidspark.data.hashing`,
+- ``thumbnail``: the baseline's 32x32 grayscale pixels in [0, 1]
+  (:data:`covidspark.ml.baseline.BASELINE_SIZE`), row-major.
+
+:func:`covidspark.data.reading.read_images` runs it and persists the result,
+so duplicates, splits, the baseline and the network read the bytes and the
+facts from there; the network's own decode is the only other one.
+"""
+import numpy as np
+
+from covidspark.data.decoding import (DEFAULT_MAX_PIXELS, ImageDecodeError, bit_depth,
+                                      open_image, resize_gray)
+
+THUMBNAIL_SIZE = 32
+INFO_FIELDS = ("error", "format", "mode", "width", "height", "bits", "phash", "phash64",
+               "thumbnail")
+INFO_SCHEMA = ("error string, format string, mode string, width int, height int, bits int, "
+               "phash string, phash64 bigint, thumbnail array<float>")
+
+
+def inspect_image(data, name="<bytes>", max_pixels=DEFAULT_MAX_PIXELS):
+    """The ingest facts of one encoded image, as a tuple in :data:`INFO_FIELDS` order.
+
+    A file that does not decode gives its reason in ``error`` and nulls elsewhere;
+    anything else raised is a bug, and propagates.
+    """
+    from covidspark.data.hashing import hex_to_signed64, phash
+
+    try:
+        image = open_image(data, name, max_pixels)
+    except ImageDecodeError as exc:
+        return (str(exc),) + (None,) * (len(INFO_FIELDS) - 1)
+    digest = phash(image)
+    # Area averaging from the full decode (PixelFeaturizer alone decodes JPEGs in
+    # draft mode instead: within 0.02 of this on average, see tests/ml/test_baseline.py).
+    small = resize_gray(image, THUMBNAIL_SIZE).ravel() / np.float32(255.0)
+    return (None, image.info.get("format"), image.mode, image.size[0], image.size[1],
+            bit_depth(image), digest, hex_to_signed64(digest), small.astype(np.float32))
+
+
+def inspect_images(df, content_col="content", path_col="path", max_pixels=DEFAULT_MAX_PIXELS,
+                   info_col="info"):
+    """Add the ``info`` struct of :func:`inspect_image` to ``df``, one decode per image.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        With the encoded bytes in ``content_col`` and a name for messages in ``path_col``.
+    max_pixels : int
+        Decompression-bomb limit.
+    info_col : str
+        Name of the added struct column.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+    """
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    @F.pandas_udf(INFO_SCHEMA)
+    def inspect(contents: pd.Series, paths: pd.Series) -> pd.DataFrame:
+        rows = [inspect_image(data, name, max_pixels) for data, name in zip(contents, paths)]
+        return pd.DataFrame(rows, columns=list(INFO_FIELDS))
+
+    return df.withColumn(info_col, inspect(F.col(content_col), F.col(path_col)))
+
+
+def has_info(df, info_col="info"):
+    """Whether ``df`` carries the ingest pass's struct (``read_images`` with validation)."""
+    return info_col in df.columns

@@ -80,7 +80,7 @@ $(COMPAT_VENV)/.stamp: setup.py pyproject.toml Makefile
 
 test-compat: java $(COMPAT_VENV)/.stamp
 	$(COMPAT_PY) -c "import pyspark, pandas; print('pyspark', pyspark.__version__, 'pandas', pandas.__version__)"
-	$(COMPAT_PY) -m pytest $(COMPAT_TESTS)
+	$(COMPAT_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(COMPAT_TESTS)
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) build dist *.egg-info runs spark-warehouse .pytest_cache

@@ -1,0 +1,208 @@
+"""A train job against its own featurizer, and the feature store from empty and with 10 % new.
+
+One Spark session (local mode, so the executors' Hadoop statistics live in this
+JVM), one run, JSON out. For each data set:
+
+- ``featurize_only``: ``DeepImageFeaturizer.transform`` on the task's images,
+  features written to Parquet: the speed a train job cannot beat.
+- ``train``: the train workflow end to end (read with the ingest pass,
+  duplicates, grouped split, featurize, fit, bootstrap CIs, baseline, report,
+  save), as ``jobs/train_lr.py`` runs it.
+- Decodes are counted, not estimated: every decode of an image appends a byte
+  (``COVIDSPARK_COUNT_DECODES``), in every Python worker. Bytes read are Hadoop's
+  ``file:`` statistics of this JVM (the images, and also the job's own
+  Parquet and model files: an upper bound on the image bytes).
+
+Then the feature store (the featurize workflow, as ``jobs/featurize.py``) over
+``--synthetic`` images from empty, and again after adding 10 % new images.
+
+Targets (issue 15): train >= 0.8 x featurize-only images/s; <= 2 decodes per
+image; <= 2 x the images' size read; the rerun decodes only the new images in
+the network and costs <= 0.2 x the first run.
+
+Weights are seeded random (``--weights random``): no ImageNet download here.
+
+    python benchmarks/jobs.py --manifest ../shared/data/ozturk/manifest.csv \\
+        --patients ../shared/data/ozturk/patients.csv --synthetic 10000 --out jobs.json
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import emit_json  # noqa: E402
+
+
+def hadoop_bytes_read(spark, scheme="file"):
+    """Bytes read so far through Hadoop's ``scheme`` filesystems in this JVM."""
+    statistics = spark._jvm.org.apache.hadoop.fs.FileSystem.getAllStatistics()
+    return sum(s.getBytesRead() for s in statistics if s.getScheme() == scheme)
+
+
+class Counters:
+    """Decodes and bytes read between two points of the run."""
+
+    def __init__(self, spark, decode_dir):
+        self.spark, self.decode_dir = spark, decode_dir
+
+    def snapshot(self):
+        from covidspark.data.decoding import counted_decodes
+
+        return counted_decodes(self.decode_dir), hadoop_bytes_read(self.spark), time.time()
+
+    def since(self, start):
+        decodes, read, now = self.snapshot()
+        return {"decodes": decodes - start[0], "bytes_read": read - start[1],
+                "seconds": round(now - start[2], 2)}
+
+
+def image_bytes(spark, images):
+    from pyspark.sql import functions as F
+
+    return images.select(F.sum(F.length("content"))).first()[0] or 0
+
+
+def featurize_only(spark, counters, config, task_labels, tmp):
+    """The featurizer alone on the task's images: read, decode, forward, write."""
+    from pyspark.sql import functions as F
+
+    from covidspark.data.reading import read_images
+    from covidspark.workflows import steps
+
+    source = (dict(manifest=config.manifest) if config.manifest else dict(path=config.data[0]))
+    images = read_images(spark, validate=False, label_map=config.label_map, **source)
+    images = images.filter(F.col("label").isin(list(task_labels)))
+    featurizer, _ = steps.make_featurizer(config, [])
+    start = counters.snapshot()
+    out = os.path.join(tmp, "featurize-only")
+    featurizer.transform(images).select("image_id", "features").write.parquet(out)
+    counted = counters.since(start)
+    n = spark.read.parquet(out).count()
+    return {"images": n, **counted, "images_per_s": round(n / counted["seconds"], 2),
+            "decodes_per_image": round(counted["decodes"] / n, 3)}
+
+
+def train_job(spark, counters, config):
+    from covidspark.workflows.training import train
+
+    start = counters.snapshot()
+    result = train(config)
+    counted = counters.since(start)
+    n = result.run["images_featurized"]
+    read = sum(result.run["data"]["class_counts"].values()) + sum(
+        result.run["data"]["excluded"].values())
+    return {"images_featurized": n, "images_read": read, **counted,
+            "featurize_s": result.run["timing_s"]["featurize"],
+            "images_per_s": round(n / counted["seconds"], 2),
+            "decodes_per_image_read": round(counted["decodes"] / read, 3)}
+
+
+def add_new_images(root, fraction, seed):
+    """Add ``fraction`` new synthetic images into the class folders under ``root``."""
+    from covidspark.data.synthetic import synthetic
+
+    per_class = {label: len(os.listdir(os.path.join(root, label))) for label in os.listdir(root)
+                 if os.path.isdir(os.path.join(root, label))}
+    n_new = max(1, round(fraction * min(per_class.values())))
+    extra = synthetic(tempfile.mkdtemp(prefix="covidspark-new-"), n_per_class=n_new, seed=seed)
+    added = 0
+    for label in per_class:
+        for name in os.listdir(os.path.join(extra, label)):
+            shutil.copy(os.path.join(extra, label, name), os.path.join(root, label, f"new-{name}"))
+            added += 1
+    shutil.rmtree(extra)
+    return added
+
+
+def feature_store(spark, counters, args, tmp):
+    from covidspark.data.synthetic import synthetic
+    from covidspark.workflows.config import FeaturizeConfig
+    from covidspark.workflows.featurization import featurize
+
+    per_class = max(1, args.synthetic // 3)
+    root = synthetic(os.path.join(tmp, "synthetic"), n_per_class=per_class, seed=args.seed)
+    config = FeaturizeConfig(data=[root], model=args.model, weights="random", engine=args.engine,
+                             batch_size=args.batch_size, features=os.path.join(tmp, "store"),
+                             seed=args.seed)
+    runs = []
+    for step in ("from empty", "10 % new"):
+        if step == "10 % new":
+            added = add_new_images(root, 0.10, args.seed + 1)
+        start = counters.snapshot()
+        result = featurize(config)
+        counted = counters.since(start)
+        runs.append({"run": step, "images": result.images, "computed": result.computed,
+                     "reused": result.reused, **counted,
+                     **({"added": added} if step == "10 % new" else {})})
+    first, rerun = runs
+    return {"runs": runs,
+            "rerun_cost_ratio": round(rerun["seconds"] / first["seconds"], 3),
+            # The network decodes only what it computes; the ingest pass decodes each image once.
+            "rerun_decodes_beyond_ingest": rerun["decodes"] - rerun["images"]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifest", help="CSV path,label[,patient_id,source]")
+    parser.add_argument("--data", help="class-folder tree (instead of --manifest)")
+    parser.add_argument("--label-map")
+    parser.add_argument("--patients")
+    parser.add_argument("--task", default="binary")
+    parser.add_argument("--synthetic", type=int, default=10000,
+                        help="images for the feature-store runs (0: skip them)")
+    parser.add_argument("--model", default="ResNet50")
+    parser.add_argument("--engine", default="openvino")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args(argv)
+
+    from covidspark.data.decoding import COUNT_DECODES_ENV
+    from covidspark.ml.pipelines import task_labels
+
+    tmp = tempfile.mkdtemp(prefix="covidspark-bench-jobs-")
+    decode_dir = os.path.join(tmp, "decodes")
+    os.makedirs(decode_dir)
+    # Before the JVM starts: its Python workers inherit the variable.
+    os.environ[COUNT_DECODES_ENV] = decode_dir
+    from covidspark.runtime.session import get_spark
+    from covidspark.workflows.config import TrainConfig
+
+    spark = get_spark("covidspark-bench-jobs", master=args.master)
+    counters = Counters(spark, decode_dir)
+    result = {"weights": "random (seeded; not pretrained ImageNet)", "model": args.model,
+              "engine": args.engine, "master": args.master, "cores": os.cpu_count()}
+    if args.manifest or args.data:
+        config = TrainConfig(manifest=args.manifest, data=[args.data] if args.data else None,
+                             label_map=args.label_map, patients=args.patients, task=args.task,
+                             model=args.model, weights="random", engine=args.engine,
+                             batch_size=args.batch_size, bootstrap=args.bootstrap,
+                             seed=args.seed, out=os.path.join(tmp, "run"))
+        only = featurize_only(spark, counters, config, task_labels(args.task), tmp)
+        job = train_job(spark, counters, config)
+        from covidspark.data.reading import read_images
+
+        source = (dict(manifest=args.manifest) if args.manifest else dict(path=args.data))
+        all_images = read_images(spark, validate=False, label_map=config.label_map, **source)
+        size = image_bytes(spark, all_images)
+        result["real"] = {
+            "data": args.manifest or args.data, "task": args.task,
+            "featurize_only": only, "train": job,
+            "image_bytes": size,
+            "train_bytes_read_per_image_size": round(job["bytes_read"] / size, 3),
+            "train_vs_featurize_only": round(job["images_per_s"] / only["images_per_s"], 3),
+        }
+    if args.synthetic:
+        result["feature_store"] = {"images": args.synthetic,
+                                   **feature_store(spark, counters, args, tmp)}
+    shutil.rmtree(tmp, ignore_errors=True)
+    emit_json(result, args.out, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -76,6 +76,9 @@ def featurize_only(spark, counters, config, task_labels, tmp):
     images = read_images(spark, validate=False, label_map=config.label_map, **source)
     images = images.filter(F.col("label").isin(list(task_labels)))
     featurizer, _ = steps.make_featurizer(config, [])
+    # Warm both Python workers first (interpreter, engine, model load or conversion):
+    # the train job after this arm runs on warm workers, so this arm must too.
+    featurizer.transform(images.limit(8).repartition(2)).select("features").collect()
     start = counters.snapshot()
     out = os.path.join(tmp, "featurize-only")
     featurizer.transform(images).select("image_id", "features").write.parquet(out)

@@ -79,3 +79,24 @@ def inspect_images(df, content_col="content", path_col="path", max_pixels=DEFAUL
 def has_info(df, info_col="info"):
     """Whether ``df`` carries the ingest pass's struct (``read_images`` with validation)."""
     return info_col in df.columns
+
+
+def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS):
+    """:func:`inspect_images` over ``candidates``, persisted for the job.
+
+    Returns
+    -------
+    (pyspark.sql.DataFrame, list)
+        The persisted rows (with ``info``) and ``[(path, reason, True)]`` for the
+        images that do not decode. Later steps read bytes, ids, hashes and
+        thumbnails from the persisted rows, not from storage.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    inspected = inspect_images(candidates, max_pixels=max_pixels).persist(
+        StorageLevel.MEMORY_AND_DISK)
+    # This action fills the cache: the filter runs above the persisted relation.
+    failed = (inspected.filter(F.col("info.error").isNotNull())
+              .select("path", F.col("info.error").alias("error")).collect())
+    return inspected, [(r.path, r.error, True) for r in failed]

@@ -19,8 +19,7 @@ import logging
 import os
 import posixpath
 
-from covidspark.data.decoding import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS,
-                                      ImageDecodeError, open_image)
+from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS
 from covidspark.errors import InputError, InputNotFoundError
 from covidspark.runtime.filesystem import Files, has_scheme, join, local_path
 
@@ -192,7 +191,9 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         checked = checked.filter(F.col("label").isin(known))
     images = candidates
     if validate:
-        images, decode_failures = _ingest_pass(checked, max_pixels)
+        from covidspark.data.ingest import inspect_and_persist
+
+        images, decode_failures = inspect_and_persist(checked, max_pixels)
         rejects = rejects + decode_failures
     total = n_candidates + sum(1 for _, _, counted in rejects if not counted)
     reject_rows = [(p, reason) for p, reason, _ in rejects]
@@ -411,58 +412,3 @@ def _attach_patients(spark, candidates, patients):
     return (candidates.join(F.broadcast(mapping), on="path", how="left")
             .withColumn("patient_id", F.coalesce("_patient", "patient_id"))
             .select(*IMAGE_COLUMNS))
-
-
-def _ingest_pass(candidates, max_pixels):
-    """The one decode of :mod:`covidspark.data.ingest` over ``candidates``, persisted.
-
-    Returns the persisted rows (with ``info``) and ``[(path, reason, True)]`` for
-    the images that do not decode. Later steps read bytes, ids, hashes and
-    thumbnails from the persisted rows, not from storage.
-    """
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    from covidspark.data.ingest import inspect_images
-
-    inspected = inspect_images(candidates, max_pixels=max_pixels).persist(
-        StorageLevel.MEMORY_AND_DISK)
-    # This action fills the cache: the filter runs above the persisted relation.
-    failed = (inspected.filter(F.col("info.error").isNotNull())
-              .select("path", F.col("info.error").alias("error")).collect())
-    return inspected, [(r.path, r.error, True) for r in failed]
-
-
-def decode_rejects(df, content_col="content", path_col="path", max_pixels=DEFAULT_MAX_PIXELS):
-    """Decode every image of ``df`` on the executors; ``[(path, reason, True)]`` for failures."""
-    import pandas as pd
-    from pyspark.sql import functions as F
-
-    @F.pandas_udf("string")
-    def decode_error(contents: pd.Series, paths: pd.Series) -> pd.Series:
-        out = []
-        for data, name in zip(contents, paths):
-            try:
-                open_image(data, name, max_pixels)
-                out.append(None)
-            except ImageDecodeError as exc:
-                out.append(str(exc))
-        return pd.Series(out, dtype=object)
-
-    failed = (df.select(F.col(path_col).alias("path"),
-                        decode_error(F.col(content_col), F.col(path_col)).alias("error"))
-              .filter(F.col("error").isNotNull()).collect())
-    return [(r.path, r.error, True) for r in failed]
-
-
-def check_decodable(df, content_col="content", path_col="path", max_pixels=DEFAULT_MAX_PIXELS):
-    """Decode every image of ``df`` on the executors; raise naming each failure.
-
-    Raises
-    ------
-    IngestError
-        Lists (up to 20) paths with the reason each failed, and the total count.
-    """
-    rejects = [(p, r) for p, r, _ in decode_rejects(df, content_col, path_col, max_pixels)]
-    if rejects:
-        raise IngestError(format_rejects("decode check", rejects, df.count()), rejects)

@@ -13,12 +13,15 @@ Trees have no gradient. For RF and DT heads (or on request for LR) an
 occlusion map is computed instead: the drop in the class probability when each
 cell of a grid over the network's input is replaced by the image's mean grey.
 
+A Grad-CAM explanation costs one forward and one backward pass: the features
+the classifier reads and the activations the map is made of come from the same
+pass (:func:`predict_with_grad_cam`).
+
 Both maps are in the original image's coordinates, in [0, 1] (1 = the
 strongest evidence for the class), and :func:`overlay_png` renders one over the
 X-ray. These maps are research aids, not a check that a model is safe to use.
 """
 import io
-import os
 
 import numpy as np
 
@@ -76,21 +79,66 @@ def grad_cam(model, layer_name, inputs, weights, bias=0.0):
         ``(h, w)``: ``ReLU(sum_k alpha_k A_k)``, ``alpha_k`` the spatial mean of
         the score's gradient with respect to ``A_k``.
     """
-    import keras
     import tensorflow as tf
+
+    w = tf.constant(np.asarray(weights, dtype=np.float32))
+    with tf.GradientTape() as tape:
+        activations, features = _activations_and_features(model, layer_name)(
+            tf.convert_to_tensor(inputs), training=False)
+        score = tf.reduce_sum(features[0] * w) + float(bias)
+    return _cam(activations, tape.gradient(score, activations))
+
+
+def _cam(activations, gradients):
+    """``ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the spatial mean of the gradient."""
+    import tensorflow as tf
+
+    alpha = tf.reduce_mean(gradients, axis=(1, 2))                 # (1, channels)
+    return tf.nn.relu(tf.reduce_sum(activations * alpha[:, None, None, :], axis=-1))[0].numpy()
+
+
+def _activations_and_features(model, layer_name):
+    """The model mapping inputs to (the layer's output, the features), built once per model."""
+    import keras
 
     cache = model.__dict__.setdefault("_covidspark_gradcam", {})
     if layer_name not in cache:
         cache[layer_name] = keras.Model(model.inputs,
                                         [model.get_layer(layer_name).output, model.output])
-    w = tf.constant(np.asarray(weights, dtype=np.float32))
-    with tf.GradientTape() as tape:
-        activations, features = cache[layer_name](tf.convert_to_tensor(inputs), training=False)
-        score = tf.reduce_sum(features[0] * w) + float(bias)
-    gradients = tape.gradient(score, activations)
-    alpha = tf.reduce_mean(gradients, axis=(1, 2))                 # (1, channels)
-    cam = tf.nn.relu(tf.reduce_sum(activations * alpha[:, None, None, :], axis=-1))[0]
-    return cam.numpy()
+    return cache[layer_name]
+
+
+def predict_with_grad_cam(predictor, pixels, label=None):
+    """The prediction and its Grad-CAM from **one** forward pass (and one backward).
+
+    The features for the classifier and the last convolutional layer's
+    activations come out of the same pass; the class to explain (``label``, or
+    the predicted one) is chosen from those features, and its score's gradient
+    is taken on the same tape.
+
+    Returns
+    -------
+    (dict, int, numpy.ndarray)
+        :meth:`Predictor.classify`'s result, the explained class index, and the
+        map at the input resolution in [0, 1].
+    """
+    import tensorflow as tf
+
+    head = predictor.pipeline.head
+    class_score_weights(head, 0)  # a tree head has no gradient: say so before any work
+    runner = predictor.keras_runner
+    x = tf.convert_to_tensor(runner.preprocess(np.array(pixels[None], dtype=np.float32)))
+    with predictor.lock:
+        both = _activations_and_features(runner.model, predictor.spec.last_conv_layer)
+        with tf.GradientTape() as tape:
+            activations, features = both(x, training=False)
+            result = predictor.classify(np.asarray(features[0], dtype=np.float64))
+            index = class_index(predictor, label or result["label"])
+            weights, bias = class_score_weights(head, index)
+            score = tf.reduce_sum(features[0] * tf.constant(np.asarray(weights, np.float32)))
+            score = score + float(bias)
+        cam = _cam(activations, tape.gradient(score, activations))
+    return result, index, upsample(cam, predictor.spec.input_size)
 
 
 def grad_cam_input(predictor, pixels, index):
@@ -198,13 +246,16 @@ def explain(predictor, data, label=None, method="auto", name="<upload>"):
     """
     if method not in METHODS:
         raise ExplainError(f"Unknown method {method!r}. Supported: {', '.join(METHODS)}.")
-    image = predictor.open(data, name)
-    pixels = predictor.pixels(image)
-    result = predictor.classify(predictor.features(pixels)[0])
-    index = class_index(predictor, label or result["label"])
     if method == "auto":
         method = "gradcam" if predictor.pipeline.head.kind == "lr" else "occlusion"
-    heat = (grad_cam_input if method == "gradcam" else occlusion_input)(predictor, pixels, index)
+    image = predictor.open(data, name)
+    pixels = predictor.pixels(image)
+    if method == "gradcam":
+        result, index, heat = predict_with_grad_cam(predictor, pixels, label)
+    else:
+        result = predictor.classify(predictor.features(pixels)[0])
+        index = class_index(predictor, label or result["label"])
+        heat = occlusion_input(predictor, pixels, index)
     result.update(explained=predictor.labels[index], method=method)
     return result, to_image_coordinates(heat, *image.size, predictor.options["crop"]), image
 
@@ -239,126 +290,3 @@ def overlay_png(image, heat, max_side=1024):
     buffer = io.BytesIO()
     overlay(image, heat, max_side).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-# ------------------------------------------------------------------ in Spark
-
-# shipped model archive -> Predictor, one per Python worker (reused across tasks).
-_WORKER_PREDICTORS = {}
-
-
-def _worker_predictor(model_archive):
-    """The Predictor of a model shipped as a zip (:func:`ship_model`), unpacked once per worker."""
-    import zipfile
-
-    from pyspark import SparkFiles
-
-    from covidspark.serving.predictor import Predictor
-
-    if model_archive not in _WORKER_PREDICTORS:
-        _WORKER_PREDICTORS.clear()  # one model per worker: each holds a backbone
-        archive = SparkFiles.get(model_archive)
-        target = f"{archive}.d"
-        if not os.path.isdir(target):
-            tmp = f"{target}.tmp-{os.getpid()}"
-            with zipfile.ZipFile(archive) as z:
-                z.extractall(tmp)
-            try:
-                os.rename(tmp, target)
-            except OSError:  # another worker of this node unpacked it first
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
-        _WORKER_PREDICTORS[model_archive] = Predictor(target)
-    return _WORKER_PREDICTORS[model_archive]
-
-
-def ship_model(spark, model_dir):
-    """Send a saved PipelineModel (any URI) to every executor as one zip; returns its name.
-
-    The driver reads the folder through the filesystem layer, so a model on
-    HDFS, S3 or a viewfs mount reaches executors that could not read it
-    themselves; the archive's name carries its content hash.
-    """
-    import hashlib
-    import tempfile
-    import zipfile
-
-    from covidspark.runtime.connect import ship_file
-    from covidspark.runtime.filesystem import Files
-
-    files = Files(spark)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-        for relative, data in files.read_tree(model_dir):
-            if not relative.rsplit("/", 1)[-1].startswith((".", "_SUCCESS")):
-                z.writestr(relative, data)
-    data = buffer.getvalue()
-    folder = tempfile.mkdtemp(prefix="covidspark-model-")
-    path = os.path.join(folder, f"model-{hashlib.sha256(data).hexdigest()[:16]}.zip")
-    with open(path, "wb") as f:
-        f.write(data)
-    return ship_file(spark, path)
-
-
-def heatmap_file_name(image_id, path):
-    """``<first 16 hex of the image id>-<file stem>.png``: unique, and readable."""
-    import re
-
-    stem = os.path.splitext(os.path.basename(str(path or "image")))[0]
-    return f"{str(image_id)[:16]}-{re.sub(r'[^A-Za-z0-9._-]+', '_', stem)[:80]}.png"
-
-
-HEATMAP_PNG_COL = "heatmap_png"
-
-
-def add_heatmaps(df, model_dir, out_dir, content_col="content", path_col="path",
-                 id_col="image_id", output_col="heatmap", method="auto"):
-    """Add an overlay PNG per row, computed on the executors, and where it is to be written.
-
-    The saved model is shipped from the driver (:func:`ship_model`), so
-    ``model_dir`` may be any URI the driver can read; each Python worker loads
-    it once. The result has ``output_col`` (``<out_dir>/<heatmap_file_name>``)
-    and ``heatmap_png`` (the PNG bytes); :func:`write_heatmaps` writes them
-    through the filesystem layer, so they land in ``out_dir`` (HDFS, S3, a
-    Volume, local) rather than on the executors' disks. The heat map explains
-    each image's predicted class.
-    """
-    from typing import Iterator, Tuple
-
-    import pandas as pd
-    from pyspark.sql import functions as F
-    from pyspark.sql.functions import pandas_udf
-
-    from covidspark.runtime.filesystem import join
-
-    archive = ship_model(df.sparkSession, model_dir)
-
-    def render(batches: Iterator[Tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.Series]:
-        predictor = _worker_predictor(archive)
-        for contents, paths, ids in batches:
-            pngs = []
-            for content, path in zip(contents, paths):
-                _, heat, image = explain(predictor, content, method=method, name=path)
-                pngs.append(overlay_png(image, heat))
-            yield pd.Series(pngs, dtype=object)
-
-    udf = pandas_udf(render, "binary")
-    name = F.udf(heatmap_file_name, "string")
-    return (df.withColumn(HEATMAP_PNG_COL, udf(F.col(content_col), F.col(path_col),
-                                               F.col(id_col)))
-            .withColumn(output_col, F.concat(F.lit(join(out_dir, "")), name(id_col, path_col))))
-
-
-def write_heatmaps(df, files, output_col="heatmap"):
-    """Write every row's ``heatmap_png`` to its ``output_col`` URI; returns the number written.
-
-    Rows stream to the driver one partition at a time (``toLocalIterator``):
-    the driver holds one partition's PNGs at most. Persist ``df`` first when
-    its other columns are written too, or the heat maps are computed twice.
-    """
-    written = 0
-    for row in df.select(output_col, HEATMAP_PNG_COL).toLocalIterator():
-        files.write_bytes(row[0], bytes(row[1]))
-        written += 1
-    return written

@@ -27,6 +27,10 @@ class Predictor:
         Images with more pixels are refused before decoding (decompression bombs).
     engine : str, optional
         Overrides the saved featurizer's ``engine`` ("keras", "openvino", "auto").
+    weights_file : str, optional
+        A local copy of the backbone weights to use instead of resolving the
+        saved setting (Spark ships the driver's file to the executors this way);
+        its sha256 must equal the one the model recorded.
 
     Notes
     -----
@@ -34,14 +38,16 @@ class Predictor:
     backbone already uses every core for one image).
     """
 
-    def __init__(self, model_dir, max_pixels=decoding.DEFAULT_MAX_PIXELS, engine=None):
+    def __init__(self, model_dir, max_pixels=decoding.DEFAULT_MAX_PIXELS, engine=None,
+                 weights_file=None):
         from covidspark.models.registry import get_backbone
         from covidspark.models.weights import check_weights, resolve_weights
 
         self.pipeline = load_pipeline(model_dir)
         params = self.pipeline.featurizer
         self.spec = get_backbone(params["modelName"])
-        self.weights = resolve_weights(self.spec.name, params.get("weights", "imagenet"),
+        self.weights = resolve_weights(self.spec.name,
+                                       weights_file or params.get("weights", "imagenet"),
                                        int(params.get("seed", 0)))
         check_weights(self.weights, params.get("weightsSha256"), f"the model in {model_dir}")
         self.max_pixels = max_pixels

@@ -87,13 +87,23 @@ def predict(config):
     indexer.setHandleInvalid("keep")
     featurizer = model.stages[0]
     set_job_description(spark, f"predict {total} images")
-    probability = vector_to_array("probability")
-    predictions = model.transform(images.withColumn(
-        "label", F.coalesce(F.col("label"), F.lit(labels[0]))))
     if heatmaps:
-        from covidspark.serving.explain import HEATMAP_PNG_COL, add_heatmaps
+        from covidspark.runtime.connect import ImageCounter
+        from covidspark.serving.heatmaps import HEATMAP_PNG_COL, predict_with_heatmaps
 
-        predictions = add_heatmaps(predictions, files.qualify(config.model_dir), heatmaps)
+        # One pass per image on the executors gives the prediction and its heat map;
+        # the weights are resolved here, on the driver, and shipped.
+        counter = ImageCounter(spark)
+        predictions = counter.observe(predict_with_heatmaps(
+            images, files.qualify(config.model_dir), featurizer.resolvedWeights().path,
+            heatmaps, accumulator=counter.accumulator))
+        probability = F.col("probability")
+        done = lambda: counter.value  # noqa: E731
+    else:
+        probability = vector_to_array("probability")
+        predictions = model.transform(images.withColumn(
+            "label", F.coalesce(F.col("label"), F.lit(labels[0]))))
+        done = featurizer.imagesFeaturized
     # The binary COVID threshold the model predicted with (null for 3-class argmax).
     threshold = F.lit(saved_threshold(model)).cast("double").alias("threshold")
     predictions = predictions.select(
@@ -103,9 +113,9 @@ def predict(config):
     if heatmaps:
         # Computed once: the heat maps are written from the cache, then the table.
         predictions = predictions.persist(StorageLevel.MEMORY_AND_DISK)
-    with Progress("predict", total, featurizer.imagesFeaturized):
+    with Progress("predict", total, done):
         if heatmaps:
-            from covidspark.serving.explain import write_heatmaps
+            from covidspark.serving.heatmaps import write_heatmaps
 
             write_heatmaps(predictions, files)
             predictions = predictions.drop(HEATMAP_PNG_COL)

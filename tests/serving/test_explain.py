@@ -60,6 +60,34 @@ def test_grad_cam_equals_the_class_weights_on_the_last_conv_layer(predictor, fix
         np.testing.assert_allclose(cam, expected, rtol=1e-3, atol=1e-6 * np.abs(expected).max())
 
 
+def test_one_pass_grad_cam_equals_predicting_then_explaining_in_two_passes(predictor,
+                                                                          fixture_dir):
+    """The single forward pass gives the prediction and the map the two-pass way gave."""
+    from covidspark.serving.explain import (class_index, class_score_weights, explain,
+                                            grad_cam, to_image_coordinates, upsample)
+
+    for label in ("covid", "normal"):
+        folder = os.path.join(fixture_dir, label)
+        for name in sorted(os.listdir(folder))[:2]:
+            with open(os.path.join(folder, name), "rb") as f:
+                data = f.read()
+            result, heat, image = explain(predictor, data, method="gradcam")
+            # Two passes: features -> classifier, then Grad-CAM's own forward/backward.
+            pixels = predictor.pixels(predictor.open(data))
+            runner = predictor.keras_runner
+            x = runner.preprocess(pixels[None].astype(np.float32))
+            expected = predictor.classify(runner(pixels[None])[0])
+            index = class_index(predictor, expected["label"])
+            weights, bias = class_score_weights(predictor.pipeline.head, index)
+            cam = grad_cam(runner.model, predictor.spec.last_conv_layer, x, weights, bias)
+            want = to_image_coordinates(upsample(cam, predictor.spec.input_size), *image.size,
+                                        predictor.options["crop"])
+            assert result["label"] == expected["label"]
+            for k, p in expected["probabilities"].items():
+                assert result["probabilities"][k] == pytest.approx(p, abs=1e-6)
+            np.testing.assert_allclose(heat, want, atol=1e-4)
+
+
 def test_tree_models_get_occlusion_and_a_clear_refusal_of_grad_cam(features_df, tmp_path,
                                                                    fixture_dir):
     from covidspark.serving.explain import ExplainError, explain

@@ -1,4 +1,5 @@
 """Train and compare as the jobs run them (in this process, on the suite's Spark session)."""
+import io
 import json
 import os
 import shutil
@@ -146,6 +147,24 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     # The saved threshold is used, and reported: COVID exactly when p_covid > 0.4.
     assert ((predicted.p_covid > 0.4) == (predicted.predicted_label == "covid")).all()
     assert (predicted.threshold == 0.4).all()
+    # With heat maps each image goes through the backbone once (prediction and map
+    # together): the same predictions as the Spark pipeline's without heat maps.
+    _run(["predict", "--model-dir", model, "--images", str(images), "--lenient",
+          "--out", str(tmp_path / "plain.csv")])
+    plain = pd.read_csv(tmp_path / "plain.csv").set_index("path").loc[predicted.path]
+    assert list(plain.predicted_label) == list(predicted.predicted_label)
+    np.testing.assert_allclose(plain.p_covid, predicted.p_covid, atol=1e-5)
+    # And the same overlay as the single-image explainer draws (the service's).
+    from covidspark.serving.explain import explain, overlay_png
+    from covidspark.serving.predictor import Predictor
+
+    local = Predictor(model)
+    first = predicted.iloc[0]
+    with open(local_path(first.path), "rb") as f:
+        _, heat, image = explain(local, f.read())
+    want = np.asarray(Image.open(io.BytesIO(overlay_png(image, heat))), dtype=float)
+    got = np.asarray(Image.open(local_path(first.heatmap)), dtype=float)
+    assert np.abs(got - want).max() <= 2, np.abs(got - want).max()
 
     run = _run(["evaluate", "--model-dir", model, "--data", fixture_dir, "--bootstrap", "50",
                 "--out", str(tmp_path / "eval")])

@@ -100,6 +100,16 @@ BACKBONES = {
                "b0042744bf5b25fce3cb969f33bebb97"),
     ]
 }
+# No ImageNet weights: for CPU tests and demos of fine-tuning (covidspark.models.small_cnn).
+BACKBONES["SmallCNN"] = Backbone(
+    name="SmallCNN", keras_module="covidspark.models.small_cnn", constructor="SmallCNN",
+    input_size=96, preprocessing="tf", feature_dim=128, last_conv_layer="block4_relu",
+    weights_file="", weights_url="", weights_hash="")
+
+
+def has_pretrained_weights(spec):
+    """Whether ``spec`` has ImageNet weights to download (SmallCNN has none)."""
+    return bool(spec.weights_url)
 
 
 def get_backbone(model_name):

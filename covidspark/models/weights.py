@@ -135,6 +135,12 @@ def resolve_weights(model_name, weights="imagenet", seed=0, cache_dir=None, file
 
 
 def _resolve_imagenet(spec, cache_dir):
+    from covidspark.models.registry import has_pretrained_weights
+
+    if not has_pretrained_weights(spec):
+        raise InputError(f"{spec.name} has no ImageNet weights: pass weights='random' (seeded, "
+                         f"not pretrained) or a weights file, e.g. one a fine-tuning run "
+                         f"exported")
     # A verified file already in Keras' cache is used without importing Keras, so that
     # resolving weights never fixes this process's Keras backend (see keras_backend).
     home = cache_dir or os.environ.get("KERAS_HOME") or "~/.keras"  # as keras.utils.get_file

@@ -14,7 +14,8 @@ them:
 - Any other URI (``hdfs://``, ``s3://``, ``s3a://``, ``dbfs:/``, ``viewfs://``,
   ``abfss://``, ``gs://``) goes through Hadoop's own ``FileSystem`` in the
   driver's JVM in a classic session, with the cluster's credentials and
-  settings; under Spark Connect (no JVM on the client) through ``pyarrow.fs``
+  settings; under Spark Connect (no JVM on the client) and in processes without
+  a session (fine-tuning ranks) through ``pyarrow.fs``
   (S3, HDFS with libhdfs, GCS) or the ``/dbfs`` mount.
 
 A location nothing here can write is refused by :meth:`Files.check_writable`
@@ -161,10 +162,12 @@ class Files:
 
             filesystem, inner = fs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
         except Exception as error:  # noqa: BLE001 - pyarrow names what it lacks
+            who = ("a Spark Connect client" if self._connect
+                   else "a process without a Spark session (a training rank, a tool)")
             raise InputError(
-                f"{uri}: a Spark Connect client writes {scheme}:// files itself and cannot "
-                f"here ({error}). Use a /Volumes path on Databricks, an s3:// URI, or a "
-                f"classic session") from None
+                f"{uri}: {who} writes {scheme}:// files itself, through pyarrow, and cannot "
+                f"here ({error}). Use a /Volumes path on Databricks, an s3:// or hdfs:// "
+                f"URI, or a classic session") from None
         return filesystem, inner
 
     def _backend(self, uri):
@@ -173,9 +176,7 @@ class Files:
         local = local_path(uri)
         if local is not None:
             return "local", local
-        if self.spark is None:
-            raise InputError(f"{uri}: only local files can be written without a Spark session")
-        if not self._connect:
+        if self.spark is not None and not self._connect:
             return "hadoop", self._hadoop(uri)
         filesystem, inner = self._arrow(uri)
         return ("local", inner) if filesystem is None else ("arrow", (filesystem, inner))

@@ -28,7 +28,10 @@ KERAS_NO_TOP = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+PRETRAINED = sorted(n for n in BACKBONES if n != "SmallCNN")
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
 def test_registry_urls_and_hashes_equal_keras_applications(name):
     """Against Keras' own tables (they import offline), not against the registry itself."""
     import importlib
@@ -55,7 +58,8 @@ def test_registry_urls_and_hashes_equal_keras_applications(name):
 
 def test_registry_entries_are_consistent():
     assert {"ResNet50", "InceptionV3"} <= set(BACKBONES)
-    for name, spec in BACKBONES.items():
+    for name in PRETRAINED:
+        spec = BACKBONES[name]
         assert spec.name == name
         assert spec.input_size in (224, 299)
         assert spec.preprocessing in ("caffe", "tf", "torch")
@@ -64,6 +68,13 @@ def test_registry_entries_are_consistent():
         assert len(spec.weights_hash) == 32
     assert BACKBONES["ResNet50"].preprocessing == "caffe"
     assert BACKBONES["InceptionV3"].preprocessing == "tf"
+
+
+def test_the_small_test_network_has_no_imagenet_weights_and_says_so():
+    spec = BACKBONES["SmallCNN"]
+    assert (spec.input_size, spec.feature_dim, spec.weights_url) == (96, 128, "")
+    with pytest.raises(ValueError, match="SmallCNN has no ImageNet weights.*weights='random'"):
+        resolve_weights("SmallCNN", "imagenet")
 
 
 def test_unknown_model_lists_supported_names():

@@ -1,0 +1,364 @@
+"""What each training process runs: ``torchrun`` starts one per rank (TorchDistributor).
+
+:func:`train_process` takes a plain dict (it is pickled to the processes) and:
+
+1. joins the process group (gloo on CPU, NCCL on GPU) and chooses Keras'
+   PyTorch backend before Keras is imported;
+2. builds the registry backbone (``weights``: the resolved file the driver put
+   in the output location) and a new softmax head, and wraps the Keras model
+   in ``DistributedDataParallel``, so gradients are averaged across ranks;
+3. reads its own shard (:mod:`~covidspark.finetune.shards`), decodes each image
+   once as the featurizer does and keeps the model inputs in memory when they
+   fit (else decodes per step), augments in DataLoader workers;
+4. per epoch: re-samples for class balance, trains, averages the batch-norm
+   statistics across ranks (so every rank holds identical weights), evaluates
+   on the validation shards (sums all-reduced), checkpoints (rank 0) and
+   decides early stopping identically on every rank;
+5. every rank loads the best epoch's weights; rank 0 writes the backbone as a Keras weights file (what
+   ``DeepImageFeaturizer(weights=...)`` loads on every engine) and the head's
+   kernel and bias; every rank writes a digest of its final weights.
+
+Nothing but the history and paths returns to the driver.
+"""
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+
+logger = logging.getLogger("covidspark")
+
+BACKBONE_FILE = "backbone.weights.h5"
+HEAD_FILE = "head.npz"
+MODEL_FILE = "model.weights.h5"
+#: Pre-decoded inputs are kept in memory up to this many MB per rank.
+CACHE_MB_ENV = "COVIDSPARK_FINETUNE_CACHE_MB"
+
+
+def build_classifier(spec, weights_path, n_classes, seed):
+    """The backbone (registry, no top, average pooling) and a Dense head giving logits."""
+    import keras
+
+    from covidspark.models.registry import build_backbone
+
+    backbone = build_backbone(spec, weights_path, seed=seed)
+    inputs = keras.Input(shape=(spec.input_size, spec.input_size, 3))
+    logits = keras.layers.Dense(n_classes, name="head")(backbone(inputs))
+    return keras.Model(inputs, logits, name=f"{spec.name}_finetuned"), backbone
+
+
+def set_phase(model, backbone, phase, unfreeze):
+    """Make the head (phase ``"head"``) or the head and (part of) the backbone trainable."""
+    backbone.trainable = phase != "head"
+    if phase != "head" and unfreeze != "all":
+        for layer in backbone.layers[:-int(unfreeze)]:
+            layer.trainable = False
+    trainable = {id(v.value) for v in model.trainable_variables}
+    for v in model.variables:
+        if v.value.is_floating_point():
+            v.value.requires_grad_(id(v.value) in trainable)
+    return [v.value for v in model.trainable_variables]
+
+
+def weights_digest(model):
+    """sha256 over every variable of ``model`` (trainable and not), in order."""
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
+def epoch_samples(labels, n_draws, balance, seed, epoch, rank):
+    """Indices into the rank's training rows for one epoch (seeded by epoch and rank).
+
+    ``"resample"`` draws each class equally often (with replacement);
+    otherwise a permutation, repeated to fill ``n_draws``.
+    """
+    rng = np.random.default_rng([seed, epoch, rank])
+    if balance == "resample":
+        classes, counts = np.unique(labels, return_counts=True)
+        p = (1.0 / counts[np.searchsorted(classes, labels)]) / len(classes)
+        return rng.choice(len(labels), size=n_draws, replace=True, p=p / p.sum())
+    reps = math.ceil(n_draws / len(labels))
+    return np.concatenate([rng.permutation(len(labels)) for _ in range(reps)])[:n_draws]
+
+
+class _Inputs:
+    """The rank's images as model inputs: decoded once into memory when they fit."""
+
+    def __init__(self, shard, size, cache_mb):
+        from covidspark.data.decoding import decode_image
+
+        self.content, self.ids, self.size = shard["content"], shard["image_id"], size
+        self._decode = decode_image
+        self.cached = None
+        if len(self.content) * size * size * 4 <= cache_mb * 1e6:
+            self.cached = np.stack([self._gray(i) for i in range(len(self.content))])
+            self.content = None
+
+    def _gray(self, i):
+        return self._decode(self.content[i], self.size, name=self.ids[i])[:, :, 0]
+
+    def pixels(self, i):
+        gray = self.cached[i] if self.cached is not None else self._gray(i)
+        return np.repeat(gray[:, :, None], 3, axis=2).astype(np.float32)
+
+
+class _EpochData:
+    """A map-style dataset of one epoch: (row, augmentation seed) pairs, for a DataLoader."""
+
+    def __init__(self, inputs, rows, labels, preprocess, recipe, seed_base, augment):
+        self.inputs, self.rows, self.labels = inputs, rows, labels
+        self.preprocess, self.recipe = preprocess, recipe
+        self.seed_base, self.augment = seed_base, augment
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, k):
+        from covidspark.finetune.augment import augment
+
+        row = int(self.rows[k])
+        x = self.inputs.pixels(row)
+        if self.augment:
+            x = augment(x, self.recipe, np.random.default_rng([*self.seed_base, k]))
+        return self.preprocess(x).astype(np.float32), int(self.labels[row])
+
+
+def _loader(dataset, batch_size, workers):
+    import torch
+
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                       num_workers=workers, pin_memory=torch.cuda.is_available(),
+                                       persistent_workers=False)
+
+
+def _all_reduce_sum(values, dist, device):
+    import torch
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
+def _average_statistics(model, dist, world):
+    """Average the non-trainable float variables (batch-norm moving statistics) across ranks."""
+    if not dist.is_initialized() or world == 1:
+        return
+    for v in model.non_trainable_variables:
+        t = v.value
+        if t.is_floating_point():
+            data = t.data.clone()
+            dist.all_reduce(data)
+            t.data.copy_(data / world)
+
+
+def train_process(config):
+    """Train on this rank's shard; rank 0 returns the history and the written files.
+
+    Parameters
+    ----------
+    config : dict
+        ``model_name``, ``weights`` (URI of the starting weights), ``labels``,
+        ``table`` (the shards), ``out`` (output location), ``recipe`` (dict of
+        :class:`~covidspark.finetune.recipe.Recipe`), ``use_gpu``,
+        ``precision`` ("float32" or "bfloat16"), ``threads`` (CPU threads per rank).
+    """
+    from covidspark.models.keras_backend import require_keras_backend
+
+    require_keras_backend("torch", engine="fine-tuning")
+    import keras
+    import torch
+    import torch.distributed as dist
+
+    from covidspark.finetune import checkpoints
+    from covidspark.finetune.recipe import Recipe
+    from covidspark.finetune.shards import read_manifest, read_shard
+    from covidspark.models.registry import get_backbone, numpy_preprocess
+    from covidspark.runtime.filesystem import Files, join
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    use_gpu = bool(config.get("use_gpu")) and torch.cuda.is_available()
+    if world > 1:
+        dist.init_process_group("nccl" if use_gpu else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_gpu else "cpu")
+    if use_gpu:
+        torch.cuda.set_device(device)
+    elif config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    recipe = Recipe(**config["recipe"])
+    spec = get_backbone(config["model_name"])
+    files, out = Files(), config["out"]
+    labels = config["labels"]
+    manifest = read_manifest(config["table"])
+    if manifest["world"] != world:
+        raise RuntimeError(f"the image table has {manifest['world']} shards for {world} ranks")
+
+    weights_path = None
+    if config.get("weights"):
+        weights_path = os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                    f"covidspark-start-{os.getpid()}.weights.h5")
+        with open(weights_path, "wb") as f:
+            f.write(files.read_bytes(config["weights"]))
+    with keras.device(str(device)):
+        model, backbone = build_classifier(spec, weights_path, len(labels), recipe.seed)
+    model.to(device)
+
+    shard = read_shard(config["table"], rank)
+    started = time.time()
+    inputs = _Inputs(shard, spec.input_size, float(os.environ.get(CACHE_MB_ENV, 2048)))
+    train_rows = np.flatnonzero(shard["is_train"])
+    val_rows = np.flatnonzero(~shard["is_train"])
+    train_labels = shard["label_index"][train_rows]
+    n_train = sum(manifest["counts"].get("train", {}).values())
+    steps = math.ceil(n_train / (world * recipe.batch_size))
+    preprocess = numpy_preprocess(spec)
+    logger.info("rank %d/%d: %d train + %d validation images (decoded in %.1f s, %s), "
+                "%d steps/epoch on %s", rank, world, len(train_rows), len(val_rows),
+                time.time() - started, "cached" if inputs.cached is not None else "per step",
+                steps, device)
+
+    class_weights = None
+    if recipe.balance == "weights":
+        counts = np.array([manifest["counts"]["train"].get(x, 0) for x in labels], float)
+        class_weights = torch.tensor(counts.sum() / (len(labels) * np.maximum(counts, 1)),
+                                     dtype=torch.float32, device=device)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights, reduction="sum")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=config.get("precision") == "bfloat16")
+
+    ckpt_dir = join(out, "checkpoints")
+    history, best = [], {"epoch": None, "val_loss": math.inf, "stale": 0}
+    start_epoch, resumed = 0, checkpoints.latest_checkpoint(ckpt_dir)
+    if resumed is not None:
+        start_epoch = resumed[0] + 1
+        history, best = resumed[2]["history"], resumed[2]["best"]
+        if rank == 0:
+            logger.info("resuming from the checkpoint of epoch %d (%s)", resumed[0] + 1,
+                        resumed[1])
+    phase, optimizer, ddp = None, None, None
+    stopped_early = False
+    for epoch in range(start_epoch, recipe.epochs):
+        if best["stale"] >= (recipe.patience or math.inf):
+            stopped_early = True
+            break
+        name, lr = recipe.phase(epoch)
+        if name != phase:
+            params = set_phase(model, backbone, name, recipe.unfreeze)
+            optimizer = torch.optim.Adam(params, lr=lr)
+            ddp = (torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if use_gpu else None)
+                if dist.is_initialized() else model)
+            if resumed is not None and epoch == start_epoch:
+                same_phase = recipe.phase(resumed[0])[0] == name
+                checkpoints.load_checkpoint(resumed[1], model, optimizer if same_phase else None)
+            phase = name
+        t0 = time.time()
+        rows = train_rows[epoch_samples(train_labels, steps * recipe.batch_size, recipe.balance,
+                                        recipe.seed, epoch, rank)]
+        data = _EpochData(inputs, rows, shard["label_index"], preprocess, recipe,
+                          (recipe.seed, epoch, rank), augment=recipe.augments)
+        model.train()
+        totals = [0.0, 0.0, 0.0]  # loss sum, correct, images
+        for x, y in _loader(data, recipe.batch_size, recipe.loader_workers):
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            with autocast:
+                logits = ddp(x, training=True)
+            loss = loss_fn(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            (loss / len(y)).backward()
+            optimizer.step()
+            totals[0] += float(loss.detach())
+            totals[1] += float((logits.argmax(1) == y).sum())
+            totals[2] += len(y)
+        _average_statistics(model, dist, world)
+        val = _evaluate(model, inputs, val_rows, shard["label_index"], preprocess,
+                        recipe.batch_size, device, autocast, loss_fn)
+        train_sum = _all_reduce_sum(totals, dist, device)
+        val_sum = _all_reduce_sum(val, dist, device)
+        record = {"epoch": epoch + 1, "phase": name, "lr": lr,
+                  "train_loss": train_sum[0] / max(train_sum[2], 1),
+                  "train_accuracy": train_sum[1] / max(train_sum[2], 1),
+                  "val_loss": val_sum[0] / val_sum[2] if val_sum[2] else None,
+                  "val_accuracy": val_sum[1] / val_sum[2] if val_sum[2] else None,
+                  "images": int(train_sum[2]), "seconds": round(time.time() - t0, 2)}
+        record["images_per_s"] = round(record["images"] / max(record["seconds"], 1e-9), 2)
+        history.append(record)
+        watched = record["val_loss"] if record["val_loss"] is not None else record["train_loss"]
+        improved = watched < best["val_loss"]
+        if improved:
+            best = {"epoch": epoch + 1, "val_loss": watched, "stale": 0}
+        else:
+            best["stale"] += 1
+        if rank == 0:
+            logger.info("epoch %d/%d (%s, lr %g): train loss %.4f acc %.3f | validation loss "
+                        "%s acc %s | %.1f images/s", epoch + 1, recipe.epochs, name, lr,
+                        record["train_loss"], record["train_accuracy"],
+                        _fmt(record["val_loss"]), _fmt(record["val_accuracy"]),
+                        record["images_per_s"])
+            if improved:
+                files.write_bytes(join(ckpt_dir, "best.weights.h5"),
+                                  checkpoints.save_weights_bytes(model))
+            checkpoints.save_checkpoint(ckpt_dir, epoch, model, optimizer,
+                                        {"history": history, "best": best})
+        if dist.is_initialized():
+            dist.barrier()
+
+    # Every rank keeps the best epoch's weights, then reports what it holds.
+    if best["epoch"] is not None:
+        checkpoints.load_weights_bytes(model, files.read_bytes(join(ckpt_dir,
+                                                                    "best.weights.h5")))
+    digest = weights_digest(model)
+    files.write_text(join(out, "ranks", f"rank-{rank}.json"), json.dumps({
+        "rank": rank, "world": world, "weights_sha256": digest,
+        "train_images": len(train_rows), "validation_images": len(val_rows),
+        "shard_ids_sha256": hashlib.sha256("\n".join(shard["image_id"]).encode()).hexdigest(),
+        "device": str(device)}))
+    if rank == 0:
+        files.write_bytes(join(out, BACKBONE_FILE), checkpoints.save_weights_bytes(backbone))
+        files.write_bytes(join(out, MODEL_FILE), checkpoints.save_weights_bytes(model))
+        kernel, bias = (np.asarray(w) for w in model.get_layer("head").get_weights())
+        with files.open_write(join(out, HEAD_FILE)) as f:
+            np.savez(f, kernel=kernel, bias=bias)
+    # Every rank returns the same (all-reduced) result: in local mode TorchDistributor
+    # keeps whichever process wrote its output file last.
+    result = {"history": history, "best_epoch": best["epoch"], "stopped_early": stopped_early,
+              "world": world, "device": device.type, "weights_sha256": digest,
+              "backbone": join(out, BACKBONE_FILE), "head": join(out, HEAD_FILE),
+              "ranks": join(out, "ranks")}
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    if weights_path:
+        os.remove(weights_path)
+    return result
+
+
+def _fmt(value):
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _evaluate(model, inputs, rows, labels, preprocess, batch_size, device, autocast, loss_fn):
+    """``[loss sum, correct, images]`` over ``rows`` (no augmentation, inference mode)."""
+    import torch
+
+    model.eval()
+    totals = [0.0, 0.0, 0.0]
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            x = torch.from_numpy(np.stack([preprocess(inputs.pixels(int(r))) for r in chunk])
+                                 .astype(np.float32)).to(device)
+            y = torch.from_numpy(labels[chunk]).to(device)
+            with autocast:
+                logits = model(x, training=False)
+            totals[0] += float(loss_fn(logits.float(), y))
+            totals[1] += float((logits.argmax(1) == y).sum())
+            totals[2] += len(chunk)
+    return totals

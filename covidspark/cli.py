@@ -218,6 +218,20 @@ def build_parser():
                    help="output folder: model/, metrics.json, report.md, figures")
     p.set_defaults(func=_run("train", "TrainConfig"))
 
+    from covidspark.finetune.recipe import add_recipe_arguments
+
+    p = sub.add_parser("finetune", help="fine-tune the network itself across the cluster",
+                       description="Fine-tune a backbone and a new head (Keras on PyTorch under "
+                                   "TorchDistributor), evaluated and saved like train.")
+    p.add_argument("--task", choices=list(TASKS), default="binary",
+                   help="binary: covid vs normal (pneumonia excluded); 3class: all three")
+    _add_input_args(p)
+    _add_experiment_args(p)
+    add_recipe_arguments(p)
+    p.add_argument("--out", default="runs/finetune",
+                   help="output folder: model/, checkpoints/, metrics.json, report.md, figures")
+    p.set_defaults(func=_run("finetune", "FinetuneConfig"))
+
     p = sub.add_parser("compare", help="train the grid models x classifiers x tasks",
                        description="Featurize each backbone once, fit every classifier for "
                                    "every task on the same split, and write one comparison "

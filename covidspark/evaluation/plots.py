@@ -94,3 +94,40 @@ def write_plots(metrics, out_dir, title="", files=None):
                 curve_figure(metrics["curves"], kind, f"{title}\n{caption}".strip(), stream)
             written.append(name)
     return written
+
+
+LEARNING_CURVES_PNG = "learning_curves.png"
+
+
+def write_learning_curves(history, out_dir, title="", files=None):
+    """Loss and accuracy per epoch, train and validation, as ``learning_curves.png``.
+
+    ``history``: the per-epoch records of a fine-tuning run (``epoch``,
+    ``train_loss``, ``val_loss``, ``train_accuracy``, ``val_accuracy``, ``phase``).
+    Returns the file name, or None when matplotlib is missing.
+    """
+    from covidspark.runtime.filesystem import Files, join
+
+    try:
+        plt = _pyplot()
+    except ImportError:
+        return None
+    files = files or Files()
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.6), dpi=100)
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], marker="o", label="train")
+        if any(h[f"val_{key}"] is not None for h in history):
+            ax.plot(epochs, [h[f"val_{key}"] for h in history], marker="o", label="validation")
+        head_end = sum(1 for h in history if h["phase"] == "head")
+        if 0 < head_end < len(history):  # where the backbone was unfrozen
+            ax.axvline(head_end + 0.5, ls=":", color="grey")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with files.open_write(join(out_dir, LEARNING_CURVES_PNG)) as stream:
+        fig.savefig(stream, format="png")
+    plt.close(fig)
+    return LEARNING_CURVES_PNG

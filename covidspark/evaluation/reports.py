@@ -167,6 +167,8 @@ def markdown_report(run, plots=()):
                    + f"\n\n{note} {auc_note}\n")
     if run.get("baseline"):
         out.append(run["baseline"]["verdict"] + "\n")
+    if run.get("finetuning"):
+        out.append("## Fine-tuning\n\n" + _finetuning_markdown(run["finetuning"]) + "\n")
     out.append("## Per class\n\n" + _per_class_markdown(metrics) + "\n")
     out.append("## Confusion matrices\n\n" + _confusion_markdown(metrics) + "\n")
     if run.get("threshold"):
@@ -184,6 +186,25 @@ def markdown_report(run, plots=()):
                    + "\n".join(f"- `{r['path']}`: {r['reason']}" for r in run["rejected"][:50])
                    + "\n")
     return "\n".join(out)
+
+
+def _finetuning_markdown(finetuning):
+    """The recipe in one line and the per-epoch history as a table."""
+    r = finetuning["recipe"]
+    rows = [[h["epoch"], h["phase"], f"{h['lr']:g}", f"{h['train_loss']:.4f}",
+             f"{h['train_accuracy']:.3f}", "-" if h["val_loss"] is None else f"{h['val_loss']:.4f}",
+             "-" if h["val_accuracy"] is None else f"{h['val_accuracy']:.3f}",
+             f"{h['images_per_s']:.1f}"] for h in finetuning["history"]]
+    return (f"{finetuning['processes']} process(es) on {finetuning['device']}; phase 1 "
+            f"{r['head_epochs']} epoch(s) at lr {r['head_lr']:g} (backbone frozen), phase 2 "
+            f"{r['finetune_epochs']} at {r['finetune_lr']:g} (unfrozen: {r['unfreeze']}); "
+            f"batch {r['batch_size']} per process; balance {r['balance']}; augmentation: "
+            f"rotation ±{r['rotation']:g}°, shift {r['shift']:g}, zoom {r['zoom']:g}, brightness "
+            f"{r['brightness']:g}, contrast {r['contrast']:g}, horizontal flip "
+            f"{'on' if r['hflip'] else 'off'}. Kept: epoch {finetuning['best_epoch']} (lowest "
+            f"validation loss){'; stopped early' if finetuning['stopped_early'] else ''}.\n\n"
+            + markdown_table(["epoch", "phase", "lr", "train loss", "train acc", "val loss",
+                              "val acc", "images/s"], rows))
 
 
 def write_json(document, path, files=None):
@@ -221,6 +242,8 @@ def write_report(run, out_dir, files=None):
     files.makedirs(out_dir)
     plots = write_plots(run["metrics"], out_dir, f"{run['model']} + {run['classifier']}, "
                                                  f"{run['task']}", files=files)
+    curves = (run.get("finetuning") or {}).get("learning_curves")
+    plots = plots + ([curves] if curves else [])
     metrics_path = write_json({**run, "plots": plots}, join(out_dir, "metrics.json"), files)
     report_path = files.write_text(join(out_dir, "report.md"), markdown_report(run, plots))
     return metrics_path, report_path

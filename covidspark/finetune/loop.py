@@ -5,18 +5,21 @@
 1. joins the process group (gloo on CPU, NCCL on GPU) and chooses Keras'
    PyTorch backend before Keras is imported;
 2. builds the registry backbone (``weights``: the resolved file the driver put
-   in the output location) and a new softmax head, and wraps the Keras model
+   in the output location) and a new softmax head on the standardised pooled
+   features (their mean and variance over the training set, all-reduced), and
+   wraps the Keras model
    in ``DistributedDataParallel``, so gradients are averaged across ranks;
 3. reads its own shard (:mod:`~covidspark.finetune.shards`), decodes each image
    once as the featurizer does and keeps the model inputs in memory when they
    fit (else decodes per step), augments in DataLoader workers;
-4. per epoch: re-samples for class balance, trains, averages the batch-norm
-   statistics across ranks (so every rank holds identical weights), evaluates
+4. per epoch: re-samples for class balance, trains (batch normalisation in
+   inference mode; any other non-trainable state is averaged across ranks, so
+   every rank holds identical weights), evaluates
    on the validation shards (sums all-reduced), checkpoints (rank 0) and
    decides early stopping identically on every rank;
 5. every rank loads the best epoch's weights; rank 0 writes the backbone as a Keras weights file (what
    ``DeepImageFeaturizer(weights=...)`` loads on every engine) and the head's
-   kernel and bias; every rank writes a digest of its final weights.
+   kernel and bias on the raw features (standardisation folded in); every rank writes a digest of its final weights.
 
 Nothing but the history and paths returns to the driver.
 """
@@ -38,16 +41,75 @@ MODEL_FILE = "model.weights.h5"
 CACHE_MB_ENV = "COVIDSPARK_FINETUNE_CACHE_MB"
 
 
-def build_classifier(spec, weights_path, n_classes, seed):
-    """The backbone (registry, no top, average pooling) and a Dense head giving logits."""
-    import keras
-
+def build_backbone_for_training(spec, weights_path, seed):
+    """The registry backbone (no top, average pooling) with the starting weights."""
     from covidspark.models.registry import build_backbone
 
-    backbone = build_backbone(spec, weights_path, seed=seed)
+    return build_backbone(spec, weights_path, seed=seed)
+
+
+def build_classifier(backbone, spec, n_classes, mean, variance):
+    """``backbone`` + feature standardisation + a Dense head giving logits.
+
+    The head sees the pooled features standardised with the starting
+    backbone's training-set ``mean`` and ``variance`` (as MLlib's logistic
+    regression standardises): without it a head on a random or pretrained
+    backbone's raw features learns slowly. The standardisation is affine, so
+    :func:`folded_head` folds it into the head's kernel and bias.
+    """
+    import keras
+
     inputs = keras.Input(shape=(spec.input_size, spec.input_size, 3))
-    logits = keras.layers.Dense(n_classes, name="head")(backbone(inputs))
-    return keras.Model(inputs, logits, name=f"{spec.name}_finetuned"), backbone
+    # Batch normalisation stays in inference mode, as Keras' transfer-learning guide
+    # advises: its statistics are the pretrained ones, a fine-tuning batch of a few
+    # dozen X-rays would only disturb them, and training then computes exactly what
+    # prediction computes (and every rank holds the same statistics).
+    features = backbone(inputs, training=False)
+    standardised = keras.layers.Normalization(mean=mean, variance=variance,
+                                              name="standardise")(features)
+    logits = keras.layers.Dense(n_classes, name="head")(standardised)
+    return keras.Model(inputs, logits, name=f"{spec.name}_finetuned")
+
+
+def folded_head(model):
+    """``(kernel, bias)`` of the head acting on raw pooled features (standardisation folded in).
+
+    Keras' Normalization computes ``(f - mean) / max(sqrt(variance), epsilon)``.
+    """
+    import keras
+
+    kernel, bias = (np.asarray(w, np.float64) for w in model.get_layer("head").get_weights())
+    norm = model.get_layer("standardise")
+    mean = np.asarray(keras.ops.convert_to_numpy(norm.mean), np.float64).reshape(-1)
+    std = np.sqrt(np.asarray(keras.ops.convert_to_numpy(norm.variance), np.float64).reshape(-1))
+    scale = 1.0 / np.maximum(std, keras.config.epsilon())
+    return kernel * scale[:, None], bias - (mean * scale) @ kernel
+
+
+def feature_moments(backbone, data, batch_size, device, dist):
+    """Mean and variance of the pooled features of ``data`` (an epoch's samples), all ranks.
+
+    Measured on augmented images, as the head will see them in training.
+    """
+    import torch
+
+    dim = None
+    sums = None
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            x = torch.from_numpy(np.stack([data[k][0] for k in range(
+                start, min(start + batch_size, len(data)))])).to(device)
+            f = backbone(x, training=False).double()
+            count = torch.tensor([len(x)], device=device, dtype=torch.float64)
+            part = torch.cat([f.sum(0), (f * f).sum(0), count])
+            sums = part if sums is None else sums + part
+            dim = f.shape[1]
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+    sums = sums.cpu().numpy()
+    n = sums[-1]
+    mean = sums[:dim] / n
+    return mean, np.maximum(sums[dim:2 * dim] / n - mean * mean, 0.0)
 
 
 def set_phase(model, backbone, phase, unfreeze):
@@ -146,7 +208,7 @@ def _all_reduce_sum(values, dist, device):
 
 
 def _average_statistics(model, dist, world):
-    """Average the non-trainable float variables (batch-norm moving statistics) across ranks."""
+    """Average the non-trainable float variables across ranks (identical unless a layer updates them)."""
     if not dist.is_initialized() or world == 1:
         return
     for v in model.non_trainable_variables:
@@ -205,10 +267,6 @@ def train_process(config):
                                     f"covidspark-start-{os.getpid()}.weights.h5")
         with open(weights_path, "wb") as f:
             f.write(files.read_bytes(config["weights"]))
-    with keras.device(str(device)):
-        model, backbone = build_classifier(spec, weights_path, len(labels), recipe.seed)
-    model.to(device)
-
     shard = read_shard(config["table"], rank)
     started = time.time()
     inputs = _Inputs(shard, spec.input_size, float(os.environ.get(CACHE_MB_ENV, 2048)))
@@ -218,6 +276,14 @@ def train_process(config):
     n_train = sum(manifest["counts"].get("train", {}).values())
     steps = math.ceil(n_train / (world * recipe.batch_size))
     preprocess = numpy_preprocess(spec)
+    with keras.device(str(device)):
+        backbone = build_backbone_for_training(spec, weights_path, recipe.seed)
+        backbone.to(device)
+        sample = _EpochData(inputs, train_rows, shard["label_index"], preprocess, recipe,
+                            (recipe.seed, 1 << 30, rank), augment=recipe.augments)
+        mean, variance = feature_moments(backbone, sample, recipe.batch_size, device, dist)
+        model = build_classifier(backbone, spec, len(labels), mean, variance)
+    model.to(device)
     logger.info("rank %d/%d: %d train + %d validation images (decoded in %.1f s, %s), "
                 "%d steps/epoch on %s", rank, world, len(train_rows), len(val_rows),
                 time.time() - started, "cached" if inputs.cached is not None else "per step",
@@ -323,7 +389,7 @@ def train_process(config):
     if rank == 0:
         files.write_bytes(join(out, BACKBONE_FILE), checkpoints.save_weights_bytes(backbone))
         files.write_bytes(join(out, MODEL_FILE), checkpoints.save_weights_bytes(model))
-        kernel, bias = (np.asarray(w) for w in model.get_layer("head").get_weights())
+        kernel, bias = folded_head(model)
         with files.open_write(join(out, HEAD_FILE)) as f:
             np.savez(f, kernel=kernel, bias=bias)
     # Every rank returns the same (all-reduced) result: in local mode TorchDistributor

@@ -106,3 +106,35 @@ class Recipe:
     def to_dict(self):
         """JSON-ready."""
         return dataclasses.asdict(self)
+
+
+# (flag, type, default, help) of the recipe; FinetuneConfig has the same names.
+_FLAGS = [
+    ("--head-epochs", int, 3, "phase 1: epochs with the backbone frozen, a new head trained"),
+    ("--head-lr", float, 1e-3, "phase 1 learning rate (Adam)"),
+    ("--finetune-epochs", int, 3, "phase 2: epochs with the backbone unfrozen (0: skip)"),
+    ("--finetune-lr", float, 1e-5, "phase 2 learning rate"),
+    ("--unfreeze", str, "all", "phase 2 trains 'all' backbone layers or the last N"),
+    ("--rotation", float, 15.0, "augmentation: max rotation in degrees"),
+    ("--shift", float, 0.05, "augmentation: max shift, fraction of the side"),
+    ("--zoom", float, 0.1, "augmentation: max zoom in or out, fraction"),
+    ("--brightness", float, 0.1, "augmentation: max brightness change, fraction"),
+    ("--contrast", float, 0.1, "augmentation: max contrast change, fraction"),
+    ("--patience", int, 0, "early stopping after N epochs without a better validation loss "
+                           "(0: never); the best epoch's weights are kept"),
+    ("--loader-workers", int, 2, "DataLoader processes per training process (decode, augment)"),
+    ("--num-processes", int, 1, "training processes"),
+]
+
+
+def add_recipe_arguments(parser):
+    """The ``covidspark finetune`` flags of the recipe and of where training runs."""
+    for flag, kind, default, text in _FLAGS:
+        parser.add_argument(flag, type=kind, default=default, help=text)
+    parser.add_argument("--balance", choices=BALANCING, default="resample",
+                        help="class balance: resample (each class drawn equally often), "
+                             "weights (in the loss), none")
+    parser.add_argument("--cluster", dest="local_mode", action="store_false",
+                        help="train as Spark tasks on the executors (default: on the driver)")
+    parser.add_argument("--gpu", dest="use_gpu", action="store_true",
+                        help="one GPU per training process (NCCL)")

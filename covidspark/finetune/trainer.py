@@ -190,10 +190,10 @@ class ImageClassifierTrainer(Estimator, HasInputCol, HasLabelCol, HasSeed):
                                        use_gpu=self.getOrDefault("useGpu"))
         result = distributor.run(train_process, config)
         result.update({"weights": start, "counts": manifest["counts"], "recipe": recipe.to_dict(),
-                       "model_name": spec.name, "task": task})
+                       "model_name": spec.name, "task": task, "model_dir": join(out, "model")})
         files.write_text(join(out, "history.json"), json.dumps(result, indent=2))
         self._last_result = result
-        return self._model(spark, result, join(out, "model"))
+        return self._model(spark, result, result["model_dir"])
 
     def _starting_weights(self, spark, spec, files, out):
         """Resolve the starting weights on the driver; put them where every rank can read."""
@@ -222,15 +222,15 @@ class ImageClassifierTrainer(Estimator, HasInputCol, HasLabelCol, HasSeed):
         files = Files(spark)
         with np.load(_bytes_io(files.read_bytes(result["head"]))) as head:
             kernel, bias = head["kernel"], head["bias"]
-        head = softmax_head_as_pipeline(spark, kernel, bias, self.getOrDefault("task"),
-                                        model_dir + "-head")
+        # The head is saved where the model goes, read back (MLlib loads coefficients
+        # eagerly), then replaced by the whole model.
+        head = softmax_head_as_pipeline(spark, kernel, bias, self.getOrDefault("task"), model_dir)
         featurizer = DeepImageFeaturizer(
             inputCol=self.getInputCol(), outputCol="features",
             modelName=self.getOrDefault("modelName"), weights=result["backbone"],
             engine=self.getOrDefault("engine"))
         model = PipelineModel(stages=[featurizer, *head.stages])
         model.write().overwrite().save(model_dir)
-        files.delete(model_dir + "-head")
         return PipelineModel.load(model_dir)
 
 

@@ -105,16 +105,12 @@ def fit_and_evaluate(features, task, classifier, options=None, features_col="fea
     """
     from pyspark.sql import functions as F
 
-    from covidspark import evaluation
-    from covidspark.ml import pipelines, selection, thresholds
+    from covidspark.ml import pipelines, selection
 
     options = options or TrainOptions()
     options.validate(task)
-    labels = list(pipelines.task_labels(task))
     data, task_info = pipelines.prepare_task(features, task)
     train = data.filter(F.col("split") == "train")
-    validation = data.filter(F.col("split") == "validation")
-    test = data.filter(F.col("split") == "test")
     head = pipelines.build_head(task, classifier, seed=options.seed, featuresCol=features_col)
     result = {"class_weight": None, "tuning": None, "threshold": None}
 
@@ -131,7 +127,32 @@ def fit_and_evaluate(features, task, classifier, options=None, features_col="fea
                                                            options.k_folds)
     else:
         model = head.fit(train)
+    return model, evaluate_fitted(model, data, task, task_info, options, result)
 
+
+def evaluate_fitted(model, data, task, task_info, options=None, result=None):
+    """The COVID threshold (chosen on ``validation`` rows), test metrics and counts of a model.
+
+    The second half of :func:`fit_and_evaluate`, for a model fitted elsewhere
+    (a fine-tuned network): ``model`` predicts from ``data``'s columns; the
+    threshold is stored in it (in place).
+
+    Returns
+    -------
+    dict
+        ``result`` (or a new dict) with ``metrics``, ``threshold``, ``counts``,
+        ``class_counts`` and ``excluded``.
+    """
+    from pyspark.sql import functions as F
+
+    from covidspark import evaluation
+    from covidspark.ml import pipelines, thresholds
+
+    options = options or TrainOptions()
+    labels = list(pipelines.task_labels(task))
+    result = {"class_weight": None, "tuning": None, "threshold": None, **(result or {})}
+    validation = data.filter(F.col("split") == "validation")
+    test = data.filter(F.col("split") == "test")
     if options.threshold is not None:
         if options.needs_validation:
             positive, score = evaluation.positive_scores(model.transform(validation), labels)
@@ -152,7 +173,7 @@ def fit_and_evaluate(features, task, classifier, options=None, features_col="fea
                         "validation": split_counts.get("validation", 0),
                         "test": result["metrics"]["n"], "total": sum(split_counts.values())}
     result["class_counts"], result["excluded"] = task_info["counts"], task_info["excluded"]
-    return model, result
+    return result
 
 
 def baseline(pixels, task, options=None):

@@ -11,11 +11,13 @@ nothing about the large networks.
 """
 
 FILTERS = (16, 32, 64, 128)
+#: Bumped when the layers change, so cached random weights of another revision are not reused.
+ARCHITECTURE_REVISION = 2
 LAST_CONV_LAYER = f"block{len(FILTERS)}_relu"
 
 
 def SmallCNN(include_top=False, weights=None, input_shape=None, pooling="avg", **kwargs):  # noqa: N802 - the keras.applications spelling
-    """Conv(3x3, stride 2) + BatchNorm + ReLU, four times, then global average pooling.
+    """Conv(3x3, stride 2) + ReLU, four times, then global average pooling.
 
     Parameters
     ----------
@@ -39,9 +41,10 @@ def SmallCNN(include_top=False, weights=None, input_shape=None, pooling="avg", *
     inputs = keras.Input(shape=input_shape or (96, 96, 3))
     x = inputs
     for block, filters in enumerate(FILTERS, start=1):
-        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False,
+        # No batch normalisation: trained from scratch on a few dozen images, a plain
+        # He-initialised network trains and predicts the same way.
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", kernel_initializer="he_normal",
                           name=f"block{block}_conv")(x)
-        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
         x = layers.Activation("relu", name=f"block{block}_relu")(x)
     if pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

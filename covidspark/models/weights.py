@@ -195,6 +195,11 @@ def _resolve_random(spec, seed, cache_dir):
     # (Read from the package metadata: an existing file is used without importing Keras,
     # which would fix this process's Keras backend.)
     name = f"{spec.name.lower()}-random-seed{seed}-keras{version('keras')}.weights.h5"
+    if spec.keras_module.startswith("covidspark."):  # our own networks carry their version
+        import importlib
+
+        revision = importlib.import_module(spec.keras_module).ARCHITECTURE_REVISION
+        name = name.replace("-random-", f"-r{revision}-random-")
     path = os.path.join(root, name)
     if not os.path.exists(path):
         logger.info("Generating seeded random weights for %s (seed %d) at %s", spec.name, seed, path)

@@ -12,8 +12,9 @@ are thin callers of these functions::
 """
 from covidspark.workflows.comparison import CompareResult, compare
 from covidspark.workflows.config import (CompareConfig, EvaluateConfig, FeaturizeConfig,
-                                         PredictConfig, TrainConfig)
+                                         FinetuneConfig, PredictConfig, TrainConfig)
 from covidspark.workflows.featurization import FeaturizeResult, featurize
+from covidspark.workflows.finetuning import finetune
 from covidspark.workflows.model_evaluation import EvaluateResult, evaluate_model
 from covidspark.workflows.prediction import PredictResult, predict
 from covidspark.workflows.training import TrainResult, train
@@ -23,6 +24,6 @@ from covidspark.workflows.training import TrainResult, train
 evaluate = evaluate_model
 
 __all__ = ["CompareConfig", "CompareResult", "EvaluateConfig", "EvaluateResult",
-           "FeaturizeConfig", "FeaturizeResult", "PredictConfig", "PredictResult",
-           "TrainConfig", "TrainResult", "compare", "evaluate", "evaluate_model", "featurize",
-           "predict", "train"]
+           "FeaturizeConfig", "FeaturizeResult", "FinetuneConfig", "PredictConfig",
+           "PredictResult", "TrainConfig", "TrainResult", "compare", "evaluate", "evaluate_model", "featurize",
+           "finetune", "predict", "train"]

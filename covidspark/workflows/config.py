@@ -337,3 +337,61 @@ class EvaluateConfig(InputConfig):
         if not self.out:
             raise InputError("--out (the report folder) is required")
         return self
+
+
+@dataclasses.dataclass
+class FinetuneConfig(TrainConfig):
+    """The finetune workflow: train the network itself, evaluated and saved like ``train``.
+
+    Every :class:`TrainConfig` field (``classifier`` and ``features`` are not
+    used; ``batch_size`` is the training batch per process), and the
+    :class:`~covidspark.finetune.recipe.Recipe` (``head_epochs``, ``head_lr``,
+    ``finetune_epochs``, ``finetune_lr``, ``unfreeze``, ``rotation``, ``shift``,
+    ``zoom``, ``brightness``, ``contrast``, ``balance``, ``patience``,
+    ``loader_workers``) and where it runs: ``num_processes``, ``local_mode``
+    (False: as Spark tasks on the executors), ``use_gpu``.
+    """
+
+    head_epochs: int = 3
+    head_lr: float = 1e-3
+    finetune_epochs: int = 3
+    finetune_lr: float = 1e-5
+    unfreeze: str = "all"
+    rotation: float = 15.0
+    shift: float = 0.05
+    zoom: float = 0.1
+    brightness: float = 0.1
+    contrast: float = 0.1
+    balance: str = "resample"
+    patience: int = 0
+    loader_workers: int = 2
+    num_processes: int = 1
+    local_mode: bool = True
+    use_gpu: bool = False
+    out: str = "runs/finetune"
+
+    def recipe(self):
+        """The :class:`~covidspark.finetune.recipe.Recipe` of these settings, validated."""
+        from covidspark.finetune.recipe import Recipe
+
+        unfreeze = int(self.unfreeze) if str(self.unfreeze).isdigit() else self.unfreeze
+        return Recipe(head_epochs=self.head_epochs, head_lr=self.head_lr,
+                      finetune_epochs=self.finetune_epochs, finetune_lr=self.finetune_lr,
+                      unfreeze=unfreeze, batch_size=self.batch_size, rotation=self.rotation,
+                      shift=self.shift, zoom=self.zoom, brightness=self.brightness,
+                      contrast=self.contrast, balance=self.balance,
+                      patience=self.patience or None, seed=self.seed,
+                      loader_workers=self.loader_workers).validate()
+
+    def validate(self):
+        super().validate()
+        self.recipe()
+        if self.num_processes < 1:
+            raise InputError(f"--num-processes must be >= 1; got {self.num_processes}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise InputError(f"--precision for fine-tuning is float32 or bfloat16; got "
+                             f"{self.precision!r}")
+        if self.class_weight or self.tune or self.features:
+            raise InputError("--class-weight, --tune and --features apply to train; "
+                             "fine-tuning balances with --balance")
+        return self

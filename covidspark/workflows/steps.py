@@ -160,13 +160,18 @@ def make_featurizer(config, notes, model=None):
     return featurizer, resolved
 
 
-def split_for(images, config, options):
-    """The train / validation / test split of a train or compare config: ``(split, info)``."""
+def split_for(images, config, options, validation=False):
+    """The train / validation / test split of a train or compare config: ``(split, info)``.
+
+    The validation share is taken when the threshold is chosen from data, or
+    always with ``validation=True`` (fine-tuning's early stopping and curves).
+    """
     from covidspark.data.splits import split_images
 
+    take_validation = validation or options.needs_validation
     split, info = split_images(
         images, test_fraction=config.test_fraction,
-        validation_fraction=config.validation_fraction if options.needs_validation else 0.0,
+        validation_fraction=config.validation_fraction if take_validation else 0.0,
         seed=config.seed, k_folds=options.k_folds if options.tune else None,
         train_source=config.train_source, test_source=config.test_source)
     return split, {"test_fraction": config.test_fraction, "seed": config.seed, **info}

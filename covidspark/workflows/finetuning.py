@@ -1,0 +1,96 @@
+"""The finetune workflow: read, split, fine-tune the network across the cluster, evaluate, save."""
+import logging
+import time
+
+from covidspark.workflows import steps
+from covidspark.workflows.training import TrainResult
+
+logger = logging.getLogger("covidspark")
+
+FROM_RANDOM_NOTE = ("Fine-tuning STARTED FROM RANDOMLY INITIALISED (seeded) weights, not "
+                    "pretrained ImageNet weights: the studies fine-tuned ImageNet networks.")
+
+
+def finetune(config):
+    """Fine-tune a backbone and a new head, evaluate it beside the pixel baseline, save it.
+
+    The same reading, duplicate handling and grouped split as :func:`train`
+    (with a validation split always: it drives early stopping and the learning
+    curves); then :class:`~covidspark.finetune.trainer.ImageClassifierTrainer`
+    under ``TorchDistributor``; then the same threshold choice, test metrics
+    with bootstrap intervals, baseline verdict, figures and report, plus
+    ``learning_curves.png`` and the per-epoch history in ``metrics.json``.
+
+    Parameters
+    ----------
+    config : covidspark.workflows.FinetuneConfig
+
+    Returns
+    -------
+    covidspark.workflows.TrainResult
+    """
+    from covidspark.evaluation.plots import write_learning_curves
+    from covidspark.evaluation.reports import write_report
+    from covidspark.finetune.trainer import ImageClassifierTrainer
+    from covidspark.ml import experiment, pipelines
+    from covidspark.runtime.session import get_spark
+
+    config.validate()
+    options = config.fit_options()
+    recipe = config.recipe()
+    notes = []
+    spark = get_spark("covidspark-finetune", master=config.master)
+    files, out = steps.output_location(spark, config.out)
+    started = time.time()
+    images, facts = steps.prepare_images(spark, config, config.task, notes, config.duplicates)
+    split, split_info = steps.split_for(images, config, options, validation=True)
+    data, task_info = pipelines.prepare_task(split, config.task)
+    trainer = ImageClassifierTrainer(
+        task=config.task, modelName=config.model, weights=config.weights, seed=config.seed,
+        outputLocation=out, numProcesses=config.num_processes, localMode=config.local_mode,
+        useGpu=config.use_gpu, precision=config.precision, engine=config.engine,
+        headEpochs=recipe.head_epochs, headLr=recipe.head_lr,
+        finetuneEpochs=recipe.finetune_epochs, finetuneLr=recipe.finetune_lr,
+        unfreeze=str(recipe.unfreeze), batchSize=recipe.batch_size, rotation=recipe.rotation,
+        shift=recipe.shift, zoom=recipe.zoom, brightness=recipe.brightness,
+        contrast=recipe.contrast, balance=recipe.balance, patience=config.patience,
+        loaderWorkers=recipe.loader_workers)
+    model = trainer.fit(data)
+    fit = trainer.lastFitSummary()
+    if not fit["weights"]["pretrained"]:
+        notes.append(FROM_RANDOM_NOTE)
+    for note in notes:
+        logger.warning(note)
+    train_s = time.time() - started
+    result = experiment.evaluate_fitted(model, data, config.task, task_info, options)
+    model_dir = fit["model_dir"]
+    if result["threshold"] is not None:  # stored in the model: save it again
+        model.write().overwrite().save(model_dir)
+    if config.baseline:
+        pixels = steps.baseline_pixels(spark, split)
+        experiment.with_verdict(f"{config.model} fine-tuned", result,
+                                experiment.baseline(pixels, config.task, options))
+        pixels.unpersist()
+    curves = write_learning_curves(fit["history"], out, f"{config.model} fine-tuned, "
+                                                        f"{config.task}", files)
+    run = {
+        "task": config.task,
+        "labels": list(pipelines.task_labels(config.task)),
+        "classifier": "fine-tuned",
+        "model": config.model,
+        "weights": {k: fit["weights"][k] for k in ("setting", "description", "pretrained")},
+        **facts,
+        "split": split_info,
+        **result,
+        "finetuning": {"recipe": fit["recipe"], "history": fit["history"],
+                       "best_epoch": fit["best_epoch"], "stopped_early": fit["stopped_early"],
+                       "processes": fit["world"], "device": fit["device"],
+                       "backbone_weights": fit["backbone"], "learning_curves": curves},
+        "timing_s": {"fit": round(train_s, 2), "total": round(time.time() - started, 2)},
+        "environment": steps.environment(spark),
+        "warnings": notes,
+        "model_dir": model_dir,
+    }
+    metrics_path, report_path = write_report(run, out, files)
+    return TrainResult(run=run, model_dir=model_dir, metrics_path=metrics_path,
+                       report_path=report_path)

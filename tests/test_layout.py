@@ -9,8 +9,8 @@ from conftest import REPO_ROOT
 
 PACKAGE = os.path.join(REPO_ROOT, "covidspark")
 # Stages, lowest first: a module may import its own stage and the stages before it.
-LAYERS = ["errors", "_version", "runtime", "data", "models", "evaluation", "ml", "serving",
-          "workflows", "cli"]
+LAYERS = ["errors", "_version", "runtime", "data", "models", "evaluation", "ml", "finetune",
+          "serving", "workflows", "cli"]
 MAX_LINES = 450
 
 
@@ -47,7 +47,8 @@ MODULES = sorted(_modules())
 
 
 def test_every_stage_exists_with_a_docstring():
-    for stage in ["runtime", "data", "models", "evaluation", "ml", "serving", "workflows"]:
+    for stage in ["runtime", "data", "models", "evaluation", "ml", "finetune", "serving",
+                  "workflows"]:
         init = os.path.join(PACKAGE, stage, "__init__.py")
         doc = ast.get_docstring(ast.parse(open(init).read()))
         assert doc and len(doc.splitlines()[0]) > 20, stage

@@ -390,8 +390,10 @@ def train_process(config):
         files.write_bytes(join(out, BACKBONE_FILE), checkpoints.save_weights_bytes(backbone))
         files.write_bytes(join(out, MODEL_FILE), checkpoints.save_weights_bytes(model))
         kernel, bias = folded_head(model)
+        # The standardisation's moments are constants of the Normalization layer, not
+        # weights: MODEL_FILE plus these two rebuild the trained network exactly.
         with files.open_write(join(out, HEAD_FILE)) as f:
-            np.savez(f, kernel=kernel, bias=bias)
+            np.savez(f, kernel=kernel, bias=bias, mean=mean, variance=variance)
     # Every rank returns the same (all-reduced) result: in local mode TorchDistributor
     # keeps whichever process wrote its output file last.
     result = {"history": history, "best_epoch": best["epoch"], "stopped_early": stopped_early,

@@ -47,6 +47,25 @@ def _ranks(out):
     return [json.load(open(os.path.join(folder, name))) for name in sorted(os.listdir(folder))]
 
 
+def _descendants(pid):
+    """Every process below ``pid`` (from /proc), whatever session it runs in."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory):
     from covidspark.data.synthetic import synthetic
@@ -105,7 +124,8 @@ def test_the_model_predicts_what_plain_keras_computes_and_loads_in_a_new_session
     spec = get_backbone("SmallCNN")
     backbone = build_backbone(spec)
     inputs = keras.Input((spec.input_size, spec.input_size, 3))
-    x = keras.layers.Normalization(mean=np.zeros(128), variance=np.ones(128),
+    moments = np.load(os.path.join(out, "head.npz"))
+    x = keras.layers.Normalization(mean=moments["mean"], variance=moments["variance"],
                                    name="standardise")(backbone(inputs, training=False))
     reference = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
     reference.load_weights(os.path.join(out, MODEL_FILE))
@@ -135,7 +155,7 @@ def test_the_exported_backbone_gives_the_same_features_on_every_engine(fitted, s
     # The torch engine in its own process (a process holds one Keras backend).
     contents = {r.image_id: bytes(r.content) for r in images.select("image_id", "content").collect()}
     np.savez(tmp_path / "in.npz", **{k: np.frombuffer(v, np.uint8) for k, v in contents.items()})
-    script = tmp_path / "torch.py"
+    script = tmp_path / "torch_features.py"  # not torch.py: it would shadow the package
     script.write_text(
         "import sys, numpy as np\n"
         "from covidspark.data.decoding import decode_image\n"
@@ -179,8 +199,17 @@ def test_a_killed_fit_resumes_from_its_last_checkpoint_and_ends_as_an_uninterrup
             break
         time.sleep(0.02)
     assert first.poll() is None, "the fit ended before it could be killed"
-    os.killpg(first.pid, signal.SIGKILL)  # the driver, its JVM, torchrun and both ranks
+    # The driver, its JVM, torchrun and both ranks (torchrun starts each rank in a
+    # session of its own, so they are found as descendants before anything dies).
+    doomed = _descendants(first.pid)
+    os.killpg(first.pid, signal.SIGKILL)
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     first.wait()
+    time.sleep(1)
     killed_at = json.load(open(latest))["epoch"]
     assert killed_at < 5, "killed after the last epoch: nothing left to resume"
 

@@ -30,7 +30,6 @@ def finetune(config):
     covidspark.workflows.TrainResult
     """
     from covidspark.evaluation.plots import write_learning_curves
-    from covidspark.evaluation.reports import write_report
     from covidspark.finetune.trainer import ImageClassifierTrainer
     from covidspark.ml import experiment, pipelines
     from covidspark.runtime.session import get_spark
@@ -91,6 +90,4 @@ def finetune(config):
         "warnings": notes,
         "model_dir": model_dir,
     }
-    metrics_path, report_path = write_report(run, out, files)
-    return TrainResult(run=run, model_dir=model_dir, metrics_path=metrics_path,
-                       report_path=report_path)
+    return TrainResult.write(run, out, files)

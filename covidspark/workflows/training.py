@@ -26,6 +26,15 @@ class TrainResult:
     metrics_path: str
     report_path: str
 
+    @classmethod
+    def write(cls, run, out, files):
+        """Write ``metrics.json``, ``report.md`` and the figures of ``run``; return the result."""
+        from covidspark.evaluation.reports import write_report
+
+        metrics_path, report_path = write_report(run, out, files)
+        return cls(run=run, model_dir=run["model_dir"], metrics_path=metrics_path,
+                   report_path=report_path)
+
     @property
     def metrics(self):
         """The test metrics (``run["metrics"]``)."""
@@ -87,7 +96,6 @@ def train(config):
     """
     from pyspark.ml import PipelineModel
 
-    from covidspark.evaluation.reports import write_report
     from covidspark.ml import experiment
     from covidspark.ml.pipelines import task_labels
     from covidspark.runtime.filesystem import join
@@ -137,6 +145,4 @@ def train(config):
         "warnings": notes,
         "model_dir": model_dir,
     }
-    metrics_path, report_path = write_report(run, out, files)
-    return TrainResult(run=run, model_dir=model_dir, metrics_path=metrics_path,
-                       report_path=report_path)
+    return TrainResult.write(run, out, files)

@@ -294,6 +294,8 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
             continue
         keep.append(p)
         labels[folder] = label_map[folder] if label_map is not None else folder
+    if labelled and label_map is not None and not labels and listing:
+        raise InputError(_no_folder_mapped(root, listing, prefix, label_map))
     if not keep and not rejects:
         raise InputError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}"
@@ -315,6 +317,16 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
         "content",
     )
     return candidates, len(keep), rejects
+
+
+def _no_folder_mapped(root, listing, prefix, label_map):
+    """The message for a class-folder tree none of whose folders ``label_map`` names."""
+    folders = sorted({p[len(prefix):].split("/", 1)[0] for p in listing
+                      if p.startswith(prefix) and "/" in p[len(prefix):]})
+    return (f"No class folder under {root} is in label_map: folders "
+            f"{', '.join(map(repr, folders)) or '(none)'}, label_map knows "
+            f"{', '.join(map(repr, label_map))}. Point the path at the folder that holds "
+            f"the class folders, or map these names.")
 
 
 def _matches(regex, text):

@@ -12,6 +12,7 @@ from conftest import local_path, require_module
 from conftest import gradient as _gradient
 from conftest import png_bytes as _png
 from covidspark.data.reading import IngestError, read_images
+from covidspark.errors import InputError
 
 
 # ------------------------------------------------------------------ reading
@@ -62,6 +63,10 @@ def test_label_map_renames_folders(spark, fixture_dir, tmp_path):
     assert counts == {"covid": 6, "normal": 6}
     with pytest.raises(IngestError, match="folder 'No_findings' not in label_map"):
         read_images(spark, str(root), label_map={"Covid-19": "covid"})
+    # No folder named by the map (the ozturk map on already-renamed folders): one clear
+    # error naming the folders found and the names the map knows, not a Spark type error.
+    with pytest.raises(InputError, match=r"folders 'Covid-19', 'No_findings'.*knows 'COVID'"):
+        read_images(spark, str(root), label_map={"COVID": "covid"}, strict=False)
 
 
 def _bad_tree(fixture_dir, root):

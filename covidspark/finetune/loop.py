@@ -231,7 +231,9 @@ def train_process(config):
         ``precision`` ("float32" or "bfloat16"), ``threads`` (CPU threads per rank).
     """
     from covidspark.models.keras_backend import require_keras_backend
+    from covidspark.runtime.processes import exit_with_parent
 
+    exit_with_parent()
     require_keras_backend("torch", engine="fine-tuning")
     import keras
     import torch

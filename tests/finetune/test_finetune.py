@@ -66,6 +66,22 @@ def _descendants(pid):
     return found
 
 
+def _session(pid):
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _alive(pid):
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory):
     from covidspark.data.synthetic import synthetic
@@ -199,16 +215,22 @@ def test_a_killed_fit_resumes_from_its_last_checkpoint_and_ends_as_an_uninterrup
             break
         time.sleep(0.02)
     assert first.poll() is None, "the fit ended before it could be killed"
-    # The driver, its JVM, torchrun and both ranks (torchrun starts each rank in a
-    # session of its own, so they are found as descendants before anything dies).
-    doomed = _descendants(first.pid)
+    # Kill the driver's process group only (what a cancelled job does). torchrun
+    # starts each rank in a session of its own, out of that group: the ranks must
+    # die with their agent (PR_SET_PDEATHSIG), not train on.
+    ranks = [pid for pid in _descendants(first.pid) if _session(pid) not in (first.pid, None)]
+    assert ranks, "no training process found outside the driver's session"
     os.killpg(first.pid, signal.SIGKILL)
-    for pid in doomed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     first.wait()
+    survivors = ranks
+    for _ in range(150):
+        survivors = [pid for pid in survivors if _alive(pid)]
+        if not survivors:
+            break
+        time.sleep(0.2)
+    for pid in survivors:  # leave nothing behind even when the assertion fails
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"training processes outlived the killed driver: {survivors}"
     time.sleep(1)
     killed_at = json.load(open(latest))["epoch"]
     assert killed_at < 5, "killed after the last epoch: nothing left to resume"

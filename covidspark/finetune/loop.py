@@ -41,13 +41,6 @@ MODEL_FILE = "model.weights.h5"
 CACHE_MB_ENV = "COVIDSPARK_FINETUNE_CACHE_MB"
 
 
-def build_backbone_for_training(spec, weights_path, seed):
-    """The registry backbone (no top, average pooling) with the starting weights."""
-    from covidspark.models.registry import build_backbone
-
-    return build_backbone(spec, weights_path, seed=seed)
-
-
 def build_classifier(backbone, spec, n_classes, mean, variance):
     """``backbone`` + feature standardisation + a Dense head giving logits.
 
@@ -242,7 +235,8 @@ def train_process(config):
     from covidspark.finetune import checkpoints
     from covidspark.finetune.recipe import Recipe
     from covidspark.finetune.shards import read_manifest, read_shard
-    from covidspark.models.registry import get_backbone, numpy_preprocess
+    from covidspark.models.registry import build_backbone, get_backbone, numpy_preprocess
+    from covidspark.models.weights import resolve_weights
     from covidspark.runtime.filesystem import Files, join
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -263,12 +257,9 @@ def train_process(config):
     if manifest["world"] != world:
         raise RuntimeError(f"the image table has {manifest['world']} shards for {world} ranks")
 
-    weights_path = None
-    if config.get("weights"):
-        weights_path = os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                    f"covidspark-start-{os.getpid()}.weights.h5")
-        with open(weights_path, "wb") as f:
-            f.write(files.read_bytes(config["weights"]))
+    # The driver's starting weights, as a local file (a copy in the cache when remote).
+    weights_path = (resolve_weights(spec.name, config["weights"], files=files).path
+                    if config.get("weights") else None)
     shard = read_shard(config["table"], rank)
     started = time.time()
     inputs = _Inputs(shard, spec.input_size, float(os.environ.get(CACHE_MB_ENV, 2048)))
@@ -279,7 +270,7 @@ def train_process(config):
     steps = math.ceil(n_train / (world * recipe.batch_size))
     preprocess = numpy_preprocess(spec)
     with keras.device(str(device)):
-        backbone = build_backbone_for_training(spec, weights_path, recipe.seed)
+        backbone = build_backbone(spec, weights_path, seed=recipe.seed)
         backbone.to(device)
         sample = _EpochData(inputs, train_rows, shard["label_index"], preprocess, recipe,
                             (recipe.seed, 1 << 30, rank), augment=recipe.augments)
@@ -405,8 +396,6 @@ def train_process(config):
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-    if weights_path:
-        os.remove(weights_path)
     return result
 
 

@@ -107,22 +107,43 @@ class Recipe:
         """JSON-ready."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_settings(cls, settings):
+        """The recipe of a mapping with the recipe's field names (a config's, params'), validated.
+
+        Other keys are ignored and missing fields keep their defaults;
+        ``unfreeze`` may be a digit string (a flag) and ``patience`` 0 (never
+        stop early).
+        """
+        values = {f.name: settings[f.name] for f in dataclasses.fields(cls) if f.name in settings}
+        if str(values.get("unfreeze", "")).isdigit():
+            values["unfreeze"] = int(values["unfreeze"])
+        if "patience" in values:
+            values["patience"] = values["patience"] or None
+        return cls(**values).validate()
+
 
 # (flag, type, default, help) of the recipe; FinetuneConfig has the same names.
+_DEFAULT = Recipe()
 _FLAGS = [
-    ("--head-epochs", int, 3, "phase 1: epochs with the backbone frozen, a new head trained"),
-    ("--head-lr", float, 1e-3, "phase 1 learning rate (Adam)"),
-    ("--finetune-epochs", int, 3, "phase 2: epochs with the backbone unfrozen (0: skip)"),
-    ("--finetune-lr", float, 1e-5, "phase 2 learning rate"),
-    ("--unfreeze", str, "all", "phase 2 trains 'all' backbone layers or the last N"),
-    ("--rotation", float, 15.0, "augmentation: max rotation in degrees"),
-    ("--shift", float, 0.05, "augmentation: max shift, fraction of the side"),
-    ("--zoom", float, 0.1, "augmentation: max zoom in or out, fraction"),
-    ("--brightness", float, 0.1, "augmentation: max brightness change, fraction"),
-    ("--contrast", float, 0.1, "augmentation: max contrast change, fraction"),
-    ("--patience", int, 0, "early stopping after N epochs without a better validation loss "
-                           "(0: never); the best epoch's weights are kept"),
-    ("--loader-workers", int, 2, "DataLoader processes per training process (decode, augment)"),
+    ("--head-epochs", int, _DEFAULT.head_epochs,
+     "phase 1: epochs with the backbone frozen, a new head trained"),
+    ("--head-lr", float, _DEFAULT.head_lr, "phase 1 learning rate (Adam)"),
+    ("--finetune-epochs", int, _DEFAULT.finetune_epochs,
+     "phase 2: epochs with the backbone unfrozen (0: skip)"),
+    ("--finetune-lr", float, _DEFAULT.finetune_lr, "phase 2 learning rate"),
+    ("--unfreeze", str, _DEFAULT.unfreeze, "phase 2 trains 'all' backbone layers or the last N"),
+    ("--rotation", float, _DEFAULT.rotation, "augmentation: max rotation in degrees"),
+    ("--shift", float, _DEFAULT.shift, "augmentation: max shift, fraction of the side"),
+    ("--zoom", float, _DEFAULT.zoom, "augmentation: max zoom in or out, fraction"),
+    ("--brightness", float, _DEFAULT.brightness,
+     "augmentation: max brightness change, fraction"),
+    ("--contrast", float, _DEFAULT.contrast, "augmentation: max contrast change, fraction"),
+    ("--patience", int, _DEFAULT.patience or 0, "early stopping after N epochs without a "
+                                                "better validation loss (0: never); the best "
+                                                "epoch's weights are kept"),
+    ("--loader-workers", int, _DEFAULT.loader_workers,
+     "DataLoader processes per training process (decode, augment)"),
     ("--num-processes", int, 1, "training processes"),
 ]
 
@@ -131,7 +152,7 @@ def add_recipe_arguments(parser):
     """The ``covidspark finetune`` flags of the recipe and of where training runs."""
     for flag, kind, default, text in _FLAGS:
         parser.add_argument(flag, type=kind, default=default, help=text)
-    parser.add_argument("--balance", choices=BALANCING, default="resample",
+    parser.add_argument("--balance", choices=BALANCING, default=_DEFAULT.balance,
                         help="class balance: resample (each class drawn equally often), "
                              "weights (in the loss), none")
     parser.add_argument("--cluster", dest="local_mode", action="store_false",

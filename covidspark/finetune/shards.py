@@ -10,7 +10,7 @@ one image per class.
 """
 import json
 
-from covidspark.runtime.filesystem import Files, join, local_path
+from covidspark.runtime.filesystem import Files, join
 
 SHARD_MANIFEST = "_covidspark_shards.json"
 TABLE_COLUMNS = ["image_id", "content", "label_index", "split"]
@@ -67,16 +67,6 @@ def write_shards(images, labels, location, world, seed=0, content_col="content",
     return manifest
 
 
-def _arrow_location(uri):
-    """``(pyarrow filesystem or None, path)`` for a qualified URI."""
-    local = local_path(uri)
-    if local is not None:
-        return None, local
-    from pyarrow import fs
-
-    return fs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
-
-
 def read_manifest(location):
     """The manifest :func:`write_shards` wrote (read without Spark)."""
     return json.loads(Files().read_text(join(location, SHARD_MANIFEST)))
@@ -94,7 +84,7 @@ def read_shard(location, rank):
     import numpy as np
     import pyarrow.parquet as pq
 
-    filesystem, path = _arrow_location(location)
+    filesystem, path = Files().arrow_location(location)
     table = pq.read_table(join(path, f"shard={rank}"), filesystem=filesystem,
                           columns=TABLE_COLUMNS)
     # A stable order within the shard, whatever order Spark wrote the files in.

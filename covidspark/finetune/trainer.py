@@ -14,6 +14,7 @@ called again with the same output location), the backbone's Keras weights
 file (``backbone.weights.h5``, which ``DeepImageFeaturizer(weights=...)`` loads
 on every engine), ``history.json`` and the model.
 """
+import io
 import json
 import logging
 
@@ -27,6 +28,23 @@ logger = logging.getLogger("covidspark")
 
 _FLOAT, _INT, _STR, _BOOL = (TypeConverters.toFloat, TypeConverters.toInt,
                              TypeConverters.toString, TypeConverters.toBoolean)
+
+
+#: Recipe field -> the trainer param that holds it.
+RECIPE_PARAMS = {"head_epochs": "headEpochs", "head_lr": "headLr",
+                 "finetune_epochs": "finetuneEpochs", "finetune_lr": "finetuneLr",
+                 "unfreeze": "unfreeze", "batch_size": "batchSize", "rotation": "rotation",
+                 "shift": "shift", "zoom": "zoom", "brightness": "brightness",
+                 "contrast": "contrast", "hflip": "hflip", "balance": "balance",
+                 "patience": "patience", "seed": "seed", "loader_workers": "loaderWorkers"}
+
+
+def recipe_params(recipe):
+    """The trainer params of a :class:`~covidspark.finetune.recipe.Recipe` (keyword arguments)."""
+    params = {param: getattr(recipe, field) for field, param in RECIPE_PARAMS.items()}
+    params["unfreeze"] = str(recipe.unfreeze)
+    params["patience"] = recipe.patience or 0  # the param's "never stop early"
+    return params
 
 
 def _param(name, doc, converter):
@@ -104,37 +122,17 @@ class ImageClassifierTrainer(Estimator, HasInputCol, HasLabelCol, HasSeed):
 
     def __init__(self, **kwargs):
         super().__init__()
-        defaults = Recipe()
         self._setDefault(inputCol="content", labelCol="label", splitCol="split", task="binary",
                          modelName="ResNet50", weights="imagenet", numProcesses=1,
                          localMode=True, useGpu=False, precision="float32", engine="keras",
-                         seed=0, unfreeze="all", patience=0,
-                         headEpochs=defaults.head_epochs, headLr=defaults.head_lr,
-                         finetuneEpochs=defaults.finetune_epochs,
-                         finetuneLr=defaults.finetune_lr, batchSize=defaults.batch_size,
-                         rotation=defaults.rotation, shift=defaults.shift, zoom=defaults.zoom,
-                         brightness=defaults.brightness, contrast=defaults.contrast,
-                         hflip=defaults.hflip, balance=defaults.balance,
-                         loaderWorkers=defaults.loader_workers)
+                         **recipe_params(Recipe()))
         self._set(**kwargs)
         self._last_result = None
 
     def recipe(self):
         """The :class:`~covidspark.finetune.recipe.Recipe` these params describe, validated."""
-        unfreeze = self.getOrDefault("unfreeze")
-        return Recipe(
-            head_epochs=self.getOrDefault("headEpochs"), head_lr=self.getOrDefault("headLr"),
-            finetune_epochs=self.getOrDefault("finetuneEpochs"),
-            finetune_lr=self.getOrDefault("finetuneLr"),
-            unfreeze=int(unfreeze) if str(unfreeze).isdigit() else unfreeze,
-            batch_size=self.getOrDefault("batchSize"),
-            rotation=self.getOrDefault("rotation"), shift=self.getOrDefault("shift"),
-            zoom=self.getOrDefault("zoom"), brightness=self.getOrDefault("brightness"),
-            contrast=self.getOrDefault("contrast"), hflip=self.getOrDefault("hflip"),
-            balance=self.getOrDefault("balance"),
-            patience=self.getOrDefault("patience") or None,
-            seed=self.getOrDefault("seed"),
-            loader_workers=self.getOrDefault("loaderWorkers")).validate()
+        settings = {field: self.getOrDefault(param) for field, param in RECIPE_PARAMS.items()}
+        return Recipe.from_settings(settings)
 
     def lastFitSummary(self):  # noqa: N802 - pyspark's spelling
         """What the last ``fit`` trained: history per epoch, best epoch, ranks, files."""
@@ -220,7 +218,7 @@ class ImageClassifierTrainer(Estimator, HasInputCol, HasLabelCol, HasSeed):
         from covidspark.runtime.filesystem import Files, join
 
         files = Files(spark)
-        with np.load(_bytes_io(files.read_bytes(result["head"]))) as head:
+        with np.load(io.BytesIO(files.read_bytes(result["head"]))) as head:
             kernel, bias = head["kernel"], head["bias"]
         # The head is saved where the model goes, read back (MLlib loads coefficients
         # eagerly), then replaced by the whole model.
@@ -232,12 +230,6 @@ class ImageClassifierTrainer(Estimator, HasInputCol, HasLabelCol, HasSeed):
         model = PipelineModel(stages=[featurizer, *head.stages])
         model.write().overwrite().save(model_dir)
         return PipelineModel.load(model_dir)
-
-
-def _bytes_io(data):
-    import io
-
-    return io.BytesIO(data)
 
 
 def _threads(spark, local_mode, world):

@@ -170,6 +170,13 @@ class Files:
                 f"URI, or a classic session") from None
         return filesystem, inner
 
+    def arrow_location(self, uri):
+        """``(pyarrow filesystem, path)`` of ``uri`` for readers that take one
+        (``pyarrow.parquet``); the filesystem is None for a path on this machine."""
+        uri = self.qualify(uri)
+        local = local_path(uri)
+        return (None, local) if local is not None else self._arrow(uri)
+
     def _backend(self, uri):
         """``("local", path)``, ``("hadoop", (fs, path))`` or ``("arrow", (fs, path))``."""
         uri = self.qualify(uri)

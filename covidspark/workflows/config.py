@@ -12,6 +12,7 @@ from typing import List, Optional
 from covidspark.data.datasets import OZTURK_LABEL_MAP
 from covidspark.data.duplicates import POLICIES
 from covidspark.errors import InputError
+from covidspark.finetune.recipe import Recipe
 from covidspark.ml.experiment import CLASS_WEIGHTS
 from covidspark.ml.pipelines import CLASSIFIERS, TASKS
 from covidspark.models.engines import ENGINES, PRECISIONS
@@ -352,19 +353,19 @@ class FinetuneConfig(TrainConfig):
     (False: as Spark tasks on the executors), ``use_gpu``.
     """
 
-    head_epochs: int = 3
-    head_lr: float = 1e-3
-    finetune_epochs: int = 3
-    finetune_lr: float = 1e-5
-    unfreeze: str = "all"
-    rotation: float = 15.0
-    shift: float = 0.05
-    zoom: float = 0.1
-    brightness: float = 0.1
-    contrast: float = 0.1
-    balance: str = "resample"
+    head_epochs: int = Recipe.head_epochs
+    head_lr: float = Recipe.head_lr
+    finetune_epochs: int = Recipe.finetune_epochs
+    finetune_lr: float = Recipe.finetune_lr
+    unfreeze: str = Recipe.unfreeze
+    rotation: float = Recipe.rotation
+    shift: float = Recipe.shift
+    zoom: float = Recipe.zoom
+    brightness: float = Recipe.brightness
+    contrast: float = Recipe.contrast
+    balance: str = Recipe.balance
     patience: int = 0
-    loader_workers: int = 2
+    loader_workers: int = Recipe.loader_workers
     num_processes: int = 1
     local_mode: bool = True
     use_gpu: bool = False
@@ -372,16 +373,7 @@ class FinetuneConfig(TrainConfig):
 
     def recipe(self):
         """The :class:`~covidspark.finetune.recipe.Recipe` of these settings, validated."""
-        from covidspark.finetune.recipe import Recipe
-
-        unfreeze = int(self.unfreeze) if str(self.unfreeze).isdigit() else self.unfreeze
-        return Recipe(head_epochs=self.head_epochs, head_lr=self.head_lr,
-                      finetune_epochs=self.finetune_epochs, finetune_lr=self.finetune_lr,
-                      unfreeze=unfreeze, batch_size=self.batch_size, rotation=self.rotation,
-                      shift=self.shift, zoom=self.zoom, brightness=self.brightness,
-                      contrast=self.contrast, balance=self.balance,
-                      patience=self.patience or None, seed=self.seed,
-                      loader_workers=self.loader_workers).validate()
+        return Recipe.from_settings(vars(self))
 
     def validate(self):
         super().validate()

@@ -30,7 +30,7 @@ def finetune(config):
     covidspark.workflows.TrainResult
     """
     from covidspark.evaluation.plots import write_learning_curves
-    from covidspark.finetune.trainer import ImageClassifierTrainer
+    from covidspark.finetune.trainer import ImageClassifierTrainer, recipe_params
     from covidspark.ml import experiment, pipelines
     from covidspark.runtime.session import get_spark
 
@@ -45,15 +45,10 @@ def finetune(config):
     split, split_info = steps.split_for(images, config, options, validation=True)
     data, task_info = pipelines.prepare_task(split, config.task)
     trainer = ImageClassifierTrainer(
-        task=config.task, modelName=config.model, weights=config.weights, seed=config.seed,
+        task=config.task, modelName=config.model, weights=config.weights,
         outputLocation=out, numProcesses=config.num_processes, localMode=config.local_mode,
         useGpu=config.use_gpu, precision=config.precision, engine=config.engine,
-        headEpochs=recipe.head_epochs, headLr=recipe.head_lr,
-        finetuneEpochs=recipe.finetune_epochs, finetuneLr=recipe.finetune_lr,
-        unfreeze=str(recipe.unfreeze), batchSize=recipe.batch_size, rotation=recipe.rotation,
-        shift=recipe.shift, zoom=recipe.zoom, brightness=recipe.brightness,
-        contrast=recipe.contrast, balance=recipe.balance, patience=config.patience,
-        loaderWorkers=recipe.loader_workers)
+        **recipe_params(recipe))
     model = trainer.fit(data)
     fit = trainer.lastFitSummary()
     if not fit["weights"]["pretrained"]:

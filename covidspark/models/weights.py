@@ -24,7 +24,7 @@ import tempfile
 
 from covidspark.errors import InputError, InputNotFoundError, UserError
 from covidspark.models.registry import build_backbone, get_backbone
-from covidspark.runtime.cache import default_cache_dir
+from covidspark.runtime.cache import default_cache_dir, file_sha256
 from covidspark.runtime.logs import quiet_native_stderr
 
 logger = logging.getLogger(__name__)
@@ -271,15 +271,6 @@ def _resolve_local_file(weights):
         description=f"file {path}",
         pretrained=True,
     )
-
-
-def file_sha256(path, chunk_size=1 << 20):
-    """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_sha256(path):

@@ -1,4 +1,5 @@
-"""Where covidspark keeps the files it generates (weights, converted models, synthetic data)."""
+"""Where covidspark keeps the files it generates (weights, converted models, synthetic data), and their content ids."""
+import hashlib
 import os
 
 
@@ -8,3 +9,12 @@ def default_cache_dir():
         os.path.expanduser("~"), ".cache", "covidspark"
     )
     return root
+
+
+def file_sha256(path, chunk_size=1 << 20):
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

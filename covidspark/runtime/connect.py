@@ -21,7 +21,8 @@ Executors find a shipped file with ``SparkFiles.get(name)`` either way.
 import logging
 import os
 
-from covidspark.errors import InputError
+from covidspark.runtime.cache import file_sha256
+
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,17 @@ def default_parallelism(spark):
     return 2
 
 
-# session key -> {file name: local path}; Spark ships files by name, so one name
-# must not stand for two files.
+# session key -> {name shipped: identity of the file shipped under it}
 _SHIPPED = {}
 
 
 def ship_file(spark, path):
     """Send a local file to every executor once per session; returns the name for ``SparkFiles.get``.
+
+    Spark ships files by name, so a second, different file of an already shipped
+    name (two fine-tuned models' ``backbone.weights.h5`` in one session) is
+    shipped under a name prefixed by its content's sha256 instead; the file
+    keeps its own suffix (Keras reads ``.weights.h5`` by name).
 
     Parameters
     ----------
@@ -92,26 +97,53 @@ def ship_file(spark, path):
     path : str
         A file on the driver (the client, with Connect).
 
-    Raises
-    ------
-    InputError
-        When a different file of the same name was already shipped in this session.
+    Returns
+    -------
+    str
+        The name executors pass to ``SparkFiles.get``.
     """
     name = os.path.basename(path.rstrip("/"))
     shipped = _SHIPPED.setdefault(session_key(spark), {})
-    previous = shipped.get(name)
-    if previous is None:
+    identity = _identity(path)
+    if shipped.get(name, identity) != identity:
+        digest = file_sha256(path)
+        name = f"{digest[:16]}-{name}"
+        if name not in shipped:
+            path = _content_named_copy(path, name)
+    if name not in shipped:
         if is_connect(spark):
             spark.addArtifacts(path, file=True)
         else:
             spark.sparkContext.addFile(path)
-        shipped[name] = path
-    elif previous != path:
-        raise InputError(
-            f"Two different files share the name {name!r} ({previous} and {path}); "
-            f"Spark ships files by name. Rename one of them."
-        )
+        shipped[name] = identity
     return name
+
+
+def _identity(path):
+    """Which file, as it is now: its absolute path, size and modification time."""
+    info = os.stat(path)
+    return os.path.abspath(path), info.st_size, info.st_mtime_ns
+
+
+_STAGING = []
+
+
+def _content_named_copy(path, name):
+    """A copy of ``path`` called ``name``, kept for this process's life.
+
+    Classic Spark serves an added file from its path until the session ends,
+    so the staging folder must outlive the call; a copy, not a link, because
+    Keras rewrites a weights file in place.
+    """
+    import shutil
+    import tempfile
+
+    if not _STAGING:
+        _STAGING.append(tempfile.mkdtemp(prefix="covidspark-shipped-"))
+    staged = os.path.join(_STAGING[0], name)
+    if not os.path.exists(staged):
+        shutil.copyfile(path, staged)
+    return staged
 
 
 class ImageCounter:

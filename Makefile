@@ -17,7 +17,7 @@ TORCH       ?= torch==2.13.0
 # Two pytest workers, a test file each at a time (module fixtures such as a standalone
 # cluster are built once): many tests wait on JVMs and spark-submit, not on the cores.
 PYTEST_WORKERS ?= 2
-PYTEST_ARGS ?= -m "not connect" -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST_ARGS ?= -m "not connect" -n $(PYTEST_WORKERS) --dist loadfile --durations=40
 # Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
 # EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x, pyarrow 15), and the core tests.
 COMPAT_VENV ?= .venv-compat

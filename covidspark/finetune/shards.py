@@ -54,10 +54,11 @@ def write_shards(images, labels, location, world, seed=0, content_col="content",
         raise InputError(f"Fine-tuning needs at least one training image per process: "
                          f"{sum(train.values())} training image(s), {world} process(es)")
     order = Window.partitionBy(split_col, label_col).orderBy(F.xxhash64("image_id", F.lit(seed)))
+    # A literal map label -> index (Spark 3.5's array_position takes no column value).
+    label_index = F.create_map(*[F.lit(v) for i, x in enumerate(labels) for v in (x, i)])
     table = rows.select(
         "image_id", F.col(content_col).alias("content"),
-        (F.array_position(F.array(*[F.lit(x) for x in labels]), F.col(label_col)) - 1)
-        .cast("int").alias("label_index"),
+        label_index[F.col(label_col)].cast("int").alias("label_index"),
         F.col(split_col).alias("split"),
         ((F.row_number().over(order) - 1) % world).cast("int").alias("shard"))
     table.repartition(world, "shard").write.mode("overwrite").partitionBy("shard") \

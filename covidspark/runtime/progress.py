@@ -6,6 +6,7 @@ user's units, how far it is. :class:`Progress` polls a counter (usually
 as tasks finish) from a daemon thread and logs one line every ``interval``
 seconds, and a last line when the work ends.
 """
+import contextlib
 import logging
 import threading
 import time
@@ -76,3 +77,39 @@ class Progress:
         self._thread.join()
         self._emit()
         return False
+
+
+class Stopwatch:
+    """Seconds the driver spent in each named step of a job (``metrics.json``'s ``timing_s``).
+
+    Spark is lazy: a step's seconds are those it waited for, including work an
+    earlier step only planned. Each step is logged as it ends.
+
+    Examples
+    --------
+    >>> watch = Stopwatch()
+    >>> with watch.step("fit"):   # doctest: +SKIP
+    ...     model = pipeline.fit(features)
+    >>> watch.seconds()           # doctest: +SKIP
+    {'fit': 12.31, 'total': 12.31}
+    """
+
+    def __init__(self):
+        self._started = time.time()
+        self._steps = {}
+
+    @contextlib.contextmanager
+    def step(self, name):
+        """Time the ``with`` block as ``name`` (added to any earlier time of that name)."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            took = time.time() - start
+            self._steps[name] = self._steps.get(name, 0.0) + took
+            logger.info("%s: %.1f s", name, took)
+
+    def seconds(self):
+        """``{step: seconds, ..., "total": seconds since the stopwatch was made}``, rounded."""
+        timed = {name: round(took, 2) for name, took in self._steps.items()}
+        return {**timed, "total": round(time.time() - self._started, 2)}

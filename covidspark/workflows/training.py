@@ -1,7 +1,6 @@
 """The train workflow: read, split, featurize once, fit, evaluate beside the baseline, save."""
 import dataclasses
 import logging
-import time
 
 from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
@@ -99,6 +98,7 @@ def train(config):
     from covidspark.ml import experiment
     from covidspark.ml.pipelines import task_labels
     from covidspark.runtime.filesystem import join
+    from covidspark.runtime.progress import Stopwatch
     from covidspark.runtime.session import get_spark
 
     config.validate()
@@ -107,24 +107,32 @@ def train(config):
     spark = get_spark(f"covidspark-train-{config.classifier}", master=config.master)
     # Before any work: a run that cannot write its report fails now, not after the fit.
     files, out = steps.output_location(spark, config.out)
-    started = time.time()
-    images, facts = steps.prepare_images(spark, config, config.task, notes, config.duplicates)
+    watch = Stopwatch()
+    with watch.step("read, check and deduplicate"):
+        images, facts = steps.prepare_images(spark, config, config.task, notes,
+                                             config.duplicates)
     featurizer, resolved = steps.make_featurizer(config, notes)
-    split, split_info = steps.split_for(images, config, options)
+    with watch.step("split"):
+        split, split_info = steps.split_for(images, config, options)
     # Featurize once; the fit, cross-validation folds and evaluation read the stored features.
-    features, store_stats, featurize_s = steps.featurize_once(spark, split, featurizer,
-                                                              config.features)
+    with watch.step("featurize"):
+        features, store_stats, _ = steps.featurize_once(spark, split, featurizer,
+                                                        config.features)
     set_job_description(spark, f"fit {config.classifier}")
-    head, result = experiment.fit_and_evaluate(features, config.task, config.classifier, options)
+    with watch.step("fit and evaluate"):
+        head, result = experiment.fit_and_evaluate(features, config.task, config.classifier,
+                                                   options)
     if config.baseline:
-        pixels = steps.baseline_pixels(spark, split)
-        experiment.with_verdict(f"{config.model} + {config.classifier}", result,
-                                experiment.baseline(pixels, config.task, options))
-        pixels.unpersist()
+        with watch.step("baseline"):
+            pixels = steps.baseline_pixels(spark, split)
+            experiment.with_verdict(f"{config.model} + {config.classifier}", result,
+                                    experiment.baseline(pixels, config.task, options))
+            pixels.unpersist()
     features.unpersist()
 
     model_dir = join(out, "model")
-    PipelineModel(stages=[featurizer, *head.stages]).write().overwrite().save(model_dir)
+    with watch.step("save the model"):
+        PipelineModel(stages=[featurizer, *head.stages]).write().overwrite().save(model_dir)
     run = {
         "task": config.task,
         "labels": list(task_labels(config.task)),
@@ -137,8 +145,8 @@ def train(config):
         "images_featurized": featurizer.imagesFeaturized(),
         # "engine precision device @ host" -> images: is it using the GPU?
         "ran_on": featurizer.ranOn(),
-        "timing_s": {"featurize": round(featurize_s, 2),
-                     "total": round(time.time() - started, 2)},
+        # Seconds the driver waited in each step; "total" is up to the report.
+        "timing_s": watch.seconds(),
         "feature_store": store_stats and {k: store_stats[k] for k in
                                           ("location", "computed", "reused")},
         "environment": steps.environment(spark),

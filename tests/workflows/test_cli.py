@@ -8,7 +8,7 @@ from covidspark.cli import build_parser, main, parse_args
 from covidspark.errors import InputError
 from covidspark.workflows import (CompareConfig, EvaluateConfig, FeaturizeConfig,
                                   PredictConfig, TrainConfig)
-from covidspark.runtime.progress import Progress, format_progress
+from covidspark.runtime.progress import Progress, Stopwatch, format_progress
 
 
 def test_config_file_sets_flags_and_the_command_line_overrides(tmp_path):
@@ -111,3 +111,19 @@ def test_progress_lines():
         time.sleep(0.1)
     assert lines == progress.lines and len(lines) >= 3
     assert all(line.startswith("work: ") and "/100 images" in line for line in lines)
+
+
+def test_stopwatch_adds_up_the_time_of_each_step():
+    import time
+
+    watch = Stopwatch()
+    for _ in range(2):
+        with watch.step("wait"):
+            time.sleep(0.05)
+    with pytest.raises(ValueError):
+        with watch.step("fails"):
+            raise ValueError("a failing step is still timed, and its error passes through")
+    seconds = watch.seconds()
+    assert set(seconds) == {"wait", "fails", "total"}
+    assert 0.1 <= seconds["wait"] < 1.0
+    assert seconds["total"] >= seconds["wait"] + seconds["fails"]

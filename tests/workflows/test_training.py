@@ -44,6 +44,11 @@ def test_tuned_weighted_thresholded_run_featurizes_once(fixture_dir, tmp_path):
     assert run["baseline"]["name"].startswith("baseline") and "verdict" in run["baseline"]
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["schema_version"] == 3 and saved["images_featurized"] == 12
+    # Where the job's time went, step by step: no step longer than the whole.
+    timing = saved["timing_s"]
+    assert {"read, check and deduplicate", "featurize", "fit and evaluate", "baseline",
+            "save the model", "total"} <= set(timing)
+    assert sum(v for k, v in timing.items() if k != "total") <= timing["total"]
     assert {"roc.png", "pr.png", "confusion_by_row.png"} <= set(os.listdir(out))
     report = (out / "report.md").read_text()
     for heading in ("## Results", "baseline: LR on 32x32 pixels", "## Decision threshold",

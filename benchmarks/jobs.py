@@ -99,6 +99,8 @@ def train_job(spark, counters, config):
         result.run["data"]["excluded"].values())
     return {"images_featurized": n, "images_read": read, **counted,
             "featurize_s": result.run["timing_s"]["featurize"],
+            # Where the rest went: seconds the driver waited in each step.
+            "steps_s": result.run["timing_s"],
             "images_per_s": round(n / counted["seconds"], 2),
             "decodes_per_image_read": round(counted["decodes"] / read, 3)}
 

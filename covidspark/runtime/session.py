@@ -11,6 +11,7 @@ activated lacks pandas, pyarrow and TensorFlow. Two fixes, both used by
 - :func:`write_spark_env` makes the venv's ``spark-submit`` default to the
   venv's Python for the driver and the workers, activated or not.
 """
+import contextlib
 import logging
 import os
 import sys
@@ -210,3 +211,21 @@ def worker_python(spark):
 
     probe = udf(lambda _: __import__("sys").executable, "string")
     return spark.range(1).select(probe("id")).first()[0]
+
+
+@contextlib.contextmanager
+def temporary_conf(spark, key, value):
+    """Set the runtime SQL setting ``key`` to ``value`` while the ``with`` block runs.
+
+    The session's own value (or its absence) is restored afterwards, also on error:
+    a library call must not change the user's session.
+    """
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, str(value))
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)

@@ -47,3 +47,21 @@ def test_under_spark_submit_the_master_is_the_one_submitted(tmp_path):
     line = next(line for line in done.stdout.splitlines() if line.startswith("PROBE "))
     probe = json.loads(line[len("PROBE "):])
     assert probe == {"resolved": "local[1]", "master": "local[1]", "partitions": "8"}
+
+
+def test_a_temporary_setting_is_restored_also_after_an_error(spark):
+    from covidspark.runtime.session import temporary_conf
+
+    key = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
+    spark.conf.unset(key)
+    default = spark.conf.get(key)  # Spark's own default, 10000
+    with temporary_conf(spark, key, 8):
+        assert spark.conf.get(key) == "8"
+    assert spark.conf.get(key) == default
+    spark.conf.set(key, "77")
+    with pytest.raises(RuntimeError):
+        with temporary_conf(spark, key, 8):
+            assert spark.conf.get(key) == "8"
+            raise RuntimeError("the block fails")
+    assert spark.conf.get(key) == "77"
+    spark.conf.unset(key)

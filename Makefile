@@ -35,6 +35,7 @@ help:
 	@echo "make demo   - create $(VENV), install covidspark, train LR on the embedded synthetic data"
 	@echo "make test   - create/update $(VENV) with test dependencies and run the whole test suite"
 	@echo "make test-compat - the whole suite on pyspark 3.5 + pandas 1.5.3 in $(COMPAT_VENV)"
+	@echo "make test-compat-ci - what CI runs of it (no subprocess or cluster tests)"
 	@echo "make clean  - remove $(VENV), build outputs and runs/"
 
 java:

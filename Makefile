@@ -17,10 +17,12 @@ TORCH       ?= torch==2.13.0
 # Two pytest workers, a test file each at a time (module fixtures such as a standalone
 # cluster are built once): many tests wait on JVMs and spark-submit, not on the cores.
 PYTEST_WORKERS ?= 2
-PYTEST_ARGS ?= -m "not connect" -n $(PYTEST_WORKERS) --dist loadfile --durations=40
+# How both environments run pytest (the slowest 40 tests are listed: where CI's minutes go).
+PYTEST_RUN  := -n $(PYTEST_WORKERS) --dist loadfile --durations=40
+PYTEST_ARGS ?= -m "not connect" $(PYTEST_RUN)
 # Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
 # EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x, pyarrow 15) and the whole suite
-# again (tests that need Spark 4 skip themselves, saying why). COMPAT_TESTS narrows it.
+# again (no test needs Spark 4). COMPAT_TESTS narrows it to paths, COMPAT_MARKERS to markers.
 COMPAT_VENV ?= .venv-compat
 COMPAT_PY   := $(COMPAT_VENV)/bin/python
 COMPAT_TESTS ?=
@@ -84,8 +86,8 @@ $(COMPAT_VENV)/.stamp: setup.py pyproject.toml Makefile
 
 test-compat: java browser $(COMPAT_VENV)/.stamp
 	$(COMPAT_PY) -c "import pyspark, pandas; print('pyspark', pyspark.__version__, 'pandas', pandas.__version__)"
-	COVIDSPARK_REQUIRE_BROWSER=1 $(COMPAT_PY) -m pytest -m "$(COMPAT_MARKERS)" \
-	    -n $(PYTEST_WORKERS) --dist loadfile --durations=20 $(COMPAT_TESTS)
+	COVIDSPARK_REQUIRE_BROWSER=1 $(COMPAT_PY) -m pytest -m "$(COMPAT_MARKERS)" $(PYTEST_RUN) \
+	    $(COMPAT_TESTS)
 
 # What CI runs on Spark 3.5 (see CI_COMPAT_MARKERS).
 test-compat-ci:

@@ -56,6 +56,7 @@ def inspect_images(df, content_col="content", path_col="path", max_pixels=DEFAUL
     ----------
     df : pyspark.sql.DataFrame
         With the encoded bytes in ``content_col`` and a name for messages in ``path_col``.
+        A null ``content_col`` is not decoded: its ``info`` is all nulls.
     max_pixels : int
         Decompression-bomb limit.
     info_col : str
@@ -68,9 +69,12 @@ def inspect_images(df, content_col="content", path_col="path", max_pixels=DEFAUL
     import pandas as pd
     from pyspark.sql import functions as F
 
+    not_inspected = (None,) * len(INFO_FIELDS)
+
     @F.pandas_udf(INFO_SCHEMA)
     def inspect(contents: pd.Series, paths: pd.Series) -> pd.DataFrame:
-        rows = [inspect_image(data, name, max_pixels) for data, name in zip(contents, paths)]
+        rows = [not_inspected if data is None else inspect_image(data, name, max_pixels)
+                for data, name in zip(contents, paths)]
         return pd.DataFrame(rows, columns=list(INFO_FIELDS))
 
     return df.withColumn(info_col, inspect(F.col(content_col), F.col(path_col)))
@@ -81,8 +85,20 @@ def has_info(df, info_col="info"):
     return info_col in df.columns
 
 
-def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS):
+def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=None):
     """:func:`inspect_images` over ``candidates``, persisted for the job.
+
+    Parameters
+    ----------
+    candidates : pyspark.sql.DataFrame
+        ``image_id``, ``path`` and ``content`` at least.
+    max_pixels : int
+    stored_ids : pyspark.sql.DataFrame, optional
+        ``image_id`` of images whose features a feature store already holds. They
+        decoded when they were stored (same bytes, same id), so they are not
+        decoded again, and their bytes are not kept: ``content`` and every fact in
+        ``info`` are null for them. A rerun over a large set then decodes and
+        holds only its new images.
 
     Returns
     -------
@@ -94,8 +110,16 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS):
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    if stored_ids is not None:
+        # A broadcast join keeps the scan's partitions: the bytes are not shuffled.
+        stored = stored_ids.select("image_id").distinct().withColumn("_stored", F.lit(True))
+        candidates = (candidates.join(F.broadcast(stored), on="image_id", how="left")
+                      .withColumn("content", F.when(F.col("_stored").isNull(), F.col("content")))
+                      .select(*candidates.columns))
+    # On disk, not in memory: in local mode the executors share the driver's heap
+    # (1 GB unless --driver-memory says more), which 10,000 images' bytes outgrow.
     inspected = inspect_images(candidates, max_pixels=max_pixels).persist(
-        StorageLevel.MEMORY_AND_DISK)
+        StorageLevel.DISK_ONLY)
     # This action fills the cache: the filter runs above the persisted relation.
     failed = (inspected.filter(F.col("info.error").isNotNull())
               .select("path", F.col("info.error").alias("error")).collect())

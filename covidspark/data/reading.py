@@ -97,7 +97,8 @@ def read_bytes(path):
 
 def read_images(spark, path=None, manifest=None, label_map=None, source=None, pattern=None,
                 path_filter=None, patients=None, strict=True, validate=True,
-                max_pixels=DEFAULT_MAX_PIXELS, base_dir=None, known_labels=None, labelled=True):
+                max_pixels=DEFAULT_MAX_PIXELS, base_dir=None, known_labels=None, labelled=True,
+                stored_ids=None):
     """Read labelled chest X-rays into a DataFrame.
 
     Parameters
@@ -133,7 +134,7 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         Decode every image on the executors, once (:mod:`covidspark.data.ingest`):
         the check, size, mode, bit depth, perceptual hash and baseline thumbnail
         come from that one decode and land in an ``info`` column; the result is
-        persisted (``MEMORY_AND_DISK``; ``unpersist()`` it when done), so later
+        persisted (``DISK_ONLY``; ``unpersist()`` it when done), so later
         steps read neither the files nor decode them again for these facts.
         Without it only file-level problems are caught here; decoding errors
         surface when the images are used.
@@ -148,6 +149,11 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
     labelled : bool
         False: ``path`` is a folder (or glob) of images in any layout, for
         prediction; every image file under it is read and ``label`` is null.
+    stored_ids : pyspark.sql.DataFrame, optional
+        With ``validate``: ``image_id`` of images a feature store already holds
+        features for (:meth:`covidspark.ml.feature_store.FeatureStore.stored_ids`).
+        They decoded when they were stored, so they are read and hashed but not
+        decoded again, and their ``content`` and ``info`` facts are null.
 
     Returns
     -------
@@ -193,7 +199,7 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
     if validate:
         from covidspark.data.ingest import inspect_and_persist
 
-        images, decode_failures = inspect_and_persist(checked, max_pixels)
+        images, decode_failures = inspect_and_persist(checked, max_pixels, stored_ids)
         rejects = rejects + decode_failures
     total = n_candidates + sum(1 for _, _, counted in rejects if not counted)
     reject_rows = [(p, reason) for p, reason, _ in rejects]

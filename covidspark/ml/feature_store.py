@@ -96,6 +96,15 @@ class FeatureStore:
         frame = self.spark.read.parquet(*runs)
         return frame.select("image_id", features_col).dropDuplicates(["image_id"])
 
+    def stored_ids(self, featurizer):
+        """``image_id`` of every image whose features ``featurizer`` has in the store, or None.
+
+        For :func:`covidspark.data.reading.read_images` (``stored_ids``): these
+        images need not be decoded again to be checked.
+        """
+        existing = self.read(featurizer.featureSignature(), featurizer.getOutputCol())
+        return None if existing is None else existing.select("image_id")
+
     def featurize(self, images, featurizer, chunk_size=DEFAULT_CHUNK_SIZE):
         """Features of every row of ``images``, computing only images the store lacks.
 

@@ -56,12 +56,16 @@ def featurize(config):
     config.validate()
     notes = []
     spark = get_spark(f"covidspark-featurize-{config.model}", master=config.master)
-    images, _, _, rejects = steps.read_input(spark, config, notes)
-    featurizer, _ = steps.make_featurizer(config, notes)
     started = time.time()
+    featurizer, _ = steps.make_featurizer(config, notes)
+    store = FeatureStore(spark, config.features)
+    # Images the store holds decoded when they were stored: the ingest pass reads
+    # and hashes them (the id is the bytes' sha256) but decodes only the new ones.
+    images, _, _, rejects = steps.read_input(spark, config, notes,
+                                             stored_ids=store.stored_ids(featurizer))
     with Progress(f"featurize with {featurizer.getModelName()}", None,
                   featurizer.imagesFeaturized):
-        _, stats = FeatureStore(spark, config.features).featurize(
+        _, stats = store.featurize(
             images, featurizer, chunk_size=config.chunk_size or DEFAULT_CHUNK_SIZE)
     return FeaturizeResult(images=stats["images"], computed=stats["computed"],
                            reused=stats["reused"], rejected=rejects,

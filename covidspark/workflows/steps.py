@@ -22,11 +22,12 @@ RANDOM_WEIGHTS_NOTE = ("Features come from RANDOMLY INITIALISED (seeded) network
                        "pretrained ImageNet weights.")
 
 
-def read_input(spark, config, notes, labelled=True):
+def read_input(spark, config, notes, labelled=True, stored_ids=None):
     """The images a config names: ``(images, description, synthetic?, rejects)``.
 
     ``rejects`` lists ``(path, reason)``; it is empty unless ``config.lenient``
     (a strict read raises :class:`~covidspark.data.reading.IngestError` instead).
+    ``stored_ids`` (image ids a feature store holds) are not decoded again.
     """
     from covidspark.data.reading import read_images
     from covidspark.ml.pipelines import ALL_LABELS
@@ -34,7 +35,7 @@ def read_input(spark, config, notes, labelled=True):
     # A label outside the three classes is a bad row like any other: named in the
     # strict error, or listed among the rejects with --lenient.
     read = dict(patients=config.patients, strict=not config.lenient,
-                known_labels=ALL_LABELS if labelled else None)
+                known_labels=ALL_LABELS if labelled else None, stored_ids=stored_ids)
     if config.synthetic:
         per_class, seed = config.synthetic_per_class, config.seed
         data_dir = synthetic_data(spark, config)

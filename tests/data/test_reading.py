@@ -53,6 +53,33 @@ def test_the_ingest_pass_records_what_pillow_sees_from_one_decode(images_df):
         assert len(info.phash) == 16 and info.phash64 == hex_to_signed64(info.phash)
 
 
+def test_images_a_feature_store_holds_are_hashed_but_not_decoded(spark, fixture_dir, tmp_path):
+    """``stored_ids``: those images were decoded when stored; only the others are now."""
+    root = tmp_path / "tree"
+    shutil.copytree(os.path.join(fixture_dir, "normal"), root / "normal")
+    # A truncated file fails the ingest decode, so it can only pass here undecoded.
+    (root / "normal" / "truncated.png").write_bytes(_png(_gradient(256, 256))[:300])
+    digests = {name: hashlib.sha256((root / "normal" / name).read_bytes()).hexdigest()
+               for name in os.listdir(root / "normal")}
+    stored_names = sorted(n for n in digests if n != "truncated.png")[:3] + ["truncated.png"]
+    stored = spark.createDataFrame([(digests[n],) for n in stored_names], "image_id string")
+    images = read_images(spark, str(root), stored_ids=stored)
+    rows = {r.path.rsplit("/", 1)[-1]: r for r in
+            images.select("image_id", "path", "content", "info").collect()}
+    assert rows.keys() == digests.keys()  # every image is still listed, with its id
+    for name, row in rows.items():
+        assert row.image_id == digests[name]
+        if name in stored_names:
+            assert row.content is None and row.info.width is None and row.info.phash is None
+        else:
+            assert bytes(row.content) == (root / "normal" / name).read_bytes()
+            with Image.open(root / "normal" / name) as image:
+                assert (row.info.width, row.info.height) == image.size
+    # Without it the truncated file is decoded, and refused.
+    with pytest.raises(IngestError, match="truncated.png"):
+        read_images(spark, str(root))
+
+
 def test_label_map_renames_folders(spark, fixture_dir, tmp_path):
     root = tmp_path / "ozturk-like"
     for folder, label in [("Covid-19", "covid"), ("No_findings", "normal")]:

@@ -60,11 +60,20 @@ def test_killed_featurize_job_resumes_computing_only_the_missing_images(spark, t
     assert 1 <= len(kept) < 4, open(tmp_path / "killed.log").read()[-3000:]
     kept_ids = {image_id for image_id, _ in store_rows(kept)}
 
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    # Every decode in the rerun's Python workers is counted (one byte each).
+    from covidspark.data.decoding import COUNT_DECODES_ENV, counted_decodes
+
+    decodes = tmp_path / "decodes"
+    decodes.mkdir()
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                           env={**env, COUNT_DECODES_ENV: str(decodes)})
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     counts = re.search(r"(\d+) images: (\d+) computed, (\d+) reused", rerun.stdout)
     total, computed, reused = map(int, counts.groups())
     assert total == 60 and reused == len(kept_ids) and computed == 60 - len(kept_ids)
+    # Stored images are neither decode-checked again nor featurized: two decodes
+    # (the ingest check, the network) of each missing image, none of the others.
+    assert counted_decodes(str(decodes)) == 2 * computed
     # A quiet console: covidspark's own lines, no Spark INFO start-up log, no native
     # TensorFlow lines (spark-submit got the log4j2 file from `spark-env --write`).
     spark_info = [line for line in rerun.stderr.splitlines()

@@ -13,13 +13,14 @@ DEMO_OUT    ?= runs/demo
 # PyTorch for the torch engine's tests: the CPU build (about 200 MB). A plain
 # `pip install 'covidspark[torch]'` takes PyPI's Linux wheel, which carries CUDA (a few GB).
 TORCH       ?= torch==2.13.0
-# The Spark Connect pass (tests/test_connect.py) runs with `make test-connect`.
+# `make test` includes the Spark Connect pass (tests/test_connect.py: the core tests
+# again against a local Connect server); `make test-connect` runs only that.
 # Two pytest workers, a test file each at a time (module fixtures such as a standalone
 # cluster are built once): many tests wait on JVMs and spark-submit, not on the cores.
 PYTEST_WORKERS ?= 2
 # How both environments run pytest (the slowest 40 tests are listed: where CI's minutes go).
 PYTEST_RUN  := -n $(PYTEST_WORKERS) --dist loadfile --durations=40
-PYTEST_ARGS ?= -m "not connect" $(PYTEST_RUN)
+PYTEST_ARGS ?= $(PYTEST_RUN)
 # Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
 # EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x, pyarrow 15) and the whole suite
 # again (no test needs Spark 4). COMPAT_TESTS narrows it to paths, COMPAT_MARKERS to markers.
@@ -57,7 +58,7 @@ $(VENV)/.stamp-runtime: setup.py pyproject.toml
 	@touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-runtime
-	$(PIP) install -q -e ".[spark,test,torch]" "$(TORCH)"
+	$(PIP) install -q -e ".[spark,test,torch,connect]" "$(TORCH)"
 	@touch $@
 
 venv: java $(VENV)/.stamp-runtime
@@ -71,9 +72,8 @@ demo: venv
 test: test-venv
 	COVIDSPARK_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
-# The core tests again against a local Spark Connect server (needs pyspark[connect]).
+# Only the core tests against a local Spark Connect server (make test runs them too).
 test-connect: test-venv
-	$(PIP) install -q -e ".[spark,test,connect]"
 	$(PY) -m pytest -m connect tests/test_connect.py
 
 $(COMPAT_VENV)/.stamp: setup.py pyproject.toml Makefile

@@ -80,7 +80,7 @@ def featurize_only(spark, counters, config, task_labels, tmp):
     # the train job after this arm runs on warm workers, so this arm must too.
     featurizer.transform(images.limit(8).repartition(2)).select("features").collect()
     start = counters.snapshot()
-    out = os.path.join(tmp, "featurize-only")
+    out = tempfile.mkdtemp(prefix="featurize-only-", dir=tmp) + "/features"
     featurizer.transform(images).select("image_id", "features").write.parquet(out)
     counted = counters.since(start)
     n = spark.read.parquet(out).count()
@@ -103,6 +103,21 @@ def train_job(spark, counters, config):
             "steps_s": result.run["timing_s"],
             "images_per_s": round(n / counted["seconds"], 2),
             "decodes_per_image_read": round(counted["decodes"] / read, 3)}
+
+
+def train_vs_featurize(spark, counters, config, tmp):
+    """Featurize-only, then the train job, on ``config``'s data: their JSON block."""
+    from covidspark.data.reading import read_images
+    from covidspark.ml.pipelines import task_labels
+
+    only = featurize_only(spark, counters, config, task_labels(config.task), tmp)
+    job = train_job(spark, counters, config)
+    source = (dict(manifest=config.manifest) if config.manifest else dict(path=config.data[0]))
+    size = image_bytes(spark, read_images(spark, validate=False, label_map=config.label_map,
+                                          **source))
+    return {"featurize_only": only, "train": job, "image_bytes": size,
+            "train_bytes_read_per_image_size": round(job["bytes_read"] / size, 3),
+            "train_vs_featurize_only": round(job["images_per_s"] / only["images_per_s"], 3)}
 
 
 def add_new_images(root, fraction, seed):
@@ -158,6 +173,8 @@ def main(argv=None):
     parser.add_argument("--task", default="binary")
     parser.add_argument("--synthetic", type=int, default=10000,
                         help="images for the feature-store runs (0: skip them)")
+    parser.add_argument("--synthetic-train", type=int, default=0,
+                        help="also train vs featurize-only on this many synthetic images")
     parser.add_argument("--model", default="ResNet50")
     parser.add_argument("--engine", default="openvino")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -168,7 +185,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from covidspark.data.decoding import COUNT_DECODES_ENV
-    from covidspark.ml.pipelines import task_labels
 
     tmp = tempfile.mkdtemp(prefix="covidspark-bench-jobs-")
     decode_dir = os.path.join(tmp, "decodes")
@@ -182,26 +198,27 @@ def main(argv=None):
     counters = Counters(spark, decode_dir)
     result = {"weights": "random (seeded; not pretrained ImageNet)", "model": args.model,
               "engine": args.engine, "master": args.master, "cores": os.cpu_count()}
-    if args.manifest or args.data:
-        config = TrainConfig(manifest=args.manifest, data=[args.data] if args.data else None,
-                             label_map=args.label_map, patients=args.patients, task=args.task,
-                             model=args.model, weights="random", engine=args.engine,
-                             batch_size=args.batch_size, bootstrap=args.bootstrap,
-                             seed=args.seed, out=os.path.join(tmp, "run"))
-        only = featurize_only(spark, counters, config, task_labels(args.task), tmp)
-        job = train_job(spark, counters, config)
-        from covidspark.data.reading import read_images
 
-        source = (dict(manifest=args.manifest) if args.manifest else dict(path=args.data))
-        all_images = read_images(spark, validate=False, label_map=config.label_map, **source)
-        size = image_bytes(spark, all_images)
-        result["real"] = {
-            "data": args.manifest or args.data, "task": args.task,
-            "featurize_only": only, "train": job,
-            "image_bytes": size,
-            "train_bytes_read_per_image_size": round(job["bytes_read"] / size, 3),
-            "train_vs_featurize_only": round(job["images_per_s"] / only["images_per_s"], 3),
-        }
+    def train_config(source, out, label_map=args.label_map, patients=args.patients):
+        return TrainConfig(**source, label_map=label_map, patients=patients,
+                           task=args.task, model=args.model, weights="random",
+                           engine=args.engine, batch_size=args.batch_size,
+                           bootstrap=args.bootstrap, seed=args.seed, out=os.path.join(tmp, out))
+
+    if args.manifest or args.data:
+        source = (dict(manifest=args.manifest) if args.manifest else dict(data=[args.data]))
+        result["real"] = {"data": args.manifest or args.data, "task": args.task,
+                          **train_vs_featurize(spark, counters, train_config(source, "run"),
+                                               tmp)}
+    if args.synthetic_train:
+        from covidspark.data.synthetic import synthetic
+
+        root = synthetic(os.path.join(tmp, "synthetic-train"),
+                         n_per_class=max(1, args.synthetic_train // 3), seed=args.seed)
+        # Synthetic class folders are the labels; no patient table (one image a patient).
+        config = train_config(dict(data=[root]), "synthetic-run", label_map=None, patients=None)
+        result["synthetic_train"] = {"images": args.synthetic_train, "task": args.task,
+                                     **train_vs_featurize(spark, counters, config, tmp)}
     if args.synthetic:
         result["feature_store"] = {"images": args.synthetic,
                                    **feature_store(spark, counters, args, tmp)}

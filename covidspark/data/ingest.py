@@ -85,7 +85,8 @@ def has_info(df, info_col="info"):
     return info_col in df.columns
 
 
-def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=None):
+def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=None,
+                        inspect_labels=None):
     """:func:`inspect_images` over ``candidates``, persisted for the job.
 
     Parameters
@@ -99,6 +100,10 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
         decoded again, and their bytes are not kept: ``content`` and every fact in
         ``info`` are null for them. A rerun over a large set then decodes and
         holds only its new images.
+    inspect_labels : sequence of str, optional
+        Only images with these labels are decoded and keep their bytes; the
+        others (a class the task drops) are listed and hashed, with null
+        ``content`` and ``info`` facts, for the caller to count and exclude.
 
     Returns
     -------
@@ -110,12 +115,19 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    columns, skip = candidates.columns, []
     if stored_ids is not None:
         # A broadcast join keeps the scan's partitions: the bytes are not shuffled.
         stored = stored_ids.select("image_id").distinct().withColumn("_stored", F.lit(True))
-        candidates = (candidates.join(F.broadcast(stored), on="image_id", how="left")
-                      .withColumn("content", F.when(F.col("_stored").isNull(), F.col("content")))
-                      .select(*candidates.columns))
+        candidates = candidates.join(F.broadcast(stored), on="image_id", how="left")
+        skip.append(F.col("_stored").isNotNull())
+    if inspect_labels is not None:
+        skip.append(~F.col("label").isin(list(inspect_labels)))
+    if skip:
+        skipped = skip[0] if len(skip) == 1 else skip[0] | skip[1]
+        # Null content is not decoded (inspect_images); a null condition keeps the bytes.
+        candidates = candidates.withColumn(
+            "content", F.when(skipped, F.lit(None)).otherwise(F.col("content"))).select(*columns)
     # On disk, not in memory: in local mode the executors share the driver's heap
     # (1 GB unless --driver-memory says more), which 10,000 images' bytes outgrow.
     inspected = inspect_images(candidates, max_pixels=max_pixels).persist(

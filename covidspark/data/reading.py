@@ -98,7 +98,7 @@ def read_bytes(path):
 def read_images(spark, path=None, manifest=None, label_map=None, source=None, pattern=None,
                 path_filter=None, patients=None, strict=True, validate=True,
                 max_pixels=DEFAULT_MAX_PIXELS, base_dir=None, known_labels=None, labelled=True,
-                stored_ids=None):
+                stored_ids=None, inspect_labels=None):
     """Read labelled chest X-rays into a DataFrame.
 
     Parameters
@@ -154,6 +154,11 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         features for (:meth:`covidspark.ml.feature_store.FeatureStore.stored_ids`).
         They decoded when they were stored, so they are read and hashed but not
         decoded again, and their ``content`` and ``info`` facts are null.
+    inspect_labels : sequence of str, optional
+        With ``validate``: decode-check only images with these labels (a task's
+        classes); the others are listed, hashed and counted, with null
+        ``content`` and ``info`` facts, and a broken one among them is not
+        reported (the task drops them unread). Default: every image.
 
     Returns
     -------
@@ -199,7 +204,8 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
     if validate:
         from covidspark.data.ingest import inspect_and_persist
 
-        images, decode_failures = inspect_and_persist(checked, max_pixels, stored_ids)
+        images, decode_failures = inspect_and_persist(checked, max_pixels, stored_ids,
+                                                      inspect_labels)
         rejects = rejects + decode_failures
     total = n_candidates + sum(1 for _, _, counted in rejects if not counted)
     reject_rows = [(p, reason) for p, reason, _ in rejects]

@@ -22,12 +22,13 @@ RANDOM_WEIGHTS_NOTE = ("Features come from RANDOMLY INITIALISED (seeded) network
                        "pretrained ImageNet weights.")
 
 
-def read_input(spark, config, notes, labelled=True, stored_ids=None):
+def read_input(spark, config, notes, labelled=True, stored_ids=None, inspect_labels=None):
     """The images a config names: ``(images, description, synthetic?, rejects)``.
 
     ``rejects`` lists ``(path, reason)``; it is empty unless ``config.lenient``
     (a strict read raises :class:`~covidspark.data.reading.IngestError` instead).
-    ``stored_ids`` (image ids a feature store holds) are not decoded again.
+    ``stored_ids`` (image ids a feature store holds) are not decoded again, nor
+    images outside ``inspect_labels`` (classes the task drops).
     """
     from covidspark.data.reading import read_images
     from covidspark.ml.pipelines import ALL_LABELS
@@ -35,7 +36,8 @@ def read_input(spark, config, notes, labelled=True, stored_ids=None):
     # A label outside the three classes is a bad row like any other: named in the
     # strict error, or listed among the rejects with --lenient.
     read = dict(patients=config.patients, strict=not config.lenient,
-                known_labels=ALL_LABELS if labelled else None, stored_ids=stored_ids)
+                known_labels=ALL_LABELS if labelled else None, stored_ids=stored_ids,
+                inspect_labels=inspect_labels)
     if config.synthetic:
         per_class, seed = config.synthetic_per_class, config.seed
         data_dir = synthetic_data(spark, config)
@@ -124,9 +126,11 @@ def prepare_images(spark, config, task, notes, duplicates="group"):
     ``facts`` is the ``data``, ``duplicates`` and ``rejected`` blocks of metrics.json.
     """
     from covidspark.data.duplicates import resolve_duplicates
-    from covidspark.ml.pipelines import prepare_task
+    from covidspark.ml.pipelines import prepare_task, task_labels
 
-    images, description, synthetic, rejects = read_input(spark, config, notes)
+    # The classes the task drops are counted, not decoded.
+    images, description, synthetic, rejects = read_input(spark, config, notes,
+                                                         inspect_labels=task_labels(task))
     images, task_info = prepare_task(images, task)
     logger.info("Task %s: %s", task, task_info)
     duplicate_report = {"policy": "ignore", "groups": [], "dropped": []}
@@ -252,6 +256,23 @@ def baseline_pixels(spark, split):
         pixels = PixelFeaturizer().transform(split)
     pixels, _ = persist_compact(spark, pixels.drop("content"))
     return pixels
+
+
+def pixel_baseline(spark, split, task, options):
+    """The 32x32 pixel baseline of a split, fitted and evaluated: its result, with ``seconds``.
+
+    Safe to run in a second driver thread beside the classifier's fit (the train
+    workflow does): it sets its own job description and unpersists what it persisted.
+    """
+    from covidspark.ml import experiment
+
+    started = time.time()
+    pixels = baseline_pixels(spark, split)
+    try:
+        result = experiment.baseline(pixels, task, options)
+    finally:
+        pixels.unpersist()
+    return {**result, "seconds": round(time.time() - started, 2)}
 
 
 def load_model(spark, path):

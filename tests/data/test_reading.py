@@ -80,6 +80,26 @@ def test_images_a_feature_store_holds_are_hashed_but_not_decoded(spark, fixture_
         read_images(spark, str(root))
 
 
+def test_classes_a_task_drops_are_counted_but_not_decoded(spark, fixture_dir, tmp_path):
+    """``inspect_labels``: a binary task neither decodes nor holds the pneumonia images."""
+    root = tmp_path / "tree"
+    for label in ("covid", "normal", "pneumonia"):
+        shutil.copytree(os.path.join(fixture_dir, label), root / label)
+    (root / "pneumonia" / "truncated.png").write_bytes(_png(_gradient(256, 256))[:300])
+    images = read_images(spark, str(root), inspect_labels=("covid", "normal"))
+    rows = images.select("path", "label", "content", "info").collect()
+    on_disk = {label: len(os.listdir(root / label)) for label in ("covid", "normal", "pneumonia")}
+    assert {label: sum(r.label == label for r in rows) for label in on_disk} == on_disk
+    for r in rows:
+        if r.label == "pneumonia":
+            assert r.content is None and r.info.width is None, r.path
+        else:
+            assert r.content is not None and r.info.width > 0, r.path
+    # Inspecting every class finds the broken pneumonia file.
+    with pytest.raises(IngestError, match="truncated.png"):
+        read_images(spark, str(root))
+
+
 def test_label_map_renames_folders(spark, fixture_dir, tmp_path):
     root = tmp_path / "ozturk-like"
     for folder, label in [("Covid-19", "covid"), ("No_findings", "normal")]:

@@ -19,7 +19,8 @@ TORCH       ?= torch==2.13.0
 # cluster are built once): many tests wait on JVMs and spark-submit, not on the cores.
 PYTEST_WORKERS ?= 2
 # How both environments run pytest (the slowest 40 tests are listed: where CI's minutes go).
-PYTEST_RUN  := -n $(PYTEST_WORKERS) --dist loadfile --durations=40
+# The files go in the order tests/conftest.py gives them (the long Connect pass first).
+PYTEST_RUN  := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=40
 PYTEST_ARGS ?= $(PYTEST_RUN)
 # Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
 # EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x, pyarrow 15) and the whole suite

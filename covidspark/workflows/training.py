@@ -2,7 +2,7 @@
 import dataclasses
 import logging
 
-from covidspark.runtime.connect import set_job_description
+from covidspark.runtime.connect import is_connect, set_job_description
 from covidspark.workflows import steps
 
 logger = logging.getLogger("covidspark")
@@ -125,14 +125,18 @@ def train(config):
     # latency-bound (a small Spark job per iteration, the driver optimising in
     # between), so two fits side by side share the cores. Measured on 624 images:
     # ~12 s of baseline, run after the fit, was most of it waiting.
+    # Spark Connect keeps the active session per thread, and pyspark.ml looks it up
+    # there: under Connect the baseline runs after the fit, in this thread.
+    side_by_side = config.baseline and not is_connect(spark)
     with watch.step("fit and evaluate"), ThreadPoolExecutor(max_workers=1) as pool:
         pending = (pool.submit(steps.pixel_baseline, spark, split, config.task, options)
-                   if config.baseline else None)
+                   if side_by_side else None)
         head, result = experiment.fit_and_evaluate(features, config.task, config.classifier,
                                                    options)
-        if pending is not None:
-            experiment.with_verdict(f"{config.model} + {config.classifier}", result,
-                                    pending.result())
+        if config.baseline:
+            baseline = (pending.result() if pending is not None
+                        else steps.pixel_baseline(spark, split, config.task, options))
+            experiment.with_verdict(f"{config.model} + {config.classifier}", result, baseline)
     features.unpersist()
 
     model_dir = join(out, "model")

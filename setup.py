@@ -57,7 +57,7 @@ EXTRAS_REQUIRE = {
     # covidspark serve: the REST API and upload page.
     "serve": SERVE,
     # The browser test drives Debian's chromium through Playwright (no browser download).
-    "test": ["pytest>=7", "pytest-xdist>=3.6", "scikit-learn>=1.2", "pydicom>=2.4", "openvino>=2024.0",
+    "test": ["pytest>=7", "pytest-xdist>=3", "scikit-learn>=1.2", "pydicom>=2.4", "openvino>=2024.0",
              "opencv-python-headless>=4.5", *SERVE, "playwright>=1.40"],
 }
 

@@ -75,24 +75,6 @@ def pytest_unconfigure(config):
     shutil.rmtree(_CACHE, ignore_errors=True)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Order test files as two pytest workers should take them (``make test``).
-
-    Each worker takes a test file at a time, in this order (``--no-loadscope-reorder``
-    keeps it): the Connect pass first (one test of 7-9 minutes; by pytest-xdist's
-    own order, most tests first, it went last and ran alone for its whole length),
-    then the files with the most tests, as pytest-xdist would order them.
-    """
-    per_file = {}
-    for item in items:
-        per_file[item.nodeid.split("::")[0]] = per_file.get(item.nodeid.split("::")[0], 0) + 1
-
-    def rank(item):
-        return (item.get_closest_marker("connect") is None, -per_file[item.nodeid.split("::")[0]])
-
-    items.sort(key=rank)  # stable: a file's tests keep their order
-
-
 # Set by tests/test_connect.py: the suite's core tests again, against a Spark Connect server.
 CONNECT_URL = os.environ.get("COVIDSPARK_TEST_CONNECT")
 if CONNECT_URL:

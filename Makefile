@@ -14,7 +14,7 @@ DEMO_OUT    ?= runs/demo
 # `pip install 'covidspark[torch]'` takes PyPI's Linux wheel, which carries CUDA (a few GB).
 TORCH       ?= torch==2.13.0
 # The Spark Connect pass (tests/test_connect.py: the core tests again against a local
-# Connect server) runs with `make test-connect`: with it, CI passed 45 minutes here.
+# Connect server) runs with `make test-connect`: inside `make test`, CI took 53 minutes here.
 # Two pytest workers, a test file each at a time (module fixtures such as a standalone
 # cluster are built once): many tests wait on JVMs and spark-submit, not on the cores.
 PYTEST_WORKERS ?= 2
@@ -72,7 +72,7 @@ demo: venv
 test: test-venv
 	COVIDSPARK_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
-# Only the core tests against a local Spark Connect server (make test runs them too).
+# The core tests again against a local Spark Connect server (not part of `make test`).
 test-connect: test-venv
 	$(PY) -m pytest -m connect tests/test_connect.py
 

@@ -16,6 +16,9 @@ returns all of it in one ``info`` struct:
 so duplicates, splits, the baseline and the network read the bytes and the
 facts from there; the network's own decode is the only other one.
 """
+import operator
+from functools import reduce
+
 import numpy as np
 
 from covidspark.data.decoding import (DEFAULT_MAX_PIXELS, ImageDecodeError, bit_depth,
@@ -124,10 +127,10 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
     if inspect_labels is not None:
         skip.append(~F.col("label").isin(list(inspect_labels)))
     if skip:
-        skipped = skip[0] if len(skip) == 1 else skip[0] | skip[1]
         # Null content is not decoded (inspect_images); a null condition keeps the bytes.
         candidates = candidates.withColumn(
-            "content", F.when(skipped, F.lit(None)).otherwise(F.col("content"))).select(*columns)
+            "content", F.when(reduce(operator.or_, skip), F.lit(None))
+            .otherwise(F.col("content"))).select(*columns)
     # On disk, not in memory: in local mode the executors share the driver's heap
     # (1 GB unless --driver-memory says more), which 10,000 images' bytes outgrow.
     inspected = inspect_images(candidates, max_pixels=max_pixels).persist(

@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 from conftest import SHARED_DATA, require_path
-from covidspark.data.duplicates import find_duplicate_pairs, hash_bands, group_pairs, resolve_duplicates
+from covidspark.data import duplicates
+from covidspark.data.duplicates import (duplicate_groups, find_duplicate_pairs, group_pairs,
+                                          hash_bands, pairs_within, resolve_duplicates)
 from covidspark.data.hashing import hamming, hex_to_signed64, phash
 from covidspark.data.reading import read_images
 
@@ -20,9 +22,10 @@ def test_bands_cover_64_bits_pigeonhole():
         assert sum(widths) == 64
 
 
-def test_pairs_match_brute_force(spark):
-    rng = np.random.default_rng(0)
-    base = [int(x) for x in rng.integers(0, 2 ** 63, 30, dtype=np.int64)]
+def near_hashes(seed=0, n=30):
+    """``2 n`` signed 64-bit hashes: ``n`` random ones, each with a copy 0..4 bits away."""
+    rng = np.random.default_rng(seed)
+    base = [int(x) for x in rng.integers(0, 2 ** 63, n, dtype=np.int64)]
     hashes = []
     for i, h in enumerate(base):
         hashes.append(h)
@@ -30,18 +33,49 @@ def test_pairs_match_brute_force(spark):
         for bit in rng.choice(64, size=i % 5, replace=False):  # 0..4 bits away
             flipped ^= 1 << int(bit)
         hashes.append(flipped - (1 << 64) if flipped >= 1 << 63 else flipped)
+    return hashes
+
+
+def brute_force_pairs(hashes, t):
+    """Every ``(i, j, distance)``, ``i < j``, within ``t`` bits: all pairs, Python ints."""
+    return {(i, j, bin((hashes[i] ^ hashes[j]) & ((1 << 64) - 1)).count("1"))
+            for i in range(len(hashes)) for j in range(i + 1, len(hashes))
+            if bin((hashes[i] ^ hashes[j]) & ((1 << 64) - 1)).count("1") <= t}
+
+
+@pytest.fixture()
+def hash_table(spark):
+    hashes = near_hashes()
+    # A bucket shared by many (the top band equal): candidates that are mostly too far.
+    hashes += [(7 << 50) | int(x) for x in np.random.default_rng(1).integers(0, 2 ** 40, 12)]
     rows = [(f"p{i:03d}", f"id{i}", "covid", "s", h) for i, h in enumerate(hashes)]
     df = spark.createDataFrame(rows, "path string, image_id string, label string, source string, "
                                      "phash64 long")
+    return hashes, df
+
+
+def test_pairs_match_brute_force(hash_table):
+    hashes, df = hash_table
     for t in (0, 2, 4):
+        expected = {(f"p{i:03d}", f"p{j:03d}", d) for i, j, d in brute_force_pairs(hashes, t)}
         got = {(r.path_a, r.path_b, r.distance) for r in find_duplicate_pairs(df, t).collect()}
-        expected = set()
-        for i in range(len(hashes)):
-            for j in range(i + 1, len(hashes)):
-                d = bin((hashes[i] ^ hashes[j]) & ((1 << 64) - 1)).count("1")
-                if d <= t:
-                    expected.add((f"p{i:03d}", f"p{j:03d}", d))
         assert got == expected, t
+        # The driver's search, on the same hashes.
+        i, j, d = pairs_within(np.array(hashes, dtype=np.int64), t)
+        assert {(int(a), int(b), int(c)) for a, b, c in zip(i, j, d)} == \
+            brute_force_pairs(hashes, t), t
+
+
+def test_driver_and_spark_searches_give_the_same_groups(hash_table, monkeypatch):
+    _, df = hash_table
+    for t in (0, 2, 4):
+        on_driver = duplicate_groups(df, t)
+        # near_hashes plants pairs exactly 0, 2 and 4 bits apart.
+        assert max(g["max_distance"] for g in on_driver) == t
+        # Past the row limit the band join runs in Spark.
+        with monkeypatch.context() as patched:
+            patched.setattr(duplicates, "DRIVER_SEARCH_MAX_ROWS", 0)
+            assert duplicate_groups(df, t) == on_driver, t
 
 
 def test_group_pairs_connects_components():

@@ -100,8 +100,10 @@ def compare(config):
     started = time.time()
     # One split of the widest task's images; the binary task uses its normal and COVID rows.
     widest = "3class" if "3class" in tasks else "binary"
-    images, facts = steps.prepare_images(spark, config, widest, notes, config.duplicates)
+    images, facts, with_content = steps.prepare_images(spark, config, widest, notes,
+                                                       config.duplicates)
     split, split_info = steps.split_for(images, config, options)
+    rows = split.count()
     pixels = steps.baseline_pixels(spark, split) if config.baseline else None
     baselines = {task: experiment.baseline(pixels, task, options) for task in tasks} \
         if config.baseline else {}
@@ -114,7 +116,8 @@ def compare(config):
     for model_name in config.models:
         featurizer, resolved = steps.make_featurizer(config, notes, model=model_name)
         comparison["weights"] = resolved.description
-        features, _, seconds = steps.featurize_once(spark, split, featurizer, config.features)
+        features, _, seconds = steps.featurize_once(spark, with_content(split), featurizer,
+                                                    config.features, total=rows)
         comparison["featurized"][model_name] = {"seconds": round(seconds, 1),
                                                 "images": featurizer.imagesFeaturized(),
                                                 "ran_on": featurizer.ranOn()}

@@ -41,9 +41,10 @@ def finetune(config):
     spark = get_spark("covidspark-finetune", master=config.master)
     files, out = steps.output_location(spark, config.out)
     started = time.time()
-    images, facts = steps.prepare_images(spark, config, config.task, notes, config.duplicates)
+    images, facts, with_content = steps.prepare_images(spark, config, config.task, notes,
+                                                       config.duplicates)
     split, split_info = steps.split_for(images, config, options, validation=True)
-    data, task_info = pipelines.prepare_task(split, config.task)
+    data, task_info = pipelines.prepare_task(with_content(split), config.task)
     trainer = ImageClassifierTrainer(
         task=config.task, modelName=config.model, weights=config.weights,
         outputLocation=out, numProcesses=config.num_processes, localMode=config.local_mode,

@@ -64,7 +64,9 @@ def evaluate_model(config):
     labels = list(indexer.labels)
     task = next(t for t, task_labels in TASKS.items() if list(task_labels) == labels)
     notes = []
-    images, facts = steps.prepare_images(spark, config, task, notes, duplicates="ignore")
+    images, facts, with_content = steps.prepare_images(spark, config, task, notes,
+                                                       duplicates="ignore")
+    images = with_content(images)
     set_job_description(spark, 
         f"evaluate {os.path.basename(config.model_dir.rstrip('/'))}")
     predictions = model.transform(images).persist()

@@ -121,9 +121,18 @@ def union(results):
 
 
 def prepare_images(spark, config, task, notes, duplicates="group"):
-    """Read, keep the task's classes, resolve duplicates: ``(images, facts)``.
+    """Read, keep the task's classes, resolve duplicates: ``(images, facts, with_content)``.
 
-    ``facts`` is the ``data``, ``duplicates`` and ``rejected`` blocks of metrics.json.
+    ``images`` holds every column but the encoded bytes: the ingest pass's rows
+    without ``content``, persisted in memory. ``with_content(df)`` puts the bytes
+    back on rows of ``images`` (or of a split of them), for the step that decodes
+    them (featurizing, fine-tuning). ``facts`` is the ``data``, ``duplicates`` and
+    ``rejected`` blocks of metrics.json.
+
+    Why two tables: the ingest pass persists the images with their bytes on disk,
+    and a scan of that table reads every byte back, however few columns a query
+    selects. The checks, duplicate search and split run a dozen small queries;
+    on 10,000 images (2 GB) each took ~5 s over the bytes, well under 1 s without.
     """
     from covidspark.data.duplicates import resolve_duplicates
     from covidspark.ml.pipelines import prepare_task, task_labels
@@ -131,6 +140,7 @@ def prepare_images(spark, config, task, notes, duplicates="group"):
     # The classes the task drops are counted, not decoded.
     images, description, synthetic, rejects = read_input(spark, config, notes,
                                                          inspect_labels=task_labels(task))
+    images, with_content = without_content(images)
     images, task_info = prepare_task(images, task)
     logger.info("Task %s: %s", task, task_info)
     duplicate_report = {"policy": "ignore", "groups": [], "dropped": []}
@@ -146,7 +156,36 @@ def prepare_images(spark, config, task, notes, duplicates="group"):
                        "dropped": duplicate_report["dropped"]},
         "rejected": [{"path": p, "reason": r} for p, r in rejects],
     }
-    return images, facts
+    return images, facts, with_content
+
+
+def without_content(images):
+    """``images`` without its bytes, persisted in memory, and the function that restores them.
+
+    Returns
+    -------
+    (pyspark.sql.DataFrame, callable)
+        The narrow rows, and ``with_content(df)``: the rows of ``df`` (rows of the
+        narrow table, with any columns added since) joined back to their bytes by
+        ``path``, in the ingest table's partitions. Images without the ingest
+        pass's ``info`` (not persisted by ``read_images``) are returned as they are.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from covidspark.data.ingest import has_info
+
+    if not has_info(images):
+        return images, lambda df: df
+    narrow = images.drop("content").persist(StorageLevel.MEMORY_AND_DISK)
+
+    def with_content(df):
+        # The rows (a few hundred bytes each without the thumbnails) are broadcast,
+        # so the bytes stay in their partitions: no shuffle of the images.
+        rows = df.drop("info") if "info" in df.columns else df
+        return images.select("path", "content").join(F.broadcast(rows), on="path")
+
+    return narrow, with_content
 
 
 def make_featurizer(config, notes, model=None):
@@ -191,8 +230,12 @@ def log_where_it_ran(featurizer):
         logger.info("Ran on: %s: %d images", where, images)
 
 
-def featurize_once(spark, split, featurizer, store_path):
-    """Featurize once and persist: ``(features, store stats or None, seconds)``."""
+def featurize_once(spark, split, featurizer, store_path, total=None):
+    """Featurize once and persist: ``(features, store stats or None, seconds)``.
+
+    ``total``, the rows of ``split`` when the caller knows them, spares a count
+    (over the images' bytes, when ``split`` carries them) for the progress line.
+    """
     from covidspark.runtime.progress import Progress
 
     label = f"featurize with {featurizer.getModelName()}"
@@ -200,7 +243,8 @@ def featurize_once(spark, split, featurizer, store_path):
     t0 = time.time()
     stats = None
     # Only paths are read for the count: Spark's binaryFile source skips the bytes.
-    total = None if store_path else split.select("path").count()
+    if total is None and not store_path:
+        total = split.select("path").count()
     with Progress(label, total, featurizer.imagesFeaturized):
         if store_path:
             from covidspark.ml.feature_store import FeatureStore

@@ -111,15 +111,16 @@ def train(config):
     files, out = steps.output_location(spark, config.out)
     watch = Stopwatch()
     with watch.step("read, check and deduplicate"):
-        images, facts = steps.prepare_images(spark, config, config.task, notes,
-                                             config.duplicates)
+        images, facts, with_content = steps.prepare_images(spark, config, config.task, notes,
+                                                           config.duplicates)
     featurizer, resolved = steps.make_featurizer(config, notes)
     with watch.step("split"):
         split, split_info = steps.split_for(images, config, options)
     # Featurize once; the fit, cross-validation folds and evaluation read the stored features.
     with watch.step("featurize"):
-        features, store_stats, _ = steps.featurize_once(spark, split, featurizer,
-                                                        config.features)
+        features, store_stats, _ = steps.featurize_once(spark, with_content(split),
+                                                        featurizer, config.features,
+                                                        total=split.count())
     set_job_description(spark, f"fit {config.classifier}")
     # The baseline's LR runs beside the classifier: logistic regression is
     # latency-bound (a small Spark job per iteration, the driver optimising in

@@ -131,8 +131,9 @@ def prepare_images(spark, config, task, notes, duplicates="group"):
 
     Why two tables: the ingest pass persists the images with their bytes on disk,
     and a scan of that table reads every byte back, however few columns a query
-    selects. The checks, duplicate search and split run a dozen small queries;
-    on 10,000 images (2 GB) each took ~5 s over the bytes, well under 1 s without.
+    selects. The checks, duplicate search and split run about ten small queries,
+    each 1.5 s over the bytes of 3,000 synthetic images (and growing with them),
+    a fraction of a second over the narrow table.
     """
     from covidspark.data.duplicates import resolve_duplicates
     from covidspark.ml.pipelines import prepare_task, task_labels

@@ -84,9 +84,10 @@ def test_notebook_runs_in_local_mode_and_reports_what_its_models_predict(path, s
     assert set(table.classifier) == {"lr", "rf", "dt"}
     # The same split the workflow made (seeded), scored by scikit-learn on the saved models.
     config = result.config
-    images, _ = steps.prepare_images(spark, config, "3class", [], config.duplicates)
+    images, _, with_content = steps.prepare_images(spark, config, "3class", [],
+                                                   config.duplicates)
     split, _ = steps.split_for(images, config, config.fit_options())
-    test = split.filter("split = 'test'")
+    test = with_content(split.filter("split = 'test'"))
     for row in table.itertuples():
         model = PipelineModel.load(result.model_dir(row.task, row.model, row.classifier))
         labels = [r.label for r in test.select("label").collect()]

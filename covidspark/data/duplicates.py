@@ -58,6 +58,19 @@ def hash_bands(max_distance):
     return [(lo, (1 << (hi - lo)) - 1 if hi - lo < 64 else -1) for lo, hi in zip(edges, edges[1:])]
 
 
+def hashed_rows(df, max_distance, hash_col):
+    """The rows both searches read: ``path, image_id, label, source, h`` with a hash.
+
+    Raises :class:`~covidspark.errors.InputError` for a ``max_distance`` outside [0, 15].
+    """
+    from pyspark.sql import functions as F
+
+    if not 0 <= max_distance <= 15:
+        raise InputError(f"max_distance must be in [0, 15]. Received: {max_distance}")
+    return (df.select("path", "image_id", "label", "source", F.col(hash_col).alias("h"))
+            .filter(F.col("h").isNotNull()))
+
+
 def find_duplicate_pairs(df, max_distance=DEFAULT_MAX_DISTANCE, hash_col="phash64"):
     """Pairs of rows whose perceptual hashes differ in at most ``max_distance`` bits.
 
@@ -77,10 +90,7 @@ def find_duplicate_pairs(df, max_distance=DEFAULT_MAX_DISTANCE, hash_col="phash6
     """
     from pyspark.sql import functions as F
 
-    if not 0 <= max_distance <= 15:
-        raise InputError(f"max_distance must be in [0, 15]. Received: {max_distance}")
-    hashed = (df.select("path", "image_id", "label", "source", F.col(hash_col).alias("h"))
-              .filter(F.col("h").isNotNull()))
+    hashed = hashed_rows(df, max_distance, hash_col)
     banded = None
     for index, (shift, mask) in enumerate(hash_bands(max_distance)):
         band = hashed.select("*", F.lit(index).alias("band"),
@@ -168,7 +178,10 @@ def pairs_within(hashes, max_distance=DEFAULT_MAX_DISTANCE):
 
 
 def collected_pairs(rows, max_distance=DEFAULT_MAX_DISTANCE):
-    """:data:`PAIR_FIELDS` tuples of collected rows (``path, image_id, label, source, h``)."""
+    """The pairs (dicts of :data:`PAIR_FIELDS`) of collected rows.
+
+    ``rows`` is a pandas DataFrame of ``path, image_id, label, source, h``.
+    """
     paths = rows["path"].to_numpy()
     ids, labels, sources = (rows[c].to_numpy() for c in ("image_id", "label", "source"))
     out = {}
@@ -177,9 +190,9 @@ def collected_pairs(rows, max_distance=DEFAULT_MAX_DISTANCE):
             continue
         a, b = (i, j) if paths[i] < paths[j] else (j, i)
         # As the Spark join's dropDuplicates: one pair per two paths.
-        out.setdefault((paths[a], paths[b]), (
+        out.setdefault((paths[a], paths[b]), dict(zip(PAIR_FIELDS, (
             paths[a], paths[b], labels[a], labels[b], sources[a], sources[b], int(distance),
-            bool(ids[a] == ids[b])))
+            bool(ids[a] == ids[b])))))
     return list(out.values())
 
 
@@ -190,19 +203,12 @@ def duplicate_groups(df, max_distance=DEFAULT_MAX_DISTANCE, hash_col="phash64"):
     Up to :data:`DRIVER_SEARCH_MAX_ROWS` hashed images, the narrow columns are
     collected and searched on the driver; past that, Spark joins the bands.
     """
-    from pyspark.sql import functions as F
-
-    if not 0 <= max_distance <= 15:
-        raise InputError(f"max_distance must be in [0, 15]. Received: {max_distance}")
-    hashed = (df.select("path", "image_id", "label", "source", F.col(hash_col).alias("h"))
-              .filter(F.col("h").isNotNull()))
+    hashed = hashed_rows(df, max_distance, hash_col)
     rows = hashed.limit(DRIVER_SEARCH_MAX_ROWS + 1).toPandas()
     if len(rows) <= DRIVER_SEARCH_MAX_ROWS:
-        pairs = collected_pairs(rows, max_distance)
-    else:
-        pairs = [tuple(r) for r in find_duplicate_pairs(df, max_distance, hash_col)
-                 .select(*PAIR_FIELDS).collect()]
-    return groups_of_pairs([dict(zip(PAIR_FIELDS, p)) for p in pairs])
+        return groups_of_pairs(collected_pairs(rows, max_distance))
+    return groups_of_pairs([r.asDict() for r in
+                            find_duplicate_pairs(df, max_distance, hash_col).collect()])
 
 
 def groups_of_pairs(pairs):

@@ -183,8 +183,7 @@ def without_content(images):
     def with_content(df):
         # The rows (a few hundred bytes each without the thumbnails) are broadcast,
         # so the bytes stay in their partitions: no shuffle of the images.
-        rows = df.drop("info") if "info" in df.columns else df
-        return images.select("path", "content").join(F.broadcast(rows), on="path")
+        return images.select("path", "content").join(F.broadcast(df.drop("info")), on="path")
 
     return narrow, with_content
 

@@ -48,7 +48,9 @@ def test_tuned_weighted_thresholded_run_featurizes_once(fixture_dir, tmp_path):
     timing = saved["timing_s"]
     assert {"read, check and deduplicate", "featurize", "fit and evaluate",
             "save the model", "total"} <= set(timing)
-    assert sum(v for k, v in timing.items() if k != "total") <= timing["total"]
+    # Each figure is rounded to 0.01 s: the parts may exceed the whole by that much each.
+    parts = [v for k, v in timing.items() if k != "total"]
+    assert sum(parts) <= timing["total"] + 0.005 * (len(parts) + 1)
     # The baseline ran beside the fit, within that step's time.
     assert 0 < saved["baseline"]["seconds"] <= timing["fit and evaluate"]
     assert {"roc.png", "pr.png", "confusion_by_row.png"} <= set(os.listdir(out))

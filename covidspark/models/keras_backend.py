@@ -54,3 +54,29 @@ def require_keras_backend(backend, engine=None):
             f"process. Use one engine per Spark application (featurize with the other "
             f"engine in a separate job), or set spark.python.worker.reuse=false so that each "
             f"task gets a fresh worker")
+
+
+def seed_keras(seed):
+    """``keras.utils.set_random_seed(seed)``, without importing TensorFlow for another backend.
+
+    Keras seeds TensorFlow whenever it is installed, for ``tf.data`` pipelines
+    this package never uses on the PyTorch backend; the import costs each
+    fine-tuning rank several seconds of CPU and hundreds of MB. Keras'
+    initialisers draw their default seeds from Python's ``random``, so seeding
+    Python, NumPy and PyTorch gives the same weights as Keras' own call.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)

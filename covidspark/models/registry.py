@@ -146,10 +146,10 @@ def build_backbone(spec, weights_path=None, seed=None):
     """
     import importlib
 
-    import keras
+    from covidspark.models.keras_backend import seed_keras
 
     if seed is not None:
-        keras.utils.set_random_seed(seed)
+        seed_keras(seed)
     constructor = getattr(importlib.import_module(spec.keras_module), spec.constructor)
     model = constructor(
         include_top=False,

@@ -141,3 +141,38 @@ def test_featurizer_on_the_torch_engine_equals_the_tensorflow_engine(resnet_feat
     got = np.array([torch_rows[p] for p in paths])
     expected = np.array([tensorflow_rows[p] for p in paths])
     assert _cosines(got, expected).min() >= 0.9999
+
+
+SEEDED_WEIGHTS = """
+import os, sys
+import numpy as np
+os.environ["KERAS_BACKEND"] = "torch"
+import keras
+from covidspark.models.registry import build_backbone, get_backbone
+
+spec = get_backbone("SmallCNN")
+if sys.argv[1] == "keras":
+    keras.utils.set_random_seed(5)  # Keras' own seeding (it imports TensorFlow)
+    model = build_backbone(spec)
+else:
+    model = build_backbone(spec, seed=5)
+head = keras.layers.Dense(3)  # the fine-tuning head draws its seed from the same state
+head.build((None, 8))
+np.save(sys.argv[2], np.concatenate([keras.ops.convert_to_numpy(w).ravel()
+                                     for w in [*model.weights, head.kernel]]))
+print("TENSORFLOW", "tensorflow" in sys.modules)
+"""
+
+
+def test_seeded_build_on_torch_equals_keras_own_seeding_without_importing_tensorflow(tmp_path):
+    script = tmp_path / "seeded.py"
+    script.write_text(SEEDED_WEIGHTS)
+    weights, imported = {}, {}
+    for how in ("keras", "ours"):
+        done = subprocess.run([sys.executable, str(script), how, str(tmp_path / f"{how}.npy")],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        imported[how] = done.stdout.split("TENSORFLOW ", 1)[1].strip()
+        weights[how] = np.load(tmp_path / f"{how}.npy")
+    assert imported == {"keras": "True", "ours": "False"}
+    np.testing.assert_array_equal(weights["ours"], weights["keras"])

@@ -65,8 +65,15 @@ def require_path(path, what="the real data in ../shared/data"):
     return path
 
 
-# Before anything resolves weights: a cache private to this test session.
-_CACHE = tempfile.mkdtemp(prefix="covidspark-test-cache-")
+# Before anything resolves weights: a cache private to this test session, shared by
+# its pytest-xdist workers (they inherit the controller's environment): each seeded
+# random weights file and OpenVINO model is generated once per run, not once per
+# worker. The cache writes each file under a temporary name and renames it.
+_XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+_CACHE = os.environ.get("COVIDSPARK_TEST_CACHE") if _XDIST_WORKER else None
+if not _CACHE:
+    _CACHE = tempfile.mkdtemp(prefix="covidspark-test-cache-")
+    os.environ["COVIDSPARK_TEST_CACHE"] = _CACHE
 os.environ["COVIDSPARK_CACHE"] = _CACHE
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -96,7 +103,8 @@ def long_lived_jvm():
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(_CACHE, ignore_errors=True)
+    if not _XDIST_WORKER:  # the controller ends after its workers
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 # Set by tests/test_connect.py: the suite's core tests again, against a Spark Connect server.

@@ -29,8 +29,9 @@ COMPAT_PY   := $(COMPAT_VENV)/bin/python
 COMPAT_TESTS ?=
 COMPAT_MARKERS ?= not connect
 # CI's Spark 3.5 pass leaves out the tests that start spark-submit, a second Python or
-# a standalone cluster: with them the two passes take about 50 minutes on 2 cores.
-CI_COMPAT_MARKERS := not connect and not subprocess and not cluster
+# a standalone cluster, and the repeats of a Spark path for more backbones: with them
+# the two passes take about 50 minutes on 2 cores.
+CI_COMPAT_MARKERS := not connect and not subprocess and not cluster and not other_backbones
 
 .PHONY: help java browser venv test-venv demo test test-connect test-compat test-compat-ci bench-ingest clean
 

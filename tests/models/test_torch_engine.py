@@ -60,6 +60,7 @@ def _pillow_pixels(fixture_dir, size, n=2):
         (size, size), Image.BOX), dtype=np.float32) for p in paths])
 
 
+@pytest.mark.subprocess
 def test_torch_features_equal_plain_keras_for_every_backbone(fixture_dir, tmp_path):
     import importlib
 
@@ -164,6 +165,7 @@ print("TENSORFLOW", "tensorflow" in sys.modules)
 """
 
 
+@pytest.mark.subprocess
 def test_seeded_build_on_torch_equals_keras_own_seeding_without_importing_tensorflow(tmp_path):
     script = tmp_path / "seeded.py"
     script.write_text(SEEDED_WEIGHTS)

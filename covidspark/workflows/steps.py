@@ -45,6 +45,7 @@ def read_input(spark, config, notes, labelled=True, stored_ids=None, inspect_lab
         description = f"synthetic ({per_class} per class, seed {seed}) at {data_dir}"
         images = read_images(spark, data_dir, **read)
     elif config.data:
+        refuse_overlapping_folders(spark, config.data)
         description = ", ".join(config.data)
         images = union([read_images(spark, d, label_map=config.label_map, **read)
                         for d in config.data])
@@ -56,6 +57,29 @@ def read_input(spark, config, notes, labelled=True, stored_ids=None, inspect_lab
         rejects = [(r.path, r.reason) for r in images.rejects.collect()]
         images = images.images
     return images, description, config.synthetic, rejects
+
+
+def refuse_overlapping_folders(spark, folders):
+    """Refuse ``--data`` folders that repeat or contain one another (globs are not compared).
+
+    Their images would be read, split and counted twice, and a file read twice
+    would meet its own bytes twice when they are joined back by path.
+    """
+    from covidspark.runtime.filesystem import Files
+
+    files = Files(spark)
+    plain = [(folder, files.qualify(folder).rstrip("/")) for folder in folders
+             if not any(c in folder for c in "*?[{")]
+    for i, (a, uri_a) in enumerate(plain):
+        for b, uri_b in plain[i + 1:]:
+            if uri_a == uri_b:
+                raise InputError(f"--data {a} and --data {b} are the same folder ({uri_a}): "
+                                 f"pass each folder once")
+            for outer, inner, uri_outer, uri_inner in ((a, b, uri_a, uri_b),
+                                                        (b, a, uri_b, uri_a)):
+                if uri_inner.startswith(uri_outer + "/"):
+                    raise InputError(f"--data {inner} lies inside --data {outer}: its images "
+                                     f"would be read twice; pass only one of them")
 
 
 def synthetic_data(spark, config):

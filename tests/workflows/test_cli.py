@@ -127,3 +127,21 @@ def test_stopwatch_adds_up_the_time_of_each_step():
     assert set(seconds) == {"wait", "fails", "total"}
     assert 0.1 <= seconds["wait"] < 1.0
     assert seconds["total"] >= seconds["wait"] + seconds["fails"]
+
+
+@pytest.mark.parametrize("second, message", [
+    ("{d}/", "--data {d} and --data {d}/ are the same folder"),
+    ("{d}/covid", "--data {d}/covid lies inside --data {d}: its images would be read twice"),
+])
+def test_data_folders_that_repeat_or_nest_are_refused_before_reading(spark, tmp_path, second,
+                                                                     message):
+    import re
+
+    from covidspark.workflows import TrainConfig
+    from covidspark.workflows.steps import read_input
+
+    folder = tmp_path / "xrays"
+    (folder / "covid").mkdir(parents=True)
+    config = TrainConfig(data=[str(folder), second.format(d=folder)], weights="random")
+    with pytest.raises(InputError, match=re.escape(message.format(d=folder))):
+        read_input(spark, config, [])

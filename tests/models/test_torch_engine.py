@@ -152,16 +152,21 @@ import keras
 from covidspark.models.registry import build_backbone, get_backbone
 
 spec = get_backbone("SmallCNN")
-if sys.argv[1] == "keras":
-    keras.utils.set_random_seed(5)  # Keras' own seeding (it imports TensorFlow)
-    model = build_backbone(spec)
-else:
-    model = build_backbone(spec, seed=5)
-head = keras.layers.Dense(3)  # the fine-tuning head draws its seed from the same state
-head.build((None, 8))
-np.save(sys.argv[2], np.concatenate([keras.ops.convert_to_numpy(w).ravel()
-                                     for w in [*model.weights, head.kernel]]))
-print("TENSORFLOW", "tensorflow" in sys.modules)
+
+
+def weights(model):
+    head = keras.layers.Dense(3)  # the fine-tuning head draws its seed from the same state
+    head.build((None, 8))
+    return np.concatenate([keras.ops.convert_to_numpy(w).ravel()
+                           for w in [*model.weights, head.kernel]])
+
+
+ours = weights(build_backbone(spec, seed=5))
+imported = "tensorflow" in sys.modules
+keras.utils.set_random_seed(5)  # Keras' own seeding (it imports TensorFlow)
+theirs = weights(build_backbone(spec))
+np.savez(sys.argv[1], ours=ours, theirs=theirs)
+print("TENSORFLOW", imported, "tensorflow" in sys.modules)
 """
 
 
@@ -169,12 +174,10 @@ print("TENSORFLOW", "tensorflow" in sys.modules)
 def test_seeded_build_on_torch_equals_keras_own_seeding_without_importing_tensorflow(tmp_path):
     script = tmp_path / "seeded.py"
     script.write_text(SEEDED_WEIGHTS)
-    weights, imported = {}, {}
-    for how in ("keras", "ours"):
-        done = subprocess.run([sys.executable, str(script), how, str(tmp_path / f"{how}.npy")],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        imported[how] = done.stdout.split("TENSORFLOW ", 1)[1].strip()
-        weights[how] = np.load(tmp_path / f"{how}.npy")
-    assert imported == {"keras": "True", "ours": "False"}
-    np.testing.assert_array_equal(weights["ours"], weights["keras"])
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "weights.npz")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Not imported by our seeding; imported by Keras' own (so the check can fail).
+    assert done.stdout.split("TENSORFLOW ", 1)[1].split() == ["False", "True"]
+    weights = np.load(tmp_path / "weights.npz")
+    np.testing.assert_array_equal(weights["ours"], weights["theirs"])

@@ -52,6 +52,7 @@ def test_resnet50_features_equal_plain_keras(resnet_features):
     assert_features_close(got, plain_keras_features("ResNet50", paths))
 
 
+@pytest.mark.same_spark_path  # ResNet50's, with another network
 def test_inceptionv3_features_equal_plain_keras(images_df):
     featurizer = DeepImageFeaturizer(inputCol="content", outputCol="f", modelName="InceptionV3",
                                      weights="random", batchSize=5)

@@ -70,6 +70,7 @@ def _cosines(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+@pytest.mark.same_spark_path  # ResNet50 on Keras float32 takes it in test_featurizer.py
 @pytest.mark.parametrize("precision, engine", [
     ("bfloat16", "keras"),
     pytest.param("float32", "openvino", marks=require_module("openvino")),
@@ -95,7 +96,7 @@ def test_bad_precision_and_engine_are_named():
 @require_module("openvino")
 # One backbone is enough to check the Spark path on another Spark version (CI's 3.5 pass).
 @pytest.mark.parametrize("model_name", [
-    pytest.param(name, marks=pytest.mark.other_backbones) if name != "VGG16" else name
+    pytest.param(name, marks=pytest.mark.same_spark_path) if name != "VGG16" else name
     for name in ["DenseNet121", "VGG16", "VGG19", "Xception"]])
 def test_every_backbone_featurizes_and_persists_on_both_engines(spark, images_df, model_name,
                                                                 tmp_path):

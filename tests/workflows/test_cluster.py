@@ -39,18 +39,20 @@ def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_di
 
     master, state, env = cluster
     store = str(tmp_path / "store")
-    # OpenVINO: the executors read the model the suite's workers cached on local disk
-    # (same host, same COVIDSPARK_CACHE), as a real cluster's later jobs do. The
-    # featurize job itself runs on the cluster in test_featurize_survives_a_killed_executor.
+    # SmallCNN: the cluster's features equal local mode's whatever the backbone (ResNet50
+    # runs on the cluster in test_featurize_survives_a_killed_executor). OpenVINO: the
+    # executors and the suite's workers share the converted model's disk cache (same
+    # host, same COVIDSPARK_CACHE), as a real cluster's later jobs do.
     out = tmp_path / "cluster-run"
-    train_flags = ["--data", fixture_dir, "--task", "3class", "--weights", "random",
+    train_flags = ["--data", fixture_dir, "--task", "3class", "--model", "SmallCNN",
+                   "--weights", "random",
                    "--engine", "openvino",
                    "--features", store, "--bootstrap", "0", "--no-baseline",
                    "--duplicates", "ignore"]
     _submit(master, env, "train_lr.py", *train_flags, "--out", str(out))
 
     # The cluster's features are the local-mode features of the same images.
-    featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50", weights="random",
+    featurizer = DeepImageFeaturizer(inputCol="content", modelName="SmallCNN", weights="random",
                                      engine="openvino")
     stored = FeatureStore(spark, store).read(featurizer.featureSignature())
     local = {r.path: r.features.toArray()

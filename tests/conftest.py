@@ -89,15 +89,10 @@ SHORT_LIVED_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 os.environ.setdefault("JAVA_TOOL_OPTIONS", SHORT_LIVED_JVM_OPTIONS)
 
 
-def long_lived_jvm_env(env):
-    """``env`` without the short-lived JVM options (for a process whose JVM serves many tests)."""
-    return {k: v for k, v in env.items()
-            if not (k == "JAVA_TOOL_OPTIONS" and v == SHORT_LIVED_JVM_OPTIONS)}
-
-
 @contextlib.contextmanager
 def long_lived_jvm():
-    """Start a JVM inside this block with the JVM's own defaults, not the short-lived options."""
+    """Start a JVM inside this block (here or in a subprocess given ``os.environ``) with
+    the JVM's own defaults, not the short-lived options: one that serves many tests."""
     ours = os.environ.get("JAVA_TOOL_OPTIONS") == SHORT_LIVED_JVM_OPTIONS
     if ours:
         del os.environ["JAVA_TOOL_OPTIONS"]

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, free_port, long_lived_jvm_env
+from conftest import REPO_ROOT, free_port, long_lived_jvm
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.connect]
 
@@ -41,12 +41,11 @@ CORE_TESTS = [
 def connect_server(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("connect") / "server.log"
-    with open(log, "w") as err:
+    with open(log, "w") as err, long_lived_jvm():
         server = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "tests",
                                                                 "connect_server.py"), str(port)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                  text=True, env={**long_lived_jvm_env(os.environ),
-                                                "PYSPARK_PYTHON": sys.executable})
+                                  text=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
     try:
         line = server.stdout.readline()
         assert line.strip() == "ready", f"Connect server did not start:\n{log.read_text()[-3000:]}"

@@ -65,21 +65,20 @@ def refuse_overlapping_folders(spark, folders):
     Their images would be read, split and counted twice, and a file read twice
     would meet its own bytes twice when they are joined back by path.
     """
+    from itertools import permutations
+
     from covidspark.runtime.filesystem import Files
 
     files = Files(spark)
     plain = [(folder, files.qualify(folder).rstrip("/")) for folder in folders
              if not any(c in folder for c in "*?[{")]
-    for i, (a, uri_a) in enumerate(plain):
-        for b, uri_b in plain[i + 1:]:
-            if uri_a == uri_b:
-                raise InputError(f"--data {a} and --data {b} are the same folder ({uri_a}): "
-                                 f"pass each folder once")
-            for outer, inner, uri_outer, uri_inner in ((a, b, uri_a, uri_b),
-                                                        (b, a, uri_b, uri_a)):
-                if uri_inner.startswith(uri_outer + "/"):
-                    raise InputError(f"--data {inner} lies inside --data {outer}: its images "
-                                     f"would be read twice; pass only one of them")
+    for (outer, uri_outer), (inner, uri_inner) in permutations(plain, 2):
+        if uri_outer == uri_inner:
+            raise InputError(f"--data {outer} and --data {inner} are the same folder "
+                             f"({uri_outer}): pass each folder once")
+        if uri_inner.startswith(uri_outer + "/"):
+            raise InputError(f"--data {inner} lies inside --data {outer}: its images "
+                             f"would be read twice; pass only one of them")
 
 
 def synthetic_data(spark, config):

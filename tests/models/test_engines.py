@@ -96,8 +96,9 @@ def test_bad_precision_and_engine_are_named():
 @require_module("openvino")
 # One backbone is enough to check the Spark path on another Spark version (CI's 3.5 pass).
 @pytest.mark.parametrize("model_name", [
-    pytest.param(name, marks=pytest.mark.same_spark_path) if name != "VGG16" else name
-    for name in ["DenseNet121", "VGG16", "VGG19", "Xception"]])
+    pytest.param("DenseNet121", marks=pytest.mark.same_spark_path), "VGG16",
+    pytest.param("VGG19", marks=pytest.mark.same_spark_path),
+    pytest.param("Xception", marks=pytest.mark.same_spark_path)])
 def test_every_backbone_featurizes_and_persists_on_both_engines(spark, images_df, model_name,
                                                                 tmp_path):
     # ResNet50 and InceptionV3 are compared with plain Keras in test_featurizer.py.

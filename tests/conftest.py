@@ -103,6 +103,30 @@ def long_lived_jvm():
             os.environ["JAVA_TOOL_OPTIONS"] = SHORT_LIVED_JVM_OPTIONS
 
 
+def built_once_per_run(name, build):
+    """A folder of the run's shared cache that ``build(folder)`` fills once per test run.
+
+    For session fixtures that cost a minute (a trained model, a backbone's features):
+    the first pytest-xdist worker that asks builds it under a file lock, the others
+    wait on the lock and reuse it. Built from seeded data and weights, it is what each
+    worker would have built; tests read it and never write into it.
+    """
+    import fcntl
+
+    folder = os.path.join(_CACHE, "test-fixtures", name)
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    # The lock and the "built" mark lie beside the folder: nothing is added to what
+    # the tests read.
+    with open(folder + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not os.path.exists(folder + ".built"):
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            os.makedirs(folder)
+            build(folder)
+            open(folder + ".built", "w").close()
+    return folder
+
+
 def pytest_unconfigure(config):
     if not _XDIST_WORKER:  # the controller ends after its workers
         shutil.rmtree(_CACHE, ignore_errors=True)
@@ -135,11 +159,12 @@ def spark():
 
 
 @pytest.fixture(scope="session")
-def fixture_dir(tmp_path_factory):
+def fixture_dir():
     """18 synthetic X-rays (6 per class), PNG and JPEG, 256-1024 px."""
     from covidspark.data.synthetic import synthetic
 
-    return synthetic(str(tmp_path_factory.mktemp("xrays")), n_per_class=6, seed=1)
+    # One folder for the run: resnet_features and trained_model are keyed by its paths.
+    return built_once_per_run("xrays", lambda folder: synthetic(folder, n_per_class=6, seed=1))
 
 
 @pytest.fixture(scope="session")
@@ -154,10 +179,20 @@ def resnet_features(spark, images_df):
     """ResNet50 (random weights, seed 0) features of the fixture, collected as pandas."""
     from covidspark.ml.featurizer import DeepImageFeaturizer
 
-    featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features",
-                                     modelName="ResNet50", weights="random", seed=0)
-    rows = featurizer.transform(images_df.repartition(4)).select("path", "label", "features").collect()
-    return {r.path: np.asarray(r.features.toArray()) for r in rows}, {r.path: r.label for r in rows}
+    def featurize(folder):
+        featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features",
+                                         modelName="ResNet50", weights="random", seed=0)
+        rows = featurizer.transform(images_df.repartition(4)).select(
+            "path", "label", "features").collect()
+        np.savez(os.path.join(folder, "features.npz"), path=[r.path for r in rows],
+                 label=[r.label for r in rows],
+                 features=np.stack([r.features.toArray() for r in rows]))
+
+    stored = np.load(os.path.join(built_once_per_run("resnet-features", featurize),
+                                  "features.npz"))
+    paths = [str(p) for p in stored["path"]]
+    return (dict(zip(paths, stored["features"])),
+            dict(zip(paths, (str(label) for label in stored["label"]))))
 
 
 @pytest.fixture(scope="session")
@@ -237,16 +272,17 @@ def venv_bin(name):
 
 
 @pytest.fixture(scope="session")
-def trained_model(spark, fixture_dir, tmp_path_factory):
+def trained_model(spark, fixture_dir):
     """A binary ResNet50 + LR model trained by ``covidspark train`` (threshold 0.4), its folder."""
     from covidspark.cli import build_parser
 
-    out = tmp_path_factory.mktemp("trained") / "run"
-    args = build_parser().parse_args([
-        "train", "--data", fixture_dir, "--weights", "random", "--threshold", "0.4",
-        "--no-baseline", "--bootstrap", "0", "--out", str(out)])
-    args.func(args)
-    return str(out / "model")
+    def train(folder):
+        args = build_parser().parse_args([
+            "train", "--data", fixture_dir, "--weights", "random", "--threshold", "0.4",
+            "--no-baseline", "--bootstrap", "0", "--out", os.path.join(folder, "run")])
+        args.func(args)
+
+    return os.path.join(built_once_per_run("trained-model", train), "run", "model")
 
 
 def save_head_pipeline(features_df, tmp_path, task, classifier, threshold=None):

@@ -16,6 +16,8 @@ def real_data():
     return require_path(os.path.join(OZTURK, "images"))
 
 
+# describe(): test_jobs.py's datasets describe command takes the path (here, real files).
+@pytest.mark.same_spark_path
 def test_describe_reports_the_two_real_duplicates(spark):
     from covidspark.data.datasets import describe
     from covidspark.data.reading import read_images

@@ -226,6 +226,8 @@ def test_pipeline_with_featurizer_saves_and_predicts_the_same_in_a_new_session(
         np.testing.assert_allclose(reloaded[path][1], probability, atol=1e-5)
 
 
+# The crop happens in the worker's decode: test_resnet50_features_equal_plain_keras's path.
+@pytest.mark.same_spark_path
 def test_center_crop_equals_keras_on_pillow_cropped_images(images_df):
     import keras
 

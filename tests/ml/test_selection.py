@@ -34,6 +34,8 @@ def test_balanced_weights_equal_scikit_learn(imbalanced):
     assert got["normal"] == pytest.approx(2.0) and got["covid"] == pytest.approx(0.8)
 
 
+# Weighted fit_and_evaluate: test_training.py's tuned, weighted run takes the same path.
+@pytest.mark.same_spark_path
 def test_a_balanced_fit_weights_its_rows_and_says_so(imbalanced):
     from covidspark.ml.experiment import TrainOptions, fit_and_evaluate
     from covidspark.ml.selection import CLASS_WEIGHT_COL

@@ -105,6 +105,8 @@ def test_tree_models_get_occlusion_and_a_clear_refusal_of_grad_cam(features_df, 
     assert np.isfinite(heat).all() and heat.min() >= 0.0
 
 
+# A saved Spark tree head scored outside Spark: test_predictor.py's [3class-dt] case.
+@pytest.mark.same_spark_path
 def test_occlusion_map_equals_spark_tree_probabilities_of_occluded_images(features_df, tmp_path,
                                                                           fixture_dir):
     """Brute force: grey out each of the 4x4 cells by hand, score the features with Spark's own

@@ -38,6 +38,8 @@ def _subset_manifest(tmp_path, per_class=80):
     return str(path)
 
 
+# Manifest, featurizer and LR head: the synthetic tests' path (here, real files).
+@pytest.mark.same_spark_path
 def test_binary_lr_on_real_xrays(spark, tmp_path):
     from covidspark.evaluation.scoring import evaluate
     from covidspark.ml.featurizer import DeepImageFeaturizer

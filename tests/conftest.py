@@ -176,7 +176,7 @@ def images_df(spark, fixture_dir):
 
 @pytest.fixture(scope="session")
 def resnet_features(spark, images_df):
-    """ResNet50 (random weights, seed 0) features of the fixture, collected as pandas."""
+    """Seeded random ResNet50 features of the fixture: {path: features}, {path: label}."""
     from covidspark.ml.featurizer import DeepImageFeaturizer
 
     def featurize(folder):

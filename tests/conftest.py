@@ -266,6 +266,20 @@ def standalone_cluster(state, workers, cores, memory, **env):
                                            capture_output=True, text=True).stdout
 
 
+def run_command(argv):
+    """Run a command as the CLI does; its result as plain data (the run's dict)."""
+    import dataclasses
+
+    from covidspark.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    result = args.func(args)
+    for field in ("run", "comparison"):
+        if hasattr(result, field):
+            return getattr(result, field)
+    return dataclasses.asdict(result)
+
+
 def venv_bin(name):
     """A script installed next to the running interpreter (spark-submit, covidspark)."""
     return os.path.join(os.path.dirname(sys.executable), name)

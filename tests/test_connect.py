@@ -32,8 +32,8 @@ CORE_TESTS = [
     "test_pipeline_with_featurizer_saves_and_predicts_the_same_in_a_new_session",
     "tests/ml/test_feature_store.py",
     "tests/ml/test_pipelines.py",
-    "tests/workflows/test_training.py::test_predict_and_evaluate_with_a_saved_model",
-    "tests/workflows/test_training.py::test_compare_grid_from_one_feature_store",
+    "tests/workflows/test_prediction.py::test_predict_and_evaluate_with_a_saved_model",
+    "tests/workflows/test_comparison.py::test_compare_grid_from_one_feature_store",
 ]
 
 

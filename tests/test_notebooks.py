@@ -52,7 +52,7 @@ def _display(shown):
     return display
 
 
-# The notebooks call compare(), whose Spark path test_training.py takes too.
+# The notebooks call compare(), whose Spark path test_comparison.py takes too.
 @pytest.mark.same_spark_path
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_in_local_mode_and_reports_what_its_models_predict(path, spark, fixture_dir,

@@ -1,33 +1,18 @@
-"""Train and compare as the jobs run them (in this process, on the suite's Spark session)."""
-import io
+"""Train as the job runs it (in this process, on the suite's Spark session)."""
 import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 
-from covidspark.cli import build_parser
-from covidspark.runtime.filesystem import local_path
-
-
-def _run(argv):
-    """Run a command as the CLI does; its result as plain data (the run's dict)."""
-    import dataclasses
-
-    args = build_parser().parse_args(argv)
-    result = args.func(args)
-    for field in ("run", "comparison"):
-        if hasattr(result, field):
-            return getattr(result, field)
-    return dataclasses.asdict(result)
+from conftest import run_command
 
 
 def test_tuned_weighted_thresholded_run_featurizes_once(fixture_dir, tmp_path):
     from pyspark.ml import PipelineModel
 
     out = tmp_path / "run"
-    run = _run(["train", "--classifier", "dt", "--data", fixture_dir, "--task", "binary",
+    run = run_command(["train", "--classifier", "dt", "--data", fixture_dir, "--task", "binary",
                 "--weights", "random", "--tune", "cv", "--folds", "3", "--class-weight",
                 "balanced", "--threshold", "0.3", "--bootstrap", "100", "--out", str(out)])
     # 6 grid settings x 3 folds + the refit, on features computed once per image.
@@ -74,7 +59,7 @@ def test_train_on_one_source_test_on_another(fixture_dir, tmp_path):
     shutil.copy(os.path.join(fixture_dir, "covid", copied),
                 os.path.join(other, "covid", "copy-" + copied))
     site_a = os.path.basename(fixture_dir.rstrip("/"))
-    run = _run(["train", "--data", fixture_dir, "--data", other, "--train-source", site_a,
+    run = run_command(["train", "--data", fixture_dir, "--data", other, "--train-source", site_a,
                 "--test-source", "site-b", "--weights", "random", "--threshold", "f1",
                 "--validation-fraction", "0.34", "--bootstrap", "50", "--no-baseline",
                 "--out", str(tmp_path / "x")])
@@ -89,99 +74,6 @@ def test_train_on_one_source_test_on_another(fixture_dir, tmp_path):
     assert 0 < run["threshold"]["threshold"] < 1 and run["threshold"]["warning"]
 
 
-def test_compare_grid_from_one_feature_store(fixture_dir, tmp_path):
-    out = tmp_path / "cmp"
-    comparison = _run(["compare", "--data", fixture_dir, "--weights", "random",
-                       "--models", "ResNet50,InceptionV3", "--classifiers", "dt",
-                       "--tasks", "binary,3class",
-                       "--features", str(tmp_path / "store"), "--bootstrap", "50",
-                       "--out", str(out)])
-    # Each backbone featurized each image exactly once, for all tasks and classifiers.
-    assert comparison["featurized"]["ResNet50"]["images"] == 18
-    assert comparison["featurized"]["InceptionV3"]["images"] == 18
-    for task, n_test in (("binary", 2), ("3class", 3)):
-        runs = comparison["tasks"][task]["runs"]
-        assert [(r["model"], r["classifier"]) for r in runs] == [
-            ("ResNet50", "dt"), ("InceptionV3", "dt")]
-        assert all(r["metrics"]["n"] == n_test for r in runs)
-        assert comparison["tasks"][task]["baseline"]["metrics"]["n"] == n_test
-        for r in runs:
-            assert (out / r["report"]).exists()
-            assert (out / task / f"{r['model']}-{r['classifier']}" / "model").is_dir()
-    table = (out / "comparison.md").read_text()
-    assert "| ResNet50 + dt |" in table and "| InceptionV3 + dt |" in table
-    assert table.count("baseline: LR on 32x32 pixels") == 2
-    saved = json.loads((out / "comparison.json").read_text())
-    assert saved["schema_version"] == 3
-    # Per-class numbers in the comparison are the same as in each run's own report.
-    run = json.loads((out / "3class" / "InceptionV3-dt" / "metrics.json").read_text())
-    got = next(r for r in saved["tasks"]["3class"]["runs"] if r["model"] == "InceptionV3"
-               and r["classifier"] == "dt")
-    assert np.isclose(got["metrics"]["accuracy"], run["metrics"]["accuracy"])
-
-
 def test_threshold_needs_the_binary_task():
     with pytest.raises(ValueError, match="binary task"):
-        _run(["train", "--task", "3class", "--threshold", "f1", "--weights", "random"])
-
-
-def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp_path):
-    import pandas as pd
-    from PIL import Image
-
-    from covidspark.cli import main
-    from covidspark.data.reading import IngestError
-
-    model = trained_model  # covidspark train ... --threshold 0.4
-    images = tmp_path / "incoming"
-    shutil.copytree(fixture_dir, images / "batch-1")
-    (images / "batch-1" / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    with pytest.raises(IngestError, match="broken.png"):
-        _run(["predict", "--model-dir", model, "--images", str(images), "--out",
-              str(tmp_path / "p.csv")])
-    result = _run(["predict", "--model-dir", model, "--images", str(images), "--lenient",
-                   "--out", str(tmp_path / "p.csv"), "--heatmaps", str(tmp_path / "heat")])
-    assert result["images"] == 18 and [p.rsplit("/", 1)[-1] for p, _ in result["rejected"]] == \
-        ["broken.png"]
-    predicted = pd.read_csv(tmp_path / "p.csv")
-    assert len(predicted) == 18 and set(predicted.predicted_label) <= {"normal", "covid"}
-    # One overlay per image, as large as the X-ray (the fixture's sides are <= 1024).
-    # Written by the driver through the filesystem layer, at the URIs the table gives.
-    assert all(h.startswith(f"file:{tmp_path}/heat/") for h in predicted.heatmap)
-    assert sorted(os.listdir(tmp_path / "heat")) == sorted(os.path.basename(h)
-                                                           for h in predicted.heatmap)
-    for image, heatmap in zip(predicted.path, predicted.heatmap):
-        assert Image.open(local_path(heatmap)).size == Image.open(local_path(image)).size
-    np.testing.assert_allclose(predicted.p_normal + predicted.p_covid, 1.0, atol=1e-9)
-    # The saved threshold is used, and reported: COVID exactly when p_covid > 0.4.
-    assert ((predicted.p_covid > 0.4) == (predicted.predicted_label == "covid")).all()
-    assert (predicted.threshold == 0.4).all()
-    # With heat maps each image goes through the backbone once (prediction and map
-    # together): the same predictions as the Spark pipeline's without heat maps.
-    _run(["predict", "--model-dir", model, "--images", str(images), "--lenient",
-          "--out", str(tmp_path / "plain.csv")])
-    plain = pd.read_csv(tmp_path / "plain.csv").set_index("path").loc[predicted.path]
-    assert list(plain.predicted_label) == list(predicted.predicted_label)
-    np.testing.assert_allclose(plain.p_covid, predicted.p_covid, atol=1e-5)
-    # And the same overlay as the single-image explainer draws (the service's).
-    from covidspark.serving.explain import explain, overlay_png
-    from covidspark.serving.predictor import Predictor
-
-    local = Predictor(model)
-    first = predicted.iloc[0]
-    with open(local_path(first.path), "rb") as f:
-        _, heat, image = explain(local, f.read())
-    want = np.asarray(Image.open(io.BytesIO(overlay_png(image, heat))), dtype=float)
-    got = np.asarray(Image.open(local_path(first.heatmap)), dtype=float)
-    assert np.abs(got - want).max() <= 2, np.abs(got - want).max()
-
-    run = _run(["evaluate", "--model-dir", model, "--data", fixture_dir, "--bootstrap", "50",
-                "--out", str(tmp_path / "eval")])
-    assert run["task"] == "binary" and run["metrics"]["n"] == 12
-    assert run["data"]["excluded"] == {"pneumonia": 6}
-    truth = predicted.path.str.extract(r"/(covid|normal|pneumonia)/")[0]
-    binary = truth != "pneumonia"
-    accuracy = (predicted.predicted_label[binary] == truth[binary]).mean()
-    assert run["metrics"]["accuracy"] == pytest.approx(accuracy)
-    assert (tmp_path / "eval" / "report.md").exists()
-    assert main(["evaluate", "--model-dir", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
+        run_command(["train", "--task", "3class", "--threshold", "f1", "--weights", "random"])

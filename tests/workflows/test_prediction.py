@@ -1,0 +1,73 @@
+"""Predict (with heat maps) and evaluate with a saved model, as the jobs run them
+(in this process, on the suite's Spark session)."""
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_command
+from covidspark.runtime.filesystem import local_path
+
+
+def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    from covidspark.cli import main
+    from covidspark.data.reading import IngestError
+
+    model = trained_model  # covidspark train ... --threshold 0.4
+    images = tmp_path / "incoming"
+    shutil.copytree(fixture_dir, images / "batch-1")
+    (images / "batch-1" / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(IngestError, match="broken.png"):
+        run_command(["predict", "--model-dir", model, "--images", str(images), "--out",
+              str(tmp_path / "p.csv")])
+    result = run_command(["predict", "--model-dir", model, "--images", str(images), "--lenient",
+                   "--out", str(tmp_path / "p.csv"), "--heatmaps", str(tmp_path / "heat")])
+    assert result["images"] == 18 and [p.rsplit("/", 1)[-1] for p, _ in result["rejected"]] == \
+        ["broken.png"]
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert len(predicted) == 18 and set(predicted.predicted_label) <= {"normal", "covid"}
+    # One overlay per image, as large as the X-ray (the fixture's sides are <= 1024).
+    # Written by the driver through the filesystem layer, at the URIs the table gives.
+    assert all(h.startswith(f"file:{tmp_path}/heat/") for h in predicted.heatmap)
+    assert sorted(os.listdir(tmp_path / "heat")) == sorted(os.path.basename(h)
+                                                           for h in predicted.heatmap)
+    for image, heatmap in zip(predicted.path, predicted.heatmap):
+        assert Image.open(local_path(heatmap)).size == Image.open(local_path(image)).size
+    np.testing.assert_allclose(predicted.p_normal + predicted.p_covid, 1.0, atol=1e-9)
+    # The saved threshold is used, and reported: COVID exactly when p_covid > 0.4.
+    assert ((predicted.p_covid > 0.4) == (predicted.predicted_label == "covid")).all()
+    assert (predicted.threshold == 0.4).all()
+    # With heat maps each image goes through the backbone once (prediction and map
+    # together): the same predictions as the Spark pipeline's without heat maps.
+    run_command(["predict", "--model-dir", model, "--images", str(images), "--lenient",
+          "--out", str(tmp_path / "plain.csv")])
+    plain = pd.read_csv(tmp_path / "plain.csv").set_index("path").loc[predicted.path]
+    assert list(plain.predicted_label) == list(predicted.predicted_label)
+    np.testing.assert_allclose(plain.p_covid, predicted.p_covid, atol=1e-5)
+    # And the same overlay as the single-image explainer draws (the service's).
+    from covidspark.serving.explain import explain, overlay_png
+    from covidspark.serving.predictor import Predictor
+
+    local = Predictor(model)
+    first = predicted.iloc[0]
+    with open(local_path(first.path), "rb") as f:
+        _, heat, image = explain(local, f.read())
+    want = np.asarray(Image.open(io.BytesIO(overlay_png(image, heat))), dtype=float)
+    got = np.asarray(Image.open(local_path(first.heatmap)), dtype=float)
+    assert np.abs(got - want).max() <= 2, np.abs(got - want).max()
+
+    run = run_command(["evaluate", "--model-dir", model, "--data", fixture_dir, "--bootstrap", "50",
+                "--out", str(tmp_path / "eval")])
+    assert run["task"] == "binary" and run["metrics"]["n"] == 12
+    assert run["data"]["excluded"] == {"pneumonia": 6}
+    truth = predicted.path.str.extract(r"/(covid|normal|pneumonia)/")[0]
+    binary = truth != "pneumonia"
+    accuracy = (predicted.predicted_label[binary] == truth[binary]).mean()
+    assert run["metrics"]["accuracy"] == pytest.approx(accuracy)
+    assert (tmp_path / "eval" / "report.md").exists()
+    assert main(["evaluate", "--model-dir", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2

@@ -307,14 +307,15 @@ def persist_compact(spark, df, vector_col):
     import math
 
     from pyspark import StorageLevel
+    from pyspark.sql import functions as F
 
     from covidspark.runtime.connect import default_parallelism
 
     cores = default_parallelism(spark)
     df = df.repartition(cores).persist(StorageLevel.MEMORY_AND_DISK)
     rows = df.count()
-    first = df.select(vector_col).first() if rows else None
-    width = first[0].size if first is not None and first[0] is not None else 0
+    first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
+    width = first[0].size if first is not None else 0
     needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
     if needed < cores:
         compact = df.coalesce(needed).persist(StorageLevel.MEMORY_AND_DISK)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, standalone_cluster, venv_bin
+from conftest import REPO_ROOT, run_command, standalone_cluster, venv_bin
 
 pytestmark = [pytest.mark.cluster, pytest.mark.subprocess]
 
@@ -33,7 +33,6 @@ def _submit(master, env, job, *args):
 
 def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_dir, tmp_path,
                                                              spark, images_df):
-    from covidspark.cli import build_parser
     from covidspark.ml.featurizer import DeepImageFeaturizer
     from covidspark.ml.feature_store import FeatureStore
 
@@ -66,8 +65,7 @@ def test_featurize_and_train_on_two_workers_equal_local_mode(cluster, fixture_di
                                    rtol=1e-4, atol=1e-4)
 
     # The same training run in local mode gives the same split, model and metrics.
-    args = build_parser().parse_args(["train", *train_flags, "--out", str(tmp_path / "local-run")])
-    local_run = args.func(args).run
+    local_run = run_command(["train", *train_flags, "--out", str(tmp_path / "local-run")])
     cluster_run = json.loads((out / "metrics.json").read_text())
     assert cluster_run["environment"]["master"] == master
     # Local-mode defaults stay local: the cluster run kept Spark's own partition count.

@@ -13,14 +13,16 @@ DEMO_OUT    ?= runs/demo
 # PyTorch for the torch engine's tests: the CPU build (about 200 MB). A plain
 # `pip install 'covidspark[torch]'` takes PyPI's Linux wheel, which carries CUDA (a few GB).
 TORCH       ?= torch==2.13.0
-# The Spark Connect pass (tests/test_connect.py: the core tests again against a local
-# Connect server) runs with `make test-connect`: inside `make test`, CI took 53 minutes here.
 # Two pytest workers, a test file each at a time (module fixtures such as a standalone
 # cluster are built once): many tests wait on JVMs and spark-submit, not on the cores.
+# Files are handed out longest first (LONGEST_FILES_FIRST in tests/conftest.py), not
+# by pytest-xdist's own order (most tests first), which left the longest files to the end.
 PYTEST_WORKERS ?= 2
 # How both environments run pytest (the slowest 40 tests are listed: where CI's minutes go).
-PYTEST_RUN  := -n $(PYTEST_WORKERS) --dist loadfile --durations=40
-PYTEST_ARGS ?= -m "not connect" $(PYTEST_RUN)
+PYTEST_RUN  := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=40
+# The whole suite, the Spark Connect pass included (tests/test_connect.py: the core
+# tests again against a local Connect server, in one test of about 7 minutes).
+PYTEST_ARGS ?= $(PYTEST_RUN)
 # Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
 # EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x, pyarrow 15) and the whole suite
 # again (no test needs Spark 4). COMPAT_TESTS narrows it to paths, COMPAT_MARKERS to markers.
@@ -74,7 +76,7 @@ demo: venv
 test: test-venv
 	COVIDSPARK_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
-# The core tests again against a local Spark Connect server (not part of `make test`).
+# Only the Spark Connect pass (`make test` runs it too).
 test-connect: test-venv
 	$(PY) -m pytest -m connect tests/test_connect.py
 

@@ -140,9 +140,9 @@ def test_viewfs_train_and_predict_jobs_write_inside_the_mount(tmp_path, fixture_
         assert done.returncode == 0, done.stderr[-4000:]
         return done
 
-    # SmallCNN: where the files land does not depend on the backbone.
+    # SmallCNN, no baseline: where the files land depends on neither.
     submit("train_lr.py", "--data", "/lake/xrays", "--task", "binary", "--model", "SmallCNN",
-           "--weights", "random",
+           "--weights", "random", "--no-baseline",
            "--bootstrap", "0", "--features", "/lake/store", "--out", "/lake/run")
     metrics = json.loads((lake / "run" / "metrics.json").read_text())
     assert metrics["model_dir"] == "viewfs://cluster/lake/run/model"

@@ -85,3 +85,11 @@ def test_modules_stay_small(module, path):
 def test_no_test_or_benchmark_helper_in_the_package():
     names = {m.rsplit(".", 1)[-1] for m, _ in MODULES}
     assert not {n for n in names if "client" in n or n.startswith("test")}
+
+
+def test_the_longest_first_test_files_exist():
+    # A renamed file would silently fall back to pytest-xdist's order (conftest.py).
+    from conftest import LONGEST_FILES_FIRST
+
+    missing = [p for p in LONGEST_FILES_FIRST if not os.path.isfile(os.path.join(REPO_ROOT, p))]
+    assert not missing, missing

@@ -103,12 +103,39 @@ def _connect_session(app_name, remote, master, conf):
         logger.warning("SPARK_REMOTE=%s: a Spark Connect session; --master %s is ignored",
                        remote, master)
     session = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
+    _stop_at_exit(session)
     for key, value in (conf or {}).items():
         if key.startswith("spark.sql."):
             session.conf.set(key, value)
         else:
             logger.info("Spark Connect: %s is the server's setting; not changed", key)
     return session
+
+
+_STOPPED_AT_EXIT = set()
+
+
+def _stop_at_exit(session):
+    """Stop a Spark Connect session when the interpreter exits, before its objects are freed.
+
+    A pyspark.ml model on Connect releases its server-side copy from ``__del__``.
+    At interpreter exit that call can block forever (SPARK-52764, SPARK-59292): a
+    job that loaded a ``PipelineModel`` wrote its output and never ended. Once the
+    session is stopped those releases do nothing, and the server drops the
+    session's models with the session. atexit runs this before the client's own
+    exit handler (registered earlier), which then finds the client closed.
+    """
+    import atexit
+
+    if id(session) in _STOPPED_AT_EXIT:
+        return
+    _STOPPED_AT_EXIT.add(id(session))
+
+    def stop():
+        if not getattr(session, "is_stopped", False):  # pyspark 3.5 has no is_stopped
+            session.stop()
+
+    atexit.register(stop)
 
 
 #: ``spark.sql.shuffle.partitions`` in local mode (a cluster keeps its own, 200 by default).

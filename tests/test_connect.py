@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, free_port, long_lived_jvm
+from conftest import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.connect]
 
@@ -42,7 +42,10 @@ CORE_TESTS = [
 def connect_server(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("connect") / "server.log"
-    with open(log, "w") as err, long_lived_jvm():
+    # The server lives as long as this pass, yet runs with the short-lived JVMs' options
+    # (C1 only, the serial collector, the class archive): measured on this pass, its
+    # JVM used 344 s of CPU with them against 456 s with the JVM's defaults.
+    with open(log, "w") as err:
         server = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "tests",
                                                                 "connect_server.py"), str(port)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,

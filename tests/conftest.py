@@ -7,14 +7,11 @@ temporary cache (``COVIDSPARK_CACHE``) that subprocesses inherit.
 import contextlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
 
 import numpy as np
 import pytest
-
-import jvm_class_archive
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get(
@@ -91,25 +88,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # C1 only and the serial collector, measured here: the standalone-cluster fine-tune
 # test in 129 s instead of 216 s. The suite's own long-lived session keeps the JVM's
 # defaults (C1 only made tests/workflows/test_training.py 7 % slower): see `spark`.
-# They also map the classes they load from a class-data sharing archive that the run
-# builds once, in the background (tests/jvm_class_archive.py). A user's own
-# JAVA_TOOL_OPTIONS wins, and then no archive is built.
-SHORT_LIVED_JVM_OPTIONS = jvm_class_archive.jvm_options(_CACHE)
-_JVM_CLASS_ARCHIVE_WANTED = "JAVA_TOOL_OPTIONS" not in os.environ
+# A user's own JAVA_TOOL_OPTIONS wins.
+SHORT_LIVED_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 os.environ.setdefault("JAVA_TOOL_OPTIONS", SHORT_LIVED_JVM_OPTIONS)
-_jvm_class_archive = None
-
-
-def pytest_configure(config):
-    global _jvm_class_archive
-    # Once per run (the controller: xdist workers and the Connect pass's child pytest share
-    # its cache) of the whole suite (make test runs pytest-xdist; a run of a file or two
-    # would end before the archive pays back its 80 s), and only where short-lived JVMs
-    # run: CI's Spark 3.5 pass starts none.
-    if (_JVM_CLASS_ARCHIVE_WANTED and _OWNS_CACHE
-            and getattr(config.option, "numprocesses", None)
-            and "not subprocess" not in (config.getoption("markexpr") or "")):
-        _jvm_class_archive = jvm_class_archive.start(_CACHE, venv_bin("spark-submit"))
 
 
 @contextlib.contextmanager
@@ -187,8 +168,6 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
-    if _jvm_class_archive is not None and _jvm_class_archive.poll() is None:
-        os.killpg(_jvm_class_archive.pid, signal.SIGKILL)  # a short run ends before it does
     if _OWNS_CACHE:  # the controller ends after its workers
         shutil.rmtree(_CACHE, ignore_errors=True)
 

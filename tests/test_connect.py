@@ -43,8 +43,9 @@ def connect_server(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("connect") / "server.log"
     # The server lives as long as this pass, yet runs with the short-lived JVMs' options
-    # (C1 only, the serial collector, the class archive): measured on this pass, its
-    # JVM used 344 s of CPU with them against 456 s with the JVM's defaults.
+    # (C1 only, the serial collector): measured on this pass, its JVM used 344 s of CPU
+    # with them (and a class-data archive, worth seconds at start-up) against 456 s with
+    # the JVM's defaults, whose C2 compiler threads compete for the suite's 2 cores.
     with open(log, "w") as err:
         server = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "tests",
                                                                 "connect_server.py"), str(port)],

@@ -21,7 +21,7 @@ PYTEST_WORKERS ?= 2
 # How both environments run pytest (the slowest 40 tests are listed: where CI's minutes go).
 PYTEST_RUN  := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=40
 # The whole suite, the Spark Connect pass included (tests/test_connect.py: the core
-# tests again against a local Connect server, in one test of about 7 minutes).
+# tests again against a local Connect server, in one test of 9-15 minutes in a full run).
 PYTEST_ARGS ?= $(PYTEST_RUN)
 # Spark 3.5 compatibility: a second environment with what Databricks 16.4 LTS and
 # EMR 7.x run (pyspark 3.5, pandas 1.5.3, numpy 1.x, pyarrow 15) and the whole suite

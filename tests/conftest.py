@@ -22,6 +22,9 @@ SHARED_DATA = os.environ.get(
 # on a developer's machine it skips with the reason.
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
+# Set by tests/test_connect.py: the suite's core tests again, against a Spark Connect server.
+CONNECT_URL = os.environ.get("COVIDSPARK_TEST_CONNECT")
+
 
 def _missing(what, hint):
     message = f"{what} is missing ({hint})"
@@ -54,7 +57,7 @@ def require_module(name, now=False):
 
 def classic_only(reason):
     """A test of something Spark Connect cannot do (the reason says what): skipped on Connect."""
-    return pytest.mark.skipif(bool(os.environ.get("COVIDSPARK_TEST_CONNECT")),
+    return pytest.mark.skipif(bool(CONNECT_URL),
                               reason=f"classic sessions only: {reason}")
 
 
@@ -72,7 +75,7 @@ def require_path(path, what="the real data in ../shared/data"):
 _XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
 # The Connect pass's child pytest (tests/test_connect.py) shares it too; its own
 # fixtures, built through Connect, lie apart (built_once_per_run).
-_SHARES_CACHE = _XDIST_WORKER or bool(os.environ.get("COVIDSPARK_TEST_CONNECT"))
+_SHARES_CACHE = _XDIST_WORKER or bool(CONNECT_URL)
 _CACHE = os.environ.get("COVIDSPARK_TEST_CACHE") if _SHARES_CACHE else None
 _OWNS_CACHE = not _CACHE
 if _OWNS_CACHE:
@@ -137,7 +140,7 @@ def built_once_per_run(name, build):
 #: Spark 3.5 pass, which leaves some of them out, keeps this order for the rest.
 #: Under ``--dist loadfile --no-loadscope-reorder`` (the Makefile) pytest-xdist hands
 #: out files in collection order as workers run dry: long files first leaves short
-#: ones to fill the end, so one worker does not run a 7-minute file alone at the end.
+#: ones to fill the end, so one worker does not run the 9-minute Connect pass alone at the end.
 LONGEST_FILES_FIRST = (
     "tests/test_connect.py",
     "tests/finetune/test_finetune.py",
@@ -172,8 +175,6 @@ def pytest_unconfigure(config):
         shutil.rmtree(_CACHE, ignore_errors=True)
 
 
-# Set by tests/test_connect.py: the suite's core tests again, against a Spark Connect server.
-CONNECT_URL = os.environ.get("COVIDSPARK_TEST_CONNECT")
 if CONNECT_URL:
     # Subprocesses (jobs, "a new session") reach the same server, as on Databricks.
     os.environ["SPARK_REMOTE"] = CONNECT_URL

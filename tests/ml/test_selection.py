@@ -5,7 +5,12 @@ import pytest
 
 @pytest.fixture(scope="module")
 def imbalanced(features_df):
-    """3-class features with 6 covid, 3 normal, 6 pneumonia rows; one row per class is test."""
+    """3-class features with 6 covid, 3 normal, 6 pneumonia rows; one row per class is test.
+
+    In one partition, as the workflows store small feature sets (``steps.persist_compact``):
+    the window's shuffle leaves 8, and each of LR's iterations is a job of a task per
+    partition (the balanced-fit test took 59 s so, against about half in one).
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -13,7 +18,7 @@ def imbalanced(features_df):
     rows = (features_df.withColumn("i", F.row_number().over(order))
             .filter((F.col("label") != "normal") | (F.col("i") <= 3))
             .withColumn("split", F.when(F.col("i") == 1, "test").otherwise("train")))
-    return rows.cache()
+    return rows.coalesce(1).cache()
 
 
 def test_balanced_weights_equal_scikit_learn(imbalanced):

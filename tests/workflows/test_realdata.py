@@ -46,12 +46,16 @@ def test_binary_lr_on_real_xrays(spark, tmp_path):
     from covidspark.data.reading import read_images
     from covidspark.ml.pipelines import build_head, prepare_task, task_labels
     from covidspark.data.splits import stratified_split
+    from covidspark.workflows.steps import persist_compact
 
     images = read_images(spark, manifest=_subset_manifest(tmp_path))
     data, info = prepare_task(images, "binary")
     assert info["counts"] == {"covid": 80, "normal": 80}
     featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50", weights="random")
-    features = featurizer.transform(stratified_split(data, 0.2, seed=0)).drop("content").cache()
+    # Stored as the train job stores them: LR then runs a job per iteration over one
+    # partition, not over the image scan's dozens.
+    features, _ = persist_compact(
+        spark, featurizer.transform(stratified_split(data, 0.2, seed=0)).drop("content"), "features")
     train, test = features.filter("split = 'train'"), features.filter("split = 'test'")
     model = build_head("binary", "lr").fit(train)
     metrics = evaluate(model.transform(test), task_labels("binary"))

@@ -238,7 +238,11 @@ def resnet_features(spark, images_df):
 
 @pytest.fixture(scope="session")
 def features_df(spark, resnet_features):
-    """The fixture's ResNet50 features as a Spark DataFrame (path, label, features)."""
+    """The fixture's ResNet50 features as a Spark DataFrame (path, label, features).
+
+    One partition, as the workflows store small feature sets (``steps.persist_compact``):
+    an LR iteration is a Spark job with a task per partition.
+    """
     from pyspark.ml.linalg import Vectors, VectorUDT
     from pyspark.sql.types import StringType, StructField, StructType
 
@@ -247,7 +251,7 @@ def features_df(spark, resnet_features):
                          StructField("features", VectorUDT())])
     return spark.createDataFrame(
         [(p, labels[p], Vectors.dense(v)) for p, v in sorted(features.items())], schema
-    ).cache()
+    ).coalesce(1).cache()
 
 
 def png_bytes(array, **kwargs):

@@ -67,11 +67,18 @@ def refuse_overlapping_folders(spark, folders):
     """
     from itertools import permutations
 
-    from covidspark.runtime.filesystem import Files
+    from covidspark.runtime.filesystem import Files, local_path
 
     files = Files(spark)
-    plain = [(folder, files.qualify(folder).rstrip("/")) for folder in folders
-             if not any(c in folder for c in "*?[{")]
+
+    def where(folder):
+        uri = files.qualify(folder).rstrip("/")
+        local = local_path(uri)
+        # A local folder and a symbolic link to it (or to a folder above it) hold the
+        # same files: compare where the links lead, not their spellings.
+        return "file:" + os.path.realpath(local) if local is not None else uri
+
+    plain = [(folder, where(folder)) for folder in folders if not any(c in folder for c in "*?[{")]
     for (outer, uri_outer), (inner, uri_inner) in permutations(plain, 2):
         if uri_outer == uri_inner:
             raise InputError(f"--data {outer} and --data {inner} are the same folder "

@@ -132,6 +132,9 @@ def test_stopwatch_adds_up_the_time_of_each_step():
 @pytest.mark.parametrize("second, message", [
     ("{d}/", "--data {d} and --data {d}/ are the same folder"),
     ("{d}/covid", "--data {d}/covid lies inside --data {d}: its images would be read twice"),
+    # Symbolic links: another spelling of the same folder, and of one inside it.
+    ("{t}/link", "--data {d} and --data {t}/link are the same folder"),
+    ("{t}/link/covid", "--data {t}/link/covid lies inside --data {d}: its images"),
 ])
 def test_data_folders_that_repeat_or_nest_are_refused_before_reading(spark, tmp_path, second,
                                                                      message):
@@ -142,6 +145,8 @@ def test_data_folders_that_repeat_or_nest_are_refused_before_reading(spark, tmp_
 
     folder = tmp_path / "xrays"
     (folder / "covid").mkdir(parents=True)
-    config = TrainConfig(data=[str(folder), second.format(d=folder)], weights="random")
-    with pytest.raises(InputError, match=re.escape(message.format(d=folder))):
+    (tmp_path / "link").symlink_to(folder)
+    config = TrainConfig(data=[str(folder), second.format(d=folder, t=tmp_path)],
+                         weights="random")
+    with pytest.raises(InputError, match=re.escape(message.format(d=folder, t=tmp_path))):
         read_input(spark, config, [])

@@ -63,7 +63,9 @@ def seed_keras(seed):
     this package never uses on the PyTorch backend; the import costs each
     fine-tuning rank several seconds of CPU and hundreds of MB. Keras'
     initialisers draw their default seeds from Python's ``random``, so seeding
-    Python, NumPy and PyTorch gives the same weights as Keras' own call.
+    Python, NumPy and PyTorch gives the same weights as Keras' own call; and,
+    as Keras' call does, the global ``SeedGenerator`` (what ``keras.random``
+    draws from without a seed: dropout) is dropped, to be rebuilt from the seed.
     """
     import keras
 
@@ -73,7 +75,14 @@ def seed_keras(seed):
     import random
 
     import numpy as np
+    # Keras' own names for that state (keras/src/utils/rng_utils.py); these modules
+    # import TensorFlow lazily, only when used.
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
 
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)
     np.random.seed(seed)
     if keras.backend.backend() == "torch":

@@ -157,10 +157,13 @@ spec = get_backbone("SmallCNN")
 def weights(model):
     head = keras.layers.Dense(3)  # the fine-tuning head draws its seed from the same state
     head.build((None, 8))
+    # Unseeded keras.random (dropout) draws from Keras' global SeedGenerator.
+    unseeded = keras.random.uniform((4,))
     return np.concatenate([keras.ops.convert_to_numpy(w).ravel()
-                           for w in [*model.weights, head.kernel]])
+                           for w in [*model.weights, head.kernel, unseeded]])
 
 
+keras.random.uniform((2,))  # a draw before seeding: the global generator exists, advanced
 ours = weights(build_backbone(spec, seed=5))
 imported = "tensorflow" in sys.modules
 keras.utils.set_random_seed(5)  # Keras' own seeding (it imports TensorFlow)

@@ -175,6 +175,12 @@ _TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
+def preprocessing_constants():
+    """The per-channel constants of Keras' ``preprocess_input`` modes (float32 arrays)."""
+    return {"caffe_bgr_mean": _CAFFE_BGR_MEAN, "torch_mean": _TORCH_MEAN,
+            "torch_std": _TORCH_STD}
+
+
 def numpy_preprocess(spec):
     """``preprocess_input`` of ``spec``'s mode without importing Keras or TensorFlow.
 

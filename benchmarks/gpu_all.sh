@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/gpu_all.sh ../shared/data/ozturk results/
 #
+# FINETUNE_ARGS adds flags to the fine-tuning stage (e.g. "--unfreeze 33 --finetune-lr 1e-4").
 # Writes into the results folder: nvidia-smi.txt, featurize_resnet50.json,
 # finetune.json, featurize_inceptionv3.json (and prints them).
 set -u
@@ -38,7 +39,7 @@ stage "${FEATURIZE_LIMIT:-150}" featurize-resnet50 "$python" gpu_featurize.py \
 # 2. Fine-tuning: training images/s per GPU, then a fit on the grouped split with test metrics.
 stage "${FINETUNE_LIMIT:-200}" finetune-resnet50 "$python" -m torch.distributed.run \
     --standalone --nproc_per_node 1 gpu_finetune.py --data "$data" --batch-size 64 \
-    --finetune-epochs 15 --patience 4 --json "$out/finetune.json"
+    --finetune-epochs 15 --patience 4 ${FINETUNE_ARGS:-} --json "$out/finetune.json"
 # 3. InceptionV3 (299 px) on the featurizer's path.
 stage "${INCEPTION_LIMIT:-100}" featurize-inceptionv3 "$python" gpu_featurize.py \
     --data "$data/images" --files 10000 --models InceptionV3 --precisions bfloat16,float32 \

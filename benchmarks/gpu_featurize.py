@@ -6,9 +6,11 @@ pretrained; nothing is downloaded). Per backbone and precision, three arms:
 
 - ``covidspark``: covidspark's torch engine end to end. A pool of CPU threads
   reads and decodes the files (:func:`covidspark.data.decoding.decode_image`:
-  grayscale, resize, 3 channels) ``--prefetch`` batches ahead, while the
+  grayscale, resize; one channel, uint8 for 8-bit files, as the featurizer's
+  worker decodes for this engine) ``--prefetch`` batches ahead, while the
   device runs the previous batch (:class:`TorchBackboneRunner`: pinned memory,
-  asynchronous copy, bfloat16 autocast).
+  asynchronous copy, three channels and ``preprocess_input`` on the device,
+  bfloat16 autocast).
 - ``keras_predict``: the common recipe: decode a batch in the main thread with
   the same decoder, then ``model.predict(batch)`` of the same Keras model on the
   same device.
@@ -50,22 +52,26 @@ def image_paths(data, n_files):
     return [paths[i % len(paths)] for i in range(n_files)], len(paths)
 
 
-def decode_file(path, size):
+def decode_file(path, size, compact=False):
     from covidspark.data.decoding import decode_image
 
     with open(path, "rb") as f:
-        return decode_image(f.read(), size, name=path)
+        return decode_image(f.read(), size, name=path, compact=compact)
 
 
-def decoded_batches(paths, size, batch_size, threads, prefetch):
-    """Batches of decoded images, decoded by ``threads`` threads up to ``prefetch`` batches ahead."""
+def decoded_batches(paths, size, batch_size, threads, prefetch, compact):
+    """Batches of decoded images, decoded by ``threads`` threads up to ``prefetch`` batches ahead.
+
+    ``compact``: one grey channel (uint8 for 8-bit files), as the featurizer's
+    worker decodes for an engine that widens grey itself (the torch engine).
+    """
     batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     ready = queue.Queue(maxsize=max(1, prefetch))
     pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
 
     def produce():
         for batch in batches:
-            ready.put(pool.map(lambda p: decode_file(p, size), batch))
+            ready.put(pool.map(lambda p: decode_file(p, size, compact), batch))
         ready.put(None)
 
     producer = threading.Thread(target=produce, daemon=True)
@@ -83,7 +89,8 @@ def decoded_batches(paths, size, batch_size, threads, prefetch):
 def arm_covidspark(runner, paths, batch_size, threads, prefetch):
     t0 = time.perf_counter()
     n = 0
-    for pixels in decoded_batches(paths, runner.input_size, batch_size, threads, prefetch):
+    for pixels in decoded_batches(paths, runner.input_size, batch_size, threads, prefetch,
+                                  getattr(runner, "accepts_gray", False)):
         n += len(runner(pixels))  # returns numpy: the device has finished the batch
     return n / (time.perf_counter() - t0)
 

@@ -157,7 +157,7 @@ def features(spec, weights_path, contents, precision, batch_size):
                                  threads=os.cpu_count())
     out = []
     for i in range(0, len(contents), batch_size):
-        out.append(runner(np.stack([decode_image(c, spec.input_size)
+        out.append(runner(np.stack([decode_image(c, spec.input_size, compact=True)
                                     for c in contents[i:i + batch_size]])))
     return np.concatenate(out).astype(np.float64)
 
@@ -241,6 +241,8 @@ def main():
     parser.add_argument("--finetune-epochs", type=int, default=20)
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--unfreeze", default="all",
+                        help="fit stage, phase 2: 'all' or the number of top layers trained")
     parser.add_argument("--loader-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--eval-batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
@@ -284,6 +286,7 @@ def main():
     if "fit" in stages:
         recipe = Recipe(head_epochs=args.head_epochs, head_lr=args.head_lr,
                         finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+                        unfreeze=args.unfreeze if args.unfreeze == "all" else int(args.unfreeze),
                         batch_size=args.batch_size, patience=args.patience, **common)
         out = os.path.join(args.work, "fit")
         fitted, start = train(args, rows, split, labels, out, recipe, 1)

@@ -170,13 +170,18 @@ def to_grayscale_float(image):
     return np.asarray(image, dtype=np.float32) * np.float32(255.0 / 65535.0)
 
 
-def resize_gray(image, size, scale_hint="SCALE_AREA_AVERAGING"):
-    """Resize a Pillow image's grayscale to ``size`` x ``size`` (float32, [0, 255])."""
+def resize_gray(image, size, scale_hint="SCALE_AREA_AVERAGING", compact=False):
+    """Resize a Pillow image's grayscale to ``size`` x ``size`` (float32, [0, 255]).
+
+    ``compact``: an 8-bit source's result as uint8 (the same values: an 8-bit
+    resize gives whole numbers), a quarter of the bytes to move.
+    """
     from PIL import Image
 
     resample = resample_filter(scale_hint)
     if image.mode in _EIGHT_BIT_MODES:
-        return np.asarray(to_gray8(image).resize((size, size), resample), dtype=np.float32)
+        return np.asarray(to_gray8(image).resize((size, size), resample),
+                          dtype=np.uint8 if compact else np.float32)
     # High bit depth: resize in floating point so nothing is rounded to 8 bits first.
     gray = Image.fromarray(to_grayscale_float(image))  # float32 -> mode "F"
     return np.asarray(gray.resize((size, size), resample), dtype=np.float32)
@@ -220,17 +225,23 @@ def apply_clahe(image, clip_limit=CLAHE_CLIP_LIMIT, tiles=CLAHE_TILES):
     return Image.fromarray(equalised)
 
 
-def prepare(image, size, scale_hint="SCALE_AREA_AVERAGING", crop=1.0, clahe=False):
-    """An opened image to a model input: crop, CLAHE, resize, three channels."""
+def prepare(image, size, scale_hint="SCALE_AREA_AVERAGING", crop=1.0, clahe=False,
+            compact=False):
+    """An opened image to a model input: crop, CLAHE, resize, three channels.
+
+    ``compact``: the one grey channel, ``(size, size)``, uint8 for 8-bit sources
+    (else float32), for an engine that widens it to three float channels itself
+    (on the GPU: a twelfth of the bytes to stack, pin and copy).
+    """
     image = center_crop(image, crop)
     if clahe:
         image = apply_clahe(image)
-    gray = resize_gray(image, size, scale_hint)
-    return np.repeat(gray[:, :, None], 3, axis=2)
+    gray = resize_gray(image, size, scale_hint, compact)
+    return gray if compact else np.repeat(gray[:, :, None], 3, axis=2)
 
 
 def decode_image(data, size, scale_hint="SCALE_AREA_AVERAGING", name="<bytes>",
-                 max_pixels=DEFAULT_MAX_PIXELS, crop=1.0, clahe=False):
+                 max_pixels=DEFAULT_MAX_PIXELS, crop=1.0, clahe=False, compact=False):
     """Decode encoded bytes into a model input: ``(size, size, 3)`` float32 in [0, 255].
 
     Parameters
@@ -249,6 +260,8 @@ def decode_image(data, size, scale_hint="SCALE_AREA_AVERAGING", name="<bytes>",
         Keep the central fraction of width and height first (1.0: whole image).
     clahe : bool
         Apply CLAHE (clip 2.0, 8x8 tiles) before resizing.
+    compact : bool
+        Return the one grey channel only (see :func:`prepare`).
 
     Returns
     -------
@@ -256,7 +269,7 @@ def decode_image(data, size, scale_hint="SCALE_AREA_AVERAGING", name="<bytes>",
         The grayscale image replicated to three (R = G = B) channels, before the
         model's own preprocessing.
     """
-    return prepare(open_image(data, name, max_pixels), size, scale_hint, crop, clahe)
+    return prepare(open_image(data, name, max_pixels), size, scale_hint, crop, clahe, compact)
 
 
 # OpenCV type codes used by Spark's image data source (spark.read.format("image")).
@@ -265,7 +278,7 @@ _SPARK_IMAGE_MODES = {0: 1, 16: 3, 24: 4}
 
 def decode_image_struct(height, width, n_channels, mode, data, size,
                         scale_hint="SCALE_AREA_AVERAGING", name="<image struct>", crop=1.0,
-                        clahe=False):
+                        clahe=False, compact=False):
     """Decode one row of Spark's image struct (BGR(A) bytes, 8 bit) like :func:`decode_image`."""
     from PIL import Image
 
@@ -285,4 +298,4 @@ def decode_image_struct(height, width, n_channels, mode, data, size,
         image = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]))
     else:
         image = Image.fromarray(np.ascontiguousarray(pixels[:, :, 2::-1]))
-    return prepare(image, size, scale_hint, crop, clahe)
+    return prepare(image, size, scale_hint, crop, clahe, compact)

@@ -18,7 +18,8 @@ def augment(pixels, recipe, rng):
     Parameters
     ----------
     pixels : numpy.ndarray
-        ``(size, size, 3)`` float32 in [0, 255] (the featurizer's decode).
+        Grey ``(size, size)``, or ``(size, size, 3)`` with R = G = B (the featurizer's
+        decode); float32 in [0, 255].
     recipe : covidspark.finetune.recipe.Recipe
     rng : numpy.random.Generator
 
@@ -35,7 +36,7 @@ def augment(pixels, recipe, rng):
     angle = math.radians(rng.uniform(-recipe.rotation, recipe.rotation))
     scale = 1.0 + rng.uniform(-recipe.zoom, recipe.zoom)
     dx, dy = rng.uniform(-recipe.shift, recipe.shift, size=2) * size
-    gray = pixels[:, :, 0]
+    gray = pixels if pixels.ndim == 2 else pixels[:, :, 0]
     fill = float(gray.mean())
     # Output pixel (x, y) samples the input at the inverse transform (Pillow's convention).
     c = (size - 1) / 2.0
@@ -49,5 +50,5 @@ def augment(pixels, recipe, rng):
     brightness = rng.uniform(-recipe.brightness, recipe.brightness) * 255.0
     contrast = 1.0 + rng.uniform(-recipe.contrast, recipe.contrast)
     mean = warped.mean()
-    out = np.clip((warped - mean) * contrast + mean + brightness, 0.0, 255.0)
-    return np.repeat(out[:, :, None], 3, axis=2).astype(np.float32)
+    out = np.clip((warped - mean) * contrast + mean + brightness, 0.0, 255.0).astype(np.float32)
+    return out if pixels.ndim == 2 else np.repeat(out[:, :, None], 3, axis=2)

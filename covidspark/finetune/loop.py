@@ -80,10 +80,11 @@ def folded_head(model):
     return kernel * scale[:, None], bias - (mean * scale) @ kernel
 
 
-def feature_moments(backbone, data, batch_size, device, dist):
+def feature_moments(backbone, data, batch_size, model_input, dist):
     """Mean and variance of the pooled features of ``data`` (an epoch's samples), all ranks.
 
     Measured on augmented images, as the head will see them in training.
+    ``model_input`` takes a CPU batch of grey images to the model's input on its device.
     """
     import torch
 
@@ -91,10 +92,10 @@ def feature_moments(backbone, data, batch_size, device, dist):
     sums = None
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
-            x = torch.from_numpy(np.stack([data[k][0] for k in range(
-                start, min(start + batch_size, len(data)))])).to(device)
+            x = model_input(torch.from_numpy(np.stack([data[k][0] for k in range(
+                start, min(start + batch_size, len(data)))])))
             f = backbone(x, training=False).double()
-            count = torch.tensor([len(x)], device=device, dtype=torch.float64)
+            count = torch.tensor([len(x)], device=x.device, dtype=torch.float64)
             part = torch.cat([f.sum(0), (f * f).sum(0), count])
             sums = part if sums is None else sums + part
             dim = f.shape[1]
@@ -158,19 +159,36 @@ class _Inputs:
             self.content = None
 
     def _gray(self, i):
-        return self._decode(self.content[i], self.size, name=self.ids[i])[:, :, 0]
+        return self._decode(self.content[i], self.size, name=self.ids[i], compact=True)
 
     def pixels(self, i):
+        """Image ``i`` as grey ``(size, size)`` float32 in [0, 255]."""
         gray = self.cached[i] if self.cached is not None else self._gray(i)
-        return np.repeat(gray[:, :, None], 3, axis=2).astype(np.float32)
+        return gray.astype(np.float32, copy=False)
+
+
+def model_input_function(spec, device):
+    """CPU batch of grey images -> the model's input on ``device``.
+
+    The copy carries one channel, and widening to three channels and the
+    model's preprocessing run on the device: on a GPU the DataLoader workers
+    and the copy move a third of the bytes, and no CPU core does that arithmetic.
+    """
+    from covidspark.models.torch_engine import gray_to_rgb, torch_preprocess
+
+    preprocess = torch_preprocess(spec, device)
+    return lambda x: preprocess(gray_to_rgb(x.to(device, non_blocking=True).float()))
 
 
 class _EpochData:
-    """A map-style dataset of one epoch: (row, augmentation seed) pairs, for a DataLoader."""
+    """A map-style dataset of one epoch: (row, augmentation seed) pairs, for a DataLoader.
 
-    def __init__(self, inputs, rows, labels, preprocess, recipe, seed_base, augment):
+    Items are augmented grey images ``(size, size)`` (see :func:`model_input_function`).
+    """
+
+    def __init__(self, inputs, rows, labels, recipe, seed_base, augment):
         self.inputs, self.rows, self.labels = inputs, rows, labels
-        self.preprocess, self.recipe = preprocess, recipe
+        self.recipe = recipe
         self.seed_base, self.augment = seed_base, augment
 
     def __len__(self):
@@ -183,7 +201,7 @@ class _EpochData:
         x = self.inputs.pixels(row)
         if self.augment:
             x = augment(x, self.recipe, np.random.default_rng([*self.seed_base, k]))
-        return self.preprocess(x).astype(np.float32), int(self.labels[row])
+        return x, int(self.labels[row])
 
 
 def _loader(dataset, batch_size, workers):
@@ -238,7 +256,7 @@ def train_process(config):
     from covidspark.finetune import checkpoints
     from covidspark.finetune.recipe import Recipe
     from covidspark.finetune.shards import read_manifest, read_shard
-    from covidspark.models.registry import build_backbone, get_backbone, numpy_preprocess
+    from covidspark.models.registry import build_backbone, get_backbone
     from covidspark.models.weights import resolve_weights
     from covidspark.runtime.filesystem import Files, join
 
@@ -274,13 +292,14 @@ def train_process(config):
     train_labels = shard["label_index"][train_rows]
     n_train = sum(manifest["counts"].get("train", {}).values())
     steps = math.ceil(n_train / (world * recipe.batch_size))
-    preprocess = numpy_preprocess(spec)
+    model_input = model_input_function(spec, device)
     with keras.device(str(device)):
         backbone = build_backbone(spec, weights_path, seed=recipe.seed)
         backbone.to(device)
-        sample = _EpochData(inputs, train_rows, shard["label_index"], preprocess, recipe,
+        sample = _EpochData(inputs, train_rows, shard["label_index"], recipe,
                             (recipe.seed, 1 << 30, rank), augment=recipe.augments)
-        mean, variance = feature_moments(backbone, sample, recipe.batch_size, device, dist)
+        mean, variance = feature_moments(backbone, sample, recipe.batch_size, model_input,
+                                         dist)
         model = build_classifier(backbone, spec, len(labels), mean, variance)
     model.to(device)
     logger.info("rank %d/%d: %d train + %d validation images (decoded in %.1f s, %s), "
@@ -326,13 +345,13 @@ def train_process(config):
         t0 = time.time()
         rows = train_rows[epoch_samples(train_labels, steps * recipe.batch_size, recipe.balance,
                                         recipe.seed, epoch, rank)]
-        data = _EpochData(inputs, rows, shard["label_index"], preprocess, recipe,
+        data = _EpochData(inputs, rows, shard["label_index"], recipe,
                           (recipe.seed, epoch, rank), augment=recipe.augments)
         model.train()
         totals = [0.0, 0.0, 0.0]  # loss sum, correct, images
         train_started = time.time()
         for x, y in _loader(data, recipe.batch_size, recipe.loader_workers):
-            x = x.to(device, non_blocking=True)
+            x = model_input(x)
             y = y.to(device, non_blocking=True)
             with autocast:
                 logits = ddp(x, training=True)
@@ -345,7 +364,7 @@ def train_process(config):
             totals[2] += len(y)
         train_seconds = time.time() - train_started  # the float() calls above synchronise
         _average_statistics(model, dist, world)
-        val = _evaluate(model, inputs, val_rows, shard["label_index"], preprocess,
+        val = _evaluate(model, inputs, val_rows, shard["label_index"], model_input,
                         recipe.batch_size, device, autocast, loss_fn)
         train_sum = _all_reduce_sum(totals, dist, device)
         val_sum = _all_reduce_sum(val, dist, device)
@@ -414,7 +433,8 @@ def _fmt(value):
     return "-" if value is None else f"{value:.4f}"
 
 
-def _evaluate(model, inputs, rows, labels, preprocess, batch_size, device, autocast, loss_fn):
+def _evaluate(model, inputs, rows, labels, model_input, batch_size, device, autocast,
+              loss_fn):
     """``[loss sum, correct, images]`` over ``rows`` (no augmentation, inference mode)."""
     import torch
 
@@ -423,8 +443,7 @@ def _evaluate(model, inputs, rows, labels, preprocess, batch_size, device, autoc
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            x = torch.from_numpy(np.stack([preprocess(inputs.pixels(int(r))) for r in chunk])
-                                 .astype(np.float32)).to(device)
+            x = model_input(torch.from_numpy(np.stack([inputs.pixels(int(r)) for r in chunk])))
             y = torch.from_numpy(labels[chunk]).to(device)
             with autocast:
                 logits = model(x, training=False)

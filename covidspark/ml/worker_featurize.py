@@ -37,8 +37,10 @@ def featurize_udf(model_name, weights_file, weights_id, kind, options, batch_siz
         ran_on = None
 
         def decode(values, names):
+            # An engine that widens grey to three channels itself gets one channel.
+            row_options = {**options, "compact": getattr(model, "accepts_gray", False)}
             return [np.stack([decode_row(kind, values, i, names.iloc[i], model.input_size,
-                                          options) for i in range(start,
+                                          row_options) for i in range(start,
                                                                   min(start + batch_size,
                                                                       len(values)))])
                     for start in range(0, len(values), batch_size)]

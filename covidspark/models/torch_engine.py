@@ -48,6 +48,11 @@ def torch_gpu_capability(device):
     return torch.cuda.get_device_capability(device.ordinal)
 
 
+def gray_to_rgb(x):
+    """A ``(n, h, w)`` grey batch as ``(n, h, w, 3)`` (R = G = B); a 4-D batch unchanged."""
+    return x.unsqueeze(-1).expand(*x.shape, 3) if x.dim() == 3 else x
+
+
 def torch_preprocess(spec, device):
     """``preprocess_input`` of ``spec``'s mode as PyTorch operations on ``device``.
 
@@ -115,13 +120,24 @@ class TorchBackboneRunner:
         self.preprocess = numpy_preprocess(spec)
         self._preprocess_on_device = torch_preprocess(spec, self._torch_device)
 
+    #: Takes ``(n, size, size)`` grey batches too (widened to three channels on the device).
+    accepts_gray = True
+
     def __call__(self, pixels):
+        """Features of a batch: ``(n, size, size, 3)``, or grey ``(n, size, size)``.
+
+        Values in [0, 255], float32 or (8-bit sources) uint8; returns float32
+        ``(n, features)``.
+        """
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8:
+            pixels = pixels.astype(np.float32, copy=False)
+        x = torch.from_numpy(np.ascontiguousarray(pixels))
         if self.on_gpu:
             x = x.pin_memory().to(self._torch_device, non_blocking=True)
-        x = self._preprocess_on_device(x)
+        x = self._preprocess_on_device(gray_to_rgb(x.float()))
         autocast = torch.autocast(self._torch_device.type, dtype=torch.bfloat16,
                                   enabled=self.precision == "bfloat16")
         with torch.inference_mode(), autocast:

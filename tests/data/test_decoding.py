@@ -27,6 +27,17 @@ def test_decode_8bit_gray_matches_plain_pillow():
     np.testing.assert_array_equal(got[:, :, 0], got[:, :, 2])
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+def test_compact_decode_is_the_grey_channel_uint8_only_for_8bit_sources(bits):
+    pixels = (_gradient() if bits == 8 else
+              np.linspace(1000, 65535, 64 * 64).reshape(64, 64).astype(np.uint16))
+    full = decode_image(_png(pixels), 32)
+    compact = decode_image(_png(pixels), 32, compact=True)
+    assert compact.shape == (32, 32)
+    assert compact.dtype == (np.uint8 if bits == 8 else np.float32)
+    np.testing.assert_array_equal(compact.astype(np.float32), full[:, :, 0])
+
+
 def test_decode_16bit_png_keeps_the_full_range():
     # Values above 255 everywhere: truncating to the low byte (as Spark's image
     # source does) would give noise; scaling keeps the gradient.

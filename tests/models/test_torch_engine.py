@@ -33,6 +33,10 @@ for name in sys.argv[3].split(","):
                           "torch", device=CPU)
     assert (runner.engine, runner.precision, runner.device) == ("torch", "float32", CPU)
     features[name] = runner(inputs[str(get_backbone(name).input_size)])
+    # The same images as one grey uint8 channel (how the featurizer's worker feeds
+    # this engine): three channels and preprocess_input are made by the engine.
+    gray = inputs[str(get_backbone(name).input_size)][..., 0].astype(np.uint8)
+    features["gray:" + name] = runner(gray)
 try:
     require_keras_backend("tensorflow", engine="keras")
     refused = None
@@ -98,6 +102,8 @@ def test_torch_features_equal_plain_keras_for_every_backbone(fixture_dir, tmp_pa
         got = torch_features[name]
         assert got.shape == expected.shape == (2, spec.feature_dim), name
         assert _cosines(got, expected).min() >= 0.9999, (name, _cosines(got, expected))
+        # Every preprocessing mode (caffe, tf, torch) takes grey uint8 batches exactly.
+        np.testing.assert_allclose(torch_features["gray:" + name], got, rtol=1e-5, atol=1e-5)
         keras.backend.clear_session()
 
 

@@ -19,6 +19,12 @@ pretrained; nothing is downloaded). Per backbone and precision, three arms:
 
 Inputs: the images under ``--data`` (e.g. ``../shared/data/ozturk/images``:
 1,124 real X-rays) cycled to ``--files`` paths, each read from disk when used.
+With ``--workers 2,4``, the covidspark and model-only arms also run as that
+many processes sharing the device, each with its own model and a share of the
+decoding threads: how Spark runs several tasks per GPU (one Python worker
+each), and the way past one process's GIL (decoding) and Python dispatch
+(Keras calls every layer from Python).
+
 Prints one JSON object (device name, library versions, images/s per arm, and
 the ratios the targets name: covidspark / model_only and covidspark /
 keras_predict), and writes it to ``--json`` when given.
@@ -131,6 +137,66 @@ def _sync(runner):
         torch.cuda.synchronize(runner._torch_device)
 
 
+def _device():
+    import torch
+
+    from covidspark.models.devices import CPU, TaskDevice
+
+    return TaskDevice("cuda", "0", 0) if torch.cuda.is_available() else CPU
+
+
+def _runner(model_name, precision):
+    from covidspark.models.engines import build_runner
+    from covidspark.models.registry import get_backbone
+    from covidspark.models.weights import resolve_weights
+
+    weights = resolve_weights(model_name, "random", seed=0)
+    return build_runner(get_backbone(model_name), weights.path, weights.weights_id, precision,
+                        "torch", device=_device())
+
+
+def _worker_process(arm, model_name, precision, paths, options, ready, results):
+    """One of several Python workers sharing the device: build, warm up, wait, run its share."""
+    runner = _runner(model_name, precision)
+    batch = options["batch_size"]
+    arm_covidspark(runner, paths[:2 * batch], batch, options["threads"], options["prefetch"])
+    arm_model_only(runner, batch, 1)
+    ready.wait()
+    if arm == "covidspark":
+        arm_covidspark(runner, paths, batch, options["threads"], options["prefetch"])
+        results.put(len(paths))
+    else:
+        arm_model_only(runner, batch, options["ceiling_batches"])
+        results.put(options["ceiling_batches"] * batch)
+
+
+def arm_workers(arm, n_workers, model_name, precision, paths, args):
+    """Images/s of ``n_workers`` processes on one device together (Spark: tasks per GPU).
+
+    Each process holds its own model (one Python worker each, as Spark runs
+    them) and decodes with ``--threads / n_workers`` threads; the clock runs from
+    the moment all are built and warmed up until the last one finishes.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    ready, results = context.Barrier(n_workers + 1), context.Queue()
+    options = {"batch_size": args.batch_size, "threads": max(1, args.threads // n_workers),
+               "prefetch": args.prefetch, "ceiling_batches": args.ceiling_batches}
+    workers = [context.Process(target=_worker_process, daemon=True,
+                               args=(arm, model_name, precision, paths[k::n_workers], options,
+                                     ready, results)) for k in range(n_workers)]
+    for w in workers:
+        w.start()
+    ready.wait(timeout=600)
+    t0 = time.perf_counter()
+    images = sum(results.get(timeout=600) for _ in workers)
+    seconds = time.perf_counter() - t0
+    for w in workers:
+        w.join()
+    return images / seconds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder of PNG/JPEG images (recursive)")
@@ -144,19 +210,17 @@ def main():
     parser.add_argument("--predict-files", type=int, default=2048,
                         help="files for the slower keras_predict arm (at most --files)")
     parser.add_argument("--ceiling-batches", type=int, default=20)
+    parser.add_argument("--workers", default="",
+                        help="also run the covidspark and model-only arms with these numbers "
+                             "of processes sharing the device, e.g. 2,4")
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
 
     import keras
     import torch
 
-    from covidspark.models.devices import CPU, TaskDevice
-    from covidspark.models.engines import build_runner
-    from covidspark.models.registry import get_backbone
-    from covidspark.models.weights import resolve_weights
-
     paths, distinct = image_paths(args.data, args.files)
-    device = TaskDevice("cuda", "0", 0) if torch.cuda.is_available() else CPU
+    device = _device()
     result = {
         "benchmark": "gpu_featurize",
         "device": torch.cuda.get_device_name(0) if device.on_gpu else "cpu",
@@ -167,11 +231,8 @@ def main():
         "decode_threads": args.threads, "runs": [],
     }
     for model_name in args.models.split(","):
-        spec = get_backbone(model_name)
-        weights = resolve_weights(model_name, "random", seed=0)
         for precision in args.precisions.split(","):
-            runner = build_runner(spec, weights.path, weights.weights_id, precision, "torch",
-                                  device=device)
+            runner = _runner(model_name, precision)
             # Warm-up: first batches allocate, pick kernels, fill the page cache.
             arm_covidspark(runner, paths[:2 * args.batch_size], args.batch_size, args.threads,
                            args.prefetch)
@@ -186,13 +247,22 @@ def main():
                 run["model_only_images_s"]
             run["covidspark_over_keras_predict"] = run["covidspark_images_s"] / \
                 run["keras_predict_images_s"]
+            del runner
+            keras.backend.clear_session()
+            for n in [int(n) for n in args.workers.split(",") if n.strip()]:
+                together = {arm + "_images_s": arm_workers(arm, n, model_name, precision, paths,
+                                                           args)
+                            for arm in ("covidspark", "model_only")}
+                together["covidspark_over_model_only"] = \
+                    together["covidspark_images_s"] / together["model_only_images_s"]
+                together["covidspark_over_keras_predict"] = \
+                    together["covidspark_images_s"] / run["keras_predict_images_s"]
+                run[f"workers_{n}"] = {k: round(v, 3) for k, v in together.items()}
             for key, value in list(run.items()):
                 if isinstance(value, float):
                     run[key] = round(value, 3)
             result["runs"].append(run)
             print(run, file=sys.stderr, flush=True)
-            del runner
-            keras.backend.clear_session()
     emit_json(result, args.json, indent=1)
 
 

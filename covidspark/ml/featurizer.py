@@ -29,7 +29,8 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from covidspark.data import decoding
 from covidspark.errors import InputError
-from covidspark.ml.worker_featurize import DECODE_AHEAD_CONF, featurize_udf
+from covidspark.ml.worker_featurize import (DECODE_AHEAD_CONF, DECODE_THREADS_CONF,
+                                            decode_thread_count, featurize_udf)
 from covidspark.models.engines import ENGINES, PRECISIONS
 from covidspark.models.registry import get_backbone
 from covidspark.models.weights import check_weights, resolve_weights
@@ -370,9 +371,12 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         self._counters = [*getattr(self, "_counters", []), counter]
         where = WhereItRan(spark)
         self._where = [*getattr(self, "_where", []), where]
+        decode_threads = spark.conf.get(DECODE_THREADS_CONF, "auto")
+        decode_thread_count(decode_threads, None, 1)  # a bad setting fails here, not on executors
         udf = featurize_udf(spec.name, shipped, resolved.weights_id, kind, options, batch_size,
                             self.getPrecision(), self.getEngine(), counter.accumulator,
-                            spark.conf.get(DECODE_AHEAD_CONF, "auto"), where.accumulator)
+                            spark.conf.get(DECODE_AHEAD_CONF, "auto"), where.accumulator,
+                            decode_threads)
         return counter.observe(dataset.withColumn(
             self.getOutputCol(), array_to_vector(udf(F.col(input_col), names))
         ))

@@ -12,18 +12,21 @@ from covidspark.models.engines import worker_model
 
 #: Spark setting: decode the next Arrow batch in a thread ("true", "false", "auto").
 DECODE_AHEAD_CONF = "spark.covidspark.decodeAhead"
+#: Spark setting: threads that decode a batch's rows ("auto" or a number).
+DECODE_THREADS_CONF = "spark.covidspark.decodeThreads"
 
 
 def featurize_udf(model_name, weights_file, weights_id, kind, options, batch_size,
                   precision="float32", engine="keras", counter=None, decode_ahead="auto",
-                  where=None):
+                  where=None, decode_threads="auto"):
     """The pandas UDF; its closure holds only strings and ints (cheap to pickle).
 
     With decode-ahead, a thread decodes Arrow batch k+1 while the network runs
     on batch k (Pillow and the engines release the GIL). It pays where the
     decoder would otherwise wait for the accelerator or for spare cores: on GPU
     workers and with ``spark.task.cpus`` >= 2 ("auto"); with one core per task
-    the two would only contend for it.
+    the two would only contend for it. ``decode_threads`` threads decode a
+    batch's rows (see :func:`decode_thread_count`).
     """
 
     def featurize(batches):
@@ -33,17 +36,21 @@ def featurize_udf(model_name, weights_file, weights_id, kind, options, batch_siz
 
         model = None
         pool = None
+        row_pool = None
         pending = None
         ran_on = None
 
         def decode(values, names):
             # An engine that widens grey to three channels itself gets one channel.
             row_options = {**options, "compact": getattr(model, "accepts_gray", False)}
-            return [np.stack([decode_row(kind, values, i, names.iloc[i], model.input_size,
-                                          row_options) for i in range(start,
-                                                                  min(start + batch_size,
-                                                                      len(values)))])
-                    for start in range(0, len(values), batch_size)]
+
+            def one(i):
+                return decode_row(kind, values, i, names.iloc[i], model.input_size, row_options)
+
+            rows = (list(row_pool.map(one, range(len(values)))) if row_pool is not None
+                    else [one(i) for i in range(len(values))])
+            return [np.stack(rows[start:start + batch_size])
+                    for start in range(0, len(rows), batch_size)]
 
         def infer(chunks, n):
             features = []
@@ -63,10 +70,14 @@ def featurize_udf(model_name, weights_file, weights_id, kind, options, batch_siz
                     model = worker_model(model_name, weights_file, weights_id, precision, engine)
                     ran_on = (f"{model.engine} {model.precision} "
                               f"{getattr(model, 'device', None) or 'cpu'} @ {socket.gethostname()}")
-                    if decode_ahead_enabled(decode_ahead, model, task_cpus()):
-                        from concurrent.futures import ThreadPoolExecutor
+                    from concurrent.futures import ThreadPoolExecutor
 
+                    if decode_ahead_enabled(decode_ahead, model, task_cpus()):
                         pool = ThreadPoolExecutor(1, thread_name_prefix="covidspark-decode")
+                    threads = decode_thread_count(decode_threads, model, task_cpus())
+                    if threads > 1:
+                        row_pool = ThreadPoolExecutor(threads,
+                                                      thread_name_prefix="covidspark-rows")
                 if pool is None:
                     yield infer(decode(values, names), len(values))
                     continue
@@ -77,8 +88,9 @@ def featurize_udf(model_name, weights_file, weights_id, kind, options, batch_siz
             if pending is not None:
                 yield infer(pending[0].result(), pending[1])
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
+            for executor in (pool, row_pool):
+                if executor is not None:
+                    executor.shutdown(wait=True)
 
     return iterator_udf(featurize)
 
@@ -89,6 +101,24 @@ def decode_ahead_enabled(setting, model, cpus):
     if setting in ("true", "false"):
         return setting == "true"
     return getattr(model, "on_gpu", False) or (cpus or 1) >= 2
+
+
+def decode_thread_count(setting, model, cpus):
+    """Threads that decode one batch's rows: a number, or "auto".
+
+    "auto": the task's cores on a GPU task (the GPU waits for the decoder, and
+    Pillow releases the GIL while it decodes and resizes), one on a CPU task
+    (the engine's own threads use those cores).
+    """
+    setting = str(setting).lower()
+    if setting != "auto":
+        if not setting.isdigit() or int(setting) < 1:
+            from covidspark.errors import InputError
+
+            raise InputError(f"{DECODE_THREADS_CONF}={setting!r}: expected 'auto' or a "
+                             f"whole number >= 1")
+        return int(setting)
+    return max(1, cpus or 1) if getattr(model, "on_gpu", False) else 1
 
 
 def iterator_udf(func):

@@ -75,21 +75,38 @@ def test_partitioning_and_batch_size_do_not_change_features(images_df, resnet_fe
 
 def test_decode_ahead_keeps_rows_in_order_and_counts_each_image_once(spark, images_df,
                                                                     resnet_features):
-    from covidspark.ml.featurizer import DECODE_AHEAD_CONF
+    from covidspark.ml.featurizer import DECODE_AHEAD_CONF, DECODE_THREADS_CONF
 
     features, _ = resnet_features
     featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50",
                                      weights="random", batchSize=4)
     spark.conf.set(DECODE_AHEAD_CONF, "true")
+    spark.conf.set(DECODE_THREADS_CONF, "3")
     try:
         # Arrow batches of 4: each partition's later batches are decoded in a thread while
-        # the network runs on the earlier ones.
+        # the network runs on the earlier ones, their rows by three threads.
         rows = featurizer.transform(images_df.coalesce(2)).select("path", "features").collect()
     finally:
         spark.conf.unset(DECODE_AHEAD_CONF)
+        spark.conf.unset(DECODE_THREADS_CONF)
     assert len(rows) == len(features) == featurizer.imagesFeaturized() == 18
     for r in rows:
         assert_features_close(r.features.toArray(), features[r.path])
+
+
+def test_decode_threads_are_the_task_cores_on_a_gpu_and_one_on_a_cpu_unless_set():
+    from types import SimpleNamespace
+
+    from covidspark.errors import InputError
+    from covidspark.ml.worker_featurize import decode_thread_count
+
+    gpu, cpu = SimpleNamespace(on_gpu=True), SimpleNamespace(on_gpu=False)
+    assert decode_thread_count("auto", gpu, 8) == 8
+    assert decode_thread_count("auto", cpu, 8) == 1
+    assert decode_thread_count("3", cpu, 1) == 3
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(InputError, match="spark.covidspark.decodeThreads"):
+            decode_thread_count(bad, cpu, 1)
 
 
 def test_path_column_input_reads_files_on_the_workers(images_df, resnet_features):

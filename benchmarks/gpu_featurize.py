@@ -155,13 +155,14 @@ def _runner(model_name, precision):
                         "torch", device=_device())
 
 
-def _worker_process(arm, model_name, precision, paths, options, ready, results):
+def _worker_process(arm, model_name, precision, paths, options, go, results):
     """One of several Python workers sharing the device: build, warm up, wait, run its share."""
     runner = _runner(model_name, precision)
     batch = options["batch_size"]
     arm_covidspark(runner, paths[:2 * batch], batch, options["threads"], options["prefetch"])
     arm_model_only(runner, batch, 1)
-    ready.wait()
+    results.put("ready")
+    go.wait()
     if arm == "covidspark":
         arm_covidspark(runner, paths, batch, options["threads"], options["prefetch"])
         results.put(len(paths))
@@ -178,19 +179,41 @@ def arm_workers(arm, n_workers, model_name, precision, paths, args):
     the moment all are built and warmed up until the last one finishes.
     """
     import multiprocessing
+    import queue as queues
 
+    import torch
+
+    if torch.cuda.is_available():
+        # What this process's allocator still holds (from the single-process arms) would be
+        # missing to the workers: at batch 512 it once left them too little to run.
+        torch.cuda.empty_cache()
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    ready, results = context.Barrier(n_workers + 1), context.Queue()
+    go, results = context.Event(), context.Queue()
     options = {"batch_size": args.batch_size, "threads": max(1, args.threads // n_workers),
                "prefetch": args.prefetch, "ceiling_batches": args.ceiling_batches}
     workers = [context.Process(target=_worker_process, daemon=True,
                                args=(arm, model_name, precision, paths[k::n_workers], options,
-                                     ready, results)) for k in range(n_workers)]
+                                     go, results)) for k in range(n_workers)]
     for w in workers:
         w.start()
-    ready.wait(timeout=600)
+
+    def collect():  # the next message; a worker that died must not leave this one waiting
+        while True:
+            try:
+                return results.get(timeout=5)
+            except queues.Empty:
+                dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                if dead:
+                    for w in workers:
+                        w.kill()
+                    raise RuntimeError(f"{len(dead)} of {n_workers} worker processes failed "
+                                       f"(exit codes {dead}); their tracebacks are above")
+
+    for _ in workers:
+        collect()  # "ready": built and warmed up
+    go.set()
     t0 = time.perf_counter()
-    images = sum(results.get(timeout=600) for _ in workers)
+    images = sum(collect() for _ in workers)
     seconds = time.perf_counter() - t0
     for w in workers:
         w.join()
@@ -247,22 +270,28 @@ def main():
                 run["model_only_images_s"]
             run["covidspark_over_keras_predict"] = run["covidspark_images_s"] / \
                 run["keras_predict_images_s"]
+            for key, value in list(run.items()):
+                if isinstance(value, float):
+                    run[key] = round(value, 3)
+            print(run, file=sys.stderr, flush=True)  # kept if a later arm fails
+            result["runs"].append(run)
             del runner
             keras.backend.clear_session()
             for n in [int(n) for n in args.workers.split(",") if n.strip()]:
-                together = {arm + "_images_s": arm_workers(arm, n, model_name, precision, paths,
-                                                           args)
-                            for arm in ("covidspark", "model_only")}
+                try:
+                    together = {arm + "_images_s": arm_workers(arm, n, model_name, precision,
+                                                               paths, args)
+                                for arm in ("covidspark", "model_only")}
+                except RuntimeError as error:
+                    run[f"workers_{n}"] = {"error": str(error)}
+                    continue
                 together["covidspark_over_model_only"] = \
                     together["covidspark_images_s"] / together["model_only_images_s"]
                 together["covidspark_over_keras_predict"] = \
                     together["covidspark_images_s"] / run["keras_predict_images_s"]
                 run[f"workers_{n}"] = {k: round(v, 3) for k, v in together.items()}
-            for key, value in list(run.items()):
-                if isinstance(value, float):
-                    run[key] = round(value, 3)
-            result["runs"].append(run)
-            print(run, file=sys.stderr, flush=True)
+                print({"model": model_name, "precision": precision,
+                       f"workers_{n}": run[f"workers_{n}"]}, file=sys.stderr, flush=True)
     emit_json(result, args.json, indent=1)
 
 

@@ -167,23 +167,11 @@ class _Inputs:
         return gray.astype(np.float32, copy=False)
 
 
-def model_input_function(spec, device):
-    """CPU batch of grey images -> the model's input on ``device``.
-
-    The copy carries one channel, and widening to three channels and the
-    model's preprocessing run on the device: on a GPU the DataLoader workers
-    and the copy move a third of the bytes, and no CPU core does that arithmetic.
-    """
-    from covidspark.models.torch_engine import gray_to_rgb, torch_preprocess
-
-    preprocess = torch_preprocess(spec, device)
-    return lambda x: preprocess(gray_to_rgb(x.to(device, non_blocking=True).float()))
-
-
 class _EpochData:
     """A map-style dataset of one epoch: (row, augmentation seed) pairs, for a DataLoader.
 
-    Items are augmented grey images ``(size, size)`` (see :func:`model_input_function`).
+    Items are augmented grey images ``(size, size)``; the rank makes the model input on its
+    device (:func:`~covidspark.models.torch_engine.model_input_function`).
     """
 
     def __init__(self, inputs, rows, labels, recipe, seed_base, augment):
@@ -257,6 +245,7 @@ def train_process(config):
     from covidspark.finetune.recipe import Recipe
     from covidspark.finetune.shards import read_manifest, read_shard
     from covidspark.models.registry import build_backbone, get_backbone
+    from covidspark.models.torch_engine import model_input_function
     from covidspark.models.weights import resolve_weights
     from covidspark.runtime.filesystem import Files, join
 

@@ -76,6 +76,19 @@ def torch_preprocess(spec, device):
     raise ValueError(f"Unknown preprocessing mode {mode!r} of {spec.name}")
 
 
+def model_input_function(spec, device):
+    """A CPU batch in [0, 255] -> the model's input on ``device``.
+
+    The batch is grey ``(n, h, w)`` or ``(n, h, w, 3)``, uint8 or float32. A grey
+    batch is copied as one channel and widened to three on the device, where the
+    model's preprocessing runs too: on a GPU the copy (and whatever fed it: the
+    featurizer's decoder, fine-tuning's DataLoader workers) moves a third of the
+    bytes, or a twelfth as uint8, and no CPU core does that arithmetic.
+    """
+    preprocess = torch_preprocess(spec, device)
+    return lambda x: preprocess(gray_to_rgb(x.to(device, non_blocking=True).float()))
+
+
 class TorchBackboneRunner:
     """A backbone on Keras' PyTorch backend, on one device.
 
@@ -118,7 +131,7 @@ class TorchBackboneRunner:
         self.model.eval()
         #: NumPy ``preprocess_input`` (for callers that feed ``self.model`` themselves).
         self.preprocess = numpy_preprocess(spec)
-        self._preprocess_on_device = torch_preprocess(spec, self._torch_device)
+        self._model_input = model_input_function(spec, self._torch_device)
 
     #: Takes ``(n, size, size)`` grey batches too (widened to three channels on the device).
     accepts_gray = True
@@ -136,8 +149,8 @@ class TorchBackboneRunner:
             pixels = pixels.astype(np.float32, copy=False)
         x = torch.from_numpy(np.ascontiguousarray(pixels))
         if self.on_gpu:
-            x = x.pin_memory().to(self._torch_device, non_blocking=True)
-        x = self._preprocess_on_device(gray_to_rgb(x.float()))
+            x = x.pin_memory()  # so that the copy to the GPU is asynchronous
+        x = self._model_input(x)
         autocast = torch.autocast(self._torch_device.type, dtype=torch.bfloat16,
                                   enabled=self.precision == "bfloat16")
         with torch.inference_mode(), autocast:

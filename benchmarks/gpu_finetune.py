@@ -126,10 +126,11 @@ def write_table(location, rows, split, labels, repeat=1):
 
 
 def train(args, rows, split, labels, out, recipe, repeat):
+    """Write the table, run the training process here (this process is the one rank)."""
+    import torch
+
     from covidspark.finetune.loop import train_process
     from covidspark.models.weights import resolve_weights
-
-    import torch
 
     start = resolve_weights(args.model, "random", seed=args.seed)
     counts = write_table(os.path.join(out, "table"), rows, split, labels, repeat)

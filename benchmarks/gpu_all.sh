@@ -8,7 +8,7 @@
 #
 # FINETUNE_ARGS adds flags to the fine-tuning stage (e.g. "--unfreeze 33 --finetune-lr 1e-4").
 # Writes into the results folder: nvidia-smi.txt, featurize_resnet50.json,
-# finetune.json, featurize_inceptionv3.json (and prints them).
+# finetune.json, featurize_inceptionv3.json, featurize_workers.json (and prints them).
 set -u
 data=$(realpath "$1")
 out=$(realpath "$2")
@@ -44,3 +44,8 @@ stage "${FINETUNE_LIMIT:-200}" finetune-resnet50 "$python" -m torch.distributed.
 stage "${INCEPTION_LIMIT:-100}" featurize-inceptionv3 "$python" gpu_featurize.py \
     --data "$data/images" --files 10000 --models InceptionV3 --precisions bfloat16,float32 \
     --predict-files 1024 --json "$out/featurize_inceptionv3.json"
+# 4. Several Python workers sharing the GPU (Spark: tasks per GPU). Batch 128: at batch 512
+#    one process's PyTorch cache reached 59-78 GB, and four of those do not fit.
+stage "${WORKERS_LIMIT:-180}" featurize-resnet50-workers "$python" gpu_featurize.py \
+    --data "$data/images" --files 10000 --models ResNet50 --precisions bfloat16 \
+    --batch-size 128 --predict-files 1024 --workers 2,4 --json "$out/featurize_workers.json"

@@ -179,7 +179,6 @@ def arm_workers(arm, n_workers, model_name, precision, paths, args):
     the moment all are built and warmed up until the last one finishes.
     """
     import multiprocessing
-    import queue as queues
 
     import torch
 
@@ -201,7 +200,7 @@ def arm_workers(arm, n_workers, model_name, precision, paths, args):
         while True:
             try:
                 return results.get(timeout=5)
-            except queues.Empty:
+            except queue.Empty:
                 dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
                 if dead:
                     for w in workers:

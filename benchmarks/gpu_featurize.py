@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from common import emit_json
+from common import benchmark_device, emit_json
 
 # Keras reads its backend once, at first import: this benchmark is the torch engine's.
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -137,14 +137,6 @@ def _sync(runner):
         torch.cuda.synchronize(runner._torch_device)
 
 
-def _device():
-    import torch
-
-    from covidspark.models.devices import CPU, TaskDevice
-
-    return TaskDevice("cuda", "0", 0) if torch.cuda.is_available() else CPU
-
-
 def _runner(model_name, precision):
     from covidspark.models.engines import build_runner
     from covidspark.models.registry import get_backbone
@@ -152,7 +144,7 @@ def _runner(model_name, precision):
 
     weights = resolve_weights(model_name, "random", seed=0)
     return build_runner(get_backbone(model_name), weights.path, weights.weights_id, precision,
-                        "torch", device=_device())
+                        "torch", device=benchmark_device())
 
 
 def _worker_process(arm, model_name, precision, paths, options, go, results):
@@ -242,7 +234,7 @@ def main():
     import torch
 
     paths, distinct = image_paths(args.data, args.files)
-    device = _device()
+    device = benchmark_device()
     result = {
         "benchmark": "gpu_featurize",
         "device": torch.cuda.get_device_name(0) if device.on_gpu else "cpu",

@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from common import emit_json
+from common import benchmark_device, emit_json
 
 # The training processes use Keras' PyTorch backend, chosen before Keras is imported.
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -133,7 +133,7 @@ def train(args, rows, split, labels, out, recipe, repeat):
     from covidspark.models.weights import resolve_weights
 
     start = resolve_weights(args.model, "random", seed=args.seed)
-    counts = write_table(os.path.join(out, "table"), rows, split, labels, repeat)
+    write_table(os.path.join(out, "table"), rows, split, labels, repeat)
     t0 = time.perf_counter()
     result = train_process({
         "model_name": args.model, "weights": start.path, "labels": labels,
@@ -141,21 +141,22 @@ def train(args, rows, split, labels, out, recipe, repeat):
         "recipe": dataclasses.asdict(recipe), "use_gpu": torch.cuda.is_available(),
         "precision": args.precision, "threads": os.cpu_count()})
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    result["table_counts"] = counts
     return result, start
 
 
-def features(spec, weights_path, contents, precision, batch_size):
-    """Pooled features of encoded images on the torch engine (the featurizer's decode)."""
-    import torch
-
-    from covidspark.data.decoding import decode_image
-    from covidspark.models.devices import CPU, TaskDevice
+def featurizer(spec, weights_path):
+    """The torch engine's runner for ``weights_path`` in float32 (built once per weights file)."""
     from covidspark.models.torch_engine import TorchBackboneRunner
 
-    device = TaskDevice("cuda", "0", 0) if torch.cuda.is_available() else CPU
-    runner = TorchBackboneRunner(spec, weights_path, precision, device=device,
-                                 threads=os.cpu_count())
+    return TorchBackboneRunner(spec, weights_path, "float32", device=benchmark_device(),
+                               threads=os.cpu_count())
+
+
+def features(runner, contents, batch_size):
+    """Pooled features of encoded images (the featurizer's decode)."""
+    from covidspark.data.decoding import decode_image
+
+    spec = runner.spec
     out = []
     for i in range(0, len(contents), batch_size):
         out.append(runner(np.stack([decode_image(c, spec.input_size, compact=True)
@@ -205,14 +206,15 @@ def evaluate(args, rows, split, labels, out, start):
     y_train = np.array([labels.index(r["label"]) for r in train_rows])
     y_test = np.array([labels.index(r["label"]) for r in test_rows])
     head = np.load(os.path.join(out, HEAD_FILE))
-    logits = features(spec, os.path.join(out, BACKBONE_FILE), [r["content"] for r in test_rows],
-                      "float32", args.eval_batch) @ head["kernel"] + head["bias"]
+    logits = features(featurizer(spec, os.path.join(out, BACKBONE_FILE)),
+                      [r["content"] for r in test_rows], args.eval_batch) \
+        @ head["kernel"] + head["bias"]
     logits -= logits.max(1, keepdims=True)
     finetuned = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    starting = featurizer(spec, start.path)
 
     def frozen(subset):
-        return features(spec, start.path, [r["content"] for r in subset], "float32",
-                        args.eval_batch)
+        return features(starting, [r["content"] for r in subset], args.eval_batch)
 
     def thumbnails(subset):
         return np.stack([decode_image(r["content"], 32)[:, :, 0].ravel() / 255.0

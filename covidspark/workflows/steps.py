@@ -299,7 +299,7 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
 COMPACT_PARTITION_BYTES = 64 * 2**20
 
 
-def persist_compact(spark, df, vector_col):
+def persist_compact(spark, df, vector_col, width=None):
     """``df`` persisted in as few partitions as its size needs, counted: ``(df, rows)``.
 
     Classifiers read their features once per iteration (LR: one Spark job each),
@@ -310,6 +310,11 @@ def persist_compact(spark, df, vector_col):
     cores (the upstream stage, featurizing, keeps its own partitions), then, when
     ``vector_col``'s float64 values need fewer partitions than cores
     (:data:`COMPACT_PARTITION_BYTES` each), coalesced from that cache.
+
+    A caller that knows the vectors' ``width`` (the baseline's 32x32 pixels) gets
+    one persist in the right partitions and nothing dropped: dropping a cache
+    waits, in Spark's CacheManager, for every cache still being built, so the
+    baseline, fitted beside the featurizer, stalled until featurizing ended.
     """
     import math
 
@@ -318,12 +323,19 @@ def persist_compact(spark, df, vector_col):
 
     from covidspark.runtime.connect import default_parallelism
 
+    def partitions_for(rows, width):
+        return max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
+
     cores = default_parallelism(spark)
+    if width is not None:
+        # The count reads the upstream rows without computing vector_col (pruned).
+        df = df.repartition(min(cores, partitions_for(df.count(), width)))
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        return df, df.count()
     df = df.repartition(cores).persist(StorageLevel.MEMORY_AND_DISK)
     rows = df.count()
     first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
-    width = first[0].size if first is not None else 0
-    needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
+    needed = partitions_for(rows, first[0].size if first is not None else 0)
     if needed < cores:
         compact = df.coalesce(needed).persist(StorageLevel.MEMORY_AND_DISK)
         compact.count()
@@ -342,14 +354,15 @@ def baseline_pixels(spark, split):
     from pyspark.sql import functions as F
 
     from covidspark.data.ingest import has_info
-    from covidspark.ml.baseline import PixelFeaturizer
+    from covidspark.ml.baseline import BASELINE_SIZE, PixelFeaturizer
 
     set_job_description(spark, "32x32 pixel baseline features")
     if has_info(split):
         pixels = split.withColumn("pixels", array_to_vector(F.col("info.thumbnail")))
     else:
         pixels = PixelFeaturizer().transform(split)
-    pixels, _ = persist_compact(spark, pixels.drop("content"), "pixels")
+    pixels, _ = persist_compact(spark, pixels.drop("content"), "pixels",
+                                width=BASELINE_SIZE * BASELINE_SIZE)
     return pixels
 
 

@@ -25,3 +25,24 @@ def test_features_persist_in_as_few_partitions_as_their_size_needs(spark, monkey
     assert n == 40 and spread.rdd.getNumPartitions() == 2
     assert sorted(r.i for r in spread.collect()) == list(range(40))
     spread.unpersist()
+
+
+def test_features_of_a_known_width_persist_once_in_the_partitions_they_need(spark, monkeypatch):
+    """The baseline's path: no intermediate cache (dropping one waits for every cache being built)."""
+    from covidspark.workflows import steps
+
+    df = spark.range(40).selectExpr("id AS i", "array_repeat(CAST(id AS DOUBLE), 256) AS v")
+    df = df.repartition(7)
+    before = spark.sparkContext._jsc.getPersistentRDDs().size()
+
+    small, n = steps.persist_compact(spark, df, "v", width=256)
+    assert n == 40 and small.rdd.getNumPartitions() == 1
+    assert sorted(r.i for r in small.collect()) == list(range(40))
+    assert spark.sparkContext._jsc.getPersistentRDDs().size() == before + 1  # one cache, kept
+    small.unpersist()
+
+    monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 64 * 1024)  # 80 KB: two partitions
+    spread, n = steps.persist_compact(spark, df, "v", width=256)
+    assert n == 40 and spread.rdd.getNumPartitions() == 2
+    assert sorted(r.i for r in spread.collect()) == list(range(40))
+    spread.unpersist()

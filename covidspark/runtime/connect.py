@@ -14,12 +14,10 @@ ship a file            ``SparkContext.addFile``      ``SparkSession.addArtifacts
 count images           an accumulator (live)         an ``Observation`` (after the action)
 job description        ``setJobDescription``         a job tag (``SparkSession.addTag``)
 the master             ``SparkContext.master``       ``spark.master`` from the session conf
-a scheduler pool       ``setLocalProperty``          none (the server schedules)
 =====================  ============================  ================================
 
 Executors find a shipped file with ``SparkFiles.get(name)`` either way.
 """
-import contextlib
 import logging
 import os
 
@@ -27,8 +25,6 @@ from covidspark.runtime.cache import file_sha256
 
 
 logger = logging.getLogger(__name__)
-
-SCHEDULER_POOL = "spark.scheduler.pool"
 
 
 def is_connect(spark):
@@ -56,28 +52,6 @@ def set_job_description(spark, text):
     for old in [t for t in spark.getTags() if t.startswith("covidspark: ")]:
         spark.removeTag(old)
     spark.addTag(tag[:200])
-
-
-@contextlib.contextmanager
-def scheduler_pool(spark, name):
-    """Run this thread's Spark jobs in the fair-scheduler pool ``name``, then restore the old one.
-
-    Under ``spark.scheduler.mode=FAIR`` (:func:`covidspark.runtime.session.get_spark`
-    sets it; Databricks' default) a pool's tasks get a share of the slots as soon
-    as a task of another pool ends, instead of waiting behind every task of the
-    jobs submitted before them. Under FIFO a pool changes nothing. Connect has no
-    thread-local properties: there this does nothing.
-    """
-    if is_connect(spark):
-        yield
-        return
-    context = spark.sparkContext
-    previous = context.getLocalProperty(SCHEDULER_POOL)
-    context.setLocalProperty(SCHEDULER_POOL, name)
-    try:
-        yield
-    finally:
-        context.setLocalProperty(SCHEDULER_POOL, previous)
 
 
 def master(spark):

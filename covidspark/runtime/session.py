@@ -28,10 +28,6 @@ DEFAULT_CONF = {
     # One Keras model per Python worker is only possible when workers are reused.
     "spark.python.worker.reuse": "true",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    # Jobs of a second driver thread (the train job's baseline, fitted while the
-    # network featurizes) share the slots instead of queueing behind every task.
-    # Jobs outside a pool are FIFO as before; Databricks runs FAIR by default.
-    "spark.scheduler.mode": "FAIR",
 }
 
 

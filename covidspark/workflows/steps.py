@@ -312,9 +312,10 @@ def persist_compact(spark, df, vector_col, width=None):
     (:data:`COMPACT_PARTITION_BYTES` each), coalesced from that cache.
 
     A caller that knows the vectors' ``width`` (the baseline's 32x32 pixels) gets
-    one persist in the right partitions and nothing dropped: dropping a cache
-    waits, in Spark's CacheManager, for every cache still being built, so the
-    baseline, fitted beside the featurizer, stalled until featurizing ended.
+    one cache, in the partitions it needs, and none dropped. (Dropping a cache
+    also waits, in Spark's CacheManager, for every cache still being built: a
+    baseline fitted in a second thread while the featurizer filled its cache
+    stalled until featurizing ended.)
     """
     import math
 

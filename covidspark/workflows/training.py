@@ -2,13 +2,10 @@
 import dataclasses
 import logging
 
-from covidspark.runtime.connect import is_connect, scheduler_pool, set_job_description
+from covidspark.runtime.connect import is_connect, set_job_description
 from covidspark.workflows import steps
 
 logger = logging.getLogger("covidspark")
-
-#: The fair-scheduler pool of the baseline's jobs (the Spark UI's Pool Name column).
-BASELINE_POOL = "covidspark-baseline"
 
 
 @dataclasses.dataclass
@@ -119,35 +116,28 @@ def train(config):
     featurizer, resolved = steps.make_featurizer(config, notes)
     with watch.step("split"):
         split, split_info = steps.split_for(images, config, options)
-    # The baseline needs only the split's thumbnails, so it is fitted while the
-    # network featurizes, in its own fair-scheduler pool: logistic regression is
+    # Featurize once; the fit, cross-validation folds and evaluation read the stored features.
+    with watch.step("featurize"):
+        features, store_stats, _ = steps.featurize_once(spark, with_content(split),
+                                                        featurizer, config.features,
+                                                        total=split.count())
+    set_job_description(spark, f"fit {config.classifier}")
+    # The baseline's LR runs beside the classifier: logistic regression is
     # latency-bound (a small Spark job per iteration, the driver optimising in
-    # between), and its one-task jobs take a slot whenever a featurizing task
-    # ends. Measured on 624 images: ~12 s of baseline after the fit was mostly
-    # waiting. Spark Connect keeps the active session per thread, and pyspark.ml
-    # looks it up there: under Connect the baseline runs after the fit, in this thread.
+    # between), so two fits side by side share the cores. Measured on 624 images:
+    # ~12 s of baseline, run after the fit, was most of it waiting.
+    # Spark Connect keeps the active session per thread, and pyspark.ml looks it up
+    # there: under Connect the baseline runs after the fit, in this thread.
     side_by_side = config.baseline and not is_connect(spark)
-
-    def fit_baseline():
-        with scheduler_pool(spark, BASELINE_POOL):
-            return steps.pixel_baseline(spark, split, config.task, options)
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fit_baseline) if side_by_side else None
-        # Featurize once; the fit, cross-validation folds and evaluation read the stored features.
-        with watch.step("featurize"):
-            features, store_stats, _ = steps.featurize_once(spark, with_content(split),
-                                                            featurizer, config.features,
-                                                            total=split.count())
-        set_job_description(spark, f"fit {config.classifier}")
-        with watch.step("fit and evaluate"):
-            head, result = experiment.fit_and_evaluate(features, config.task,
-                                                       config.classifier, options)
-            if config.baseline:
-                baseline = (pending.result() if pending is not None
-                            else steps.pixel_baseline(spark, split, config.task, options))
-                experiment.with_verdict(f"{config.model} + {config.classifier}", result,
-                                        baseline)
+    with watch.step("fit and evaluate"), ThreadPoolExecutor(max_workers=1) as pool:
+        pending = (pool.submit(steps.pixel_baseline, spark, split, config.task, options)
+                   if side_by_side else None)
+        head, result = experiment.fit_and_evaluate(features, config.task, config.classifier,
+                                                   options)
+        if config.baseline:
+            baseline = (pending.result() if pending is not None
+                        else steps.pixel_baseline(spark, split, config.task, options))
+            experiment.with_verdict(f"{config.model} + {config.classifier}", result, baseline)
     features.unpersist()
 
     model_dir = join(out, "model")

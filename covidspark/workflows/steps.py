@@ -302,20 +302,14 @@ COMPACT_PARTITION_BYTES = 64 * 2**20
 def persist_compact(spark, df, vector_col, width=None):
     """``df`` persisted in as few partitions as its size needs, counted: ``(df, rows)``.
 
-    Classifiers read their features once per iteration (LR: one Spark job each),
-    and every job runs a task per partition. The rows arrive in the ingest
-    scan's partitions (dozens for a few hundred images, sized for reading files),
-    so without this most of a fit is task scheduling: measured on 624 images,
-    139 LR jobs of 49 tasks each took 21.9 s. The rows are first spread over the
-    cores (the upstream stage, featurizing, keeps its own partitions), then, when
-    ``vector_col``'s float64 values need fewer partitions than cores
-    (:data:`COMPACT_PARTITION_BYTES` each), coalesced from that cache.
-
-    A caller that knows the vectors' ``width`` (the baseline's 32x32 pixels) gets
-    one cache, in the partitions it needs, and none dropped. (Dropping a cache
-    also waits, in Spark's CacheManager, for every cache still being built: a
-    baseline fitted in a second thread while the featurizer filled its cache
-    stalled until featurizing ended.)
+    Classifiers read their features once per iteration (LR: one Spark job each,
+    a task per partition): in the ingest scan's dozens of partitions a fit is
+    mostly task scheduling (624 images: 139 LR jobs of 49 tasks, 21.9 s). The rows
+    are spread over the cores (featurizing keeps its upstream partitions), then,
+    if ``vector_col``'s float64 values need fewer partitions than cores
+    (:data:`COMPACT_PARTITION_BYTES` each), coalesced from that cache. A known
+    ``width`` (the baseline's pixels) gives one cache in the partitions it needs,
+    none dropped (dropping one waits, in Spark's CacheManager, for caches being built).
     """
     import math
 
@@ -324,21 +318,20 @@ def persist_compact(spark, df, vector_col, width=None):
 
     from covidspark.runtime.connect import default_parallelism
 
-    def partitions_for(rows, width):
-        return max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
-
-    cores = default_parallelism(spark)
-    if width is not None:
-        # The count reads the upstream rows without computing vector_col (pruned).
-        df = df.repartition(min(cores, partitions_for(df.count(), width)))
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
-        return df, df.count()
-    df = df.repartition(cores).persist(StorageLevel.MEMORY_AND_DISK)
-    rows = df.count()
-    first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
-    needed = partitions_for(rows, first[0].size if first is not None else 0)
-    if needed < cores:
-        compact = df.coalesce(needed).persist(StorageLevel.MEMORY_AND_DISK)
+    cores, level = default_parallelism(spark), StorageLevel.MEMORY_AND_DISK
+    known = width is not None
+    if not known:
+        df = df.repartition(cores).persist(level)
+    rows = df.count()  # with a known width: vector_col pruned, only the upstream rows read
+    if not known:
+        first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
+        width = first[0].size if first is not None else 0
+    needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
+    if known:
+        df = df.repartition(min(cores, needed)).persist(level)
+        df.count()
+    elif needed < cores:
+        compact = df.coalesce(needed).persist(level)
         compact.count()
         df.unpersist()
         df = compact
@@ -362,8 +355,7 @@ def baseline_pixels(spark, split):
         pixels = split.withColumn("pixels", array_to_vector(F.col("info.thumbnail")))
     else:
         pixels = PixelFeaturizer().transform(split)
-    pixels, _ = persist_compact(spark, pixels.drop("content"), "pixels",
-                                width=BASELINE_SIZE * BASELINE_SIZE)
+    pixels, _ = persist_compact(spark, pixels.drop("content"), "pixels", width=BASELINE_SIZE**2)
     return pixels
 
 

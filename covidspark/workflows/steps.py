@@ -319,18 +319,18 @@ def persist_compact(spark, df, vector_col, width=None):
     from covidspark.runtime.connect import default_parallelism
 
     cores, level = default_parallelism(spark), StorageLevel.MEMORY_AND_DISK
-    known = width is not None
-    if not known:
-        df = df.repartition(cores).persist(level)
-    rows = df.count()  # with a known width: vector_col pruned, only the upstream rows read
-    if not known:
-        first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
-        width = first[0].size if first is not None else 0
-    needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
-    if known:
+    if width is not None:  # sized before persisting: this count prunes vector_col
+        rows = df.count()
+        needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
         df = df.repartition(min(cores, needed)).persist(level)
         df.count()
-    elif needed < cores:
+        return df, rows
+    df = df.repartition(cores).persist(level)
+    rows = df.count()
+    first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
+    width = first[0].size if first is not None else 0
+    needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
+    if needed < cores:
         compact = df.coalesce(needed).persist(level)
         compact.count()
         df.unpersist()

@@ -12,6 +12,8 @@ JVM), one run, JSON out. For each data set:
   (``COVIDSPARK_COUNT_DECODES``), in every Python worker. Bytes read are Hadoop's
   ``file:`` statistics of this JVM (the images, and also the job's own
   Parquet and model files: an upper bound on the image bytes).
+- ``spark_jobs``: Spark jobs each arm ran. On a few hundred images a train job's
+  time beyond featurizing is mostly per-job cost (an LR iteration is a job).
 
 Then the feature store (the featurize workflow, as ``jobs/featurize.py``) over
 ``--synthetic`` images from empty, and again after adding 10 % new images.
@@ -42,6 +44,15 @@ def hadoop_bytes_read(spark, scheme="file"):
     return sum(s.getBytesRead() for s in statistics if s.getScheme() == scheme)
 
 
+def spark_jobs_started(spark):
+    """Spark jobs started so far in this application (job ids count up from 0).
+
+    The status tracker keeps the newest jobs (``spark.ui.retainedJobs``), so the
+    highest id it knows is the count. None of covidspark's jobs set a job group.
+    """
+    return max(spark.sparkContext.statusTracker().getJobIdsForGroup(), default=-1) + 1
+
+
 class Counters:
     """Decodes and bytes read between two points of the run."""
 
@@ -51,12 +62,13 @@ class Counters:
     def snapshot(self):
         from covidspark.data.decoding import counted_decodes
 
-        return counted_decodes(self.decode_dir), hadoop_bytes_read(self.spark), time.time()
+        return (counted_decodes(self.decode_dir), hadoop_bytes_read(self.spark), time.time(),
+                spark_jobs_started(self.spark))
 
     def since(self, start):
-        decodes, read, now = self.snapshot()
+        decodes, read, now, jobs = self.snapshot()
         return {"decodes": decodes - start[0], "bytes_read": read - start[1],
-                "seconds": round(now - start[2], 2)}
+                "seconds": round(now - start[2], 2), "spark_jobs": jobs - start[3]}
 
 
 def image_bytes(spark, images):

@@ -54,7 +54,7 @@ def spark_jobs_started(spark):
 
 
 class Counters:
-    """Decodes and bytes read between two points of the run."""
+    """Decodes, bytes read, seconds and Spark jobs between two points of the run."""
 
     def __init__(self, spark, decode_dir):
         self.spark, self.decode_dir = spark, decode_dir

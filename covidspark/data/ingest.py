@@ -88,8 +88,14 @@ def has_info(df, info_col="info"):
     return info_col in df.columns
 
 
+def unknown_label_reason(label, known_labels):
+    """Why a row whose label is not among ``known_labels`` is rejected."""
+    return (f"label {label!r} is not one of {', '.join(known_labels)} "
+            f"(map it with label_map)")
+
+
 def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=None,
-                        inspect_labels=None):
+                        inspect_labels=None, known_labels=None):
     """:func:`inspect_images` over ``candidates``, persisted for the job.
 
     Parameters
@@ -107,13 +113,19 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
         Only images with these labels are decoded and keep their bytes; the
         others (a class the task drops) are listed and hashed, with null
         ``content`` and ``info`` facts, for the caller to count and exclude.
+    known_labels : sequence of str, optional
+        Labels the caller accepts: a row with any other label (or none) is not
+        decoded and is among the rejects, found by the same query that collects
+        the decode failures (one scan of the candidates, not two).
 
     Returns
     -------
     (pyspark.sql.DataFrame, list)
         The persisted rows (with ``info``) and ``[(path, reason, True)]`` for the
-        images that do not decode. Later steps read bytes, ids, hashes and
-        thumbnails from the persisted rows, not from storage.
+        rows with an unknown label, then the images that do not decode. The
+        rejected rows stay in the persisted table, for the caller to filter out.
+        Later steps read bytes, ids, hashes and thumbnails from the persisted
+        rows, not from storage.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -126,6 +138,11 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
         skip.append(F.col("_stored").isNotNull())
     if inspect_labels is not None:
         skip.append(~F.col("label").isin(list(inspect_labels)))
+    unknown = F.lit(False)
+    if known_labels is not None:
+        # A null label is unknown too (isin gives null, which a filter drops silently).
+        unknown = ~F.coalesce(F.col("label").isin(list(known_labels)), F.lit(False))
+        skip.append(unknown)
     if skip:
         # Null content is not decoded (inspect_images); a null condition keeps the bytes.
         candidates = candidates.withColumn(
@@ -136,6 +153,9 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
     inspected = inspect_images(candidates, max_pixels=max_pixels).persist(
         StorageLevel.DISK_ONLY)
     # This action fills the cache: the filter runs above the persisted relation.
-    failed = (inspected.filter(F.col("info.error").isNotNull())
-              .select("path", F.col("info.error").alias("error")).collect())
-    return inspected, [(r.path, r.error, True) for r in failed]
+    failed = (inspected.filter(F.col("info.error").isNotNull() | unknown)
+              .select("path", "label", unknown.alias("unknown"),
+                      F.col("info.error").alias("error")).collect())
+    return inspected, ([(r.path, unknown_label_reason(r.label, known_labels), True)
+                        for r in failed if r.unknown]
+                       + [(r.path, r.error, True) for r in failed if not r.unknown])

@@ -191,22 +191,24 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         what = manifest if isinstance(manifest, str) else f"manifest table ({base_dir})"
     if patients is not None:
         candidates = _attach_patients(spark, candidates, patients)
-    checked = candidates
-    if known_labels is not None:
-        from pyspark.sql import functions as F
-
-        known = list(known_labels)
-        unknown = checked.filter(~F.col("label").isin(known)).select("path", "label").collect()
-        rejects = rejects + [(r.path, f"label {r.label!r} is not one of {', '.join(known)} "
-                                      f"(map it with label_map)", True) for r in unknown]
-        checked = checked.filter(F.col("label").isin(known))
     images = candidates
     if validate:
         from covidspark.data.ingest import inspect_and_persist
 
-        images, decode_failures = inspect_and_persist(checked, max_pixels, stored_ids,
-                                                      inspect_labels)
-        rejects = rejects + decode_failures
+        # Unknown labels are found by the ingest pass's own query of its failures.
+        images, ingest_rejects = inspect_and_persist(candidates, max_pixels, stored_ids,
+                                                     inspect_labels, known_labels)
+        rejects = rejects + ingest_rejects
+    elif known_labels is not None:
+        from pyspark.sql import functions as F
+
+        from covidspark.data.ingest import unknown_label_reason
+
+        known = list(known_labels)
+        unknown = (candidates.filter(~F.coalesce(F.col("label").isin(known), F.lit(False)))
+                   .select("path", "label").collect())
+        rejects = rejects + [(r.path, unknown_label_reason(r.label, known), True)
+                             for r in unknown]
     total = n_candidates + sum(1 for _, _, counted in rejects if not counted)
     reject_rows = [(p, reason) for p, reason, _ in rejects]
     if strict and reject_rows:

@@ -322,3 +322,37 @@ def test_known_labels_turn_unknown_labels_into_rejects(spark, fixture_dir, tmp_p
     with pytest.raises(IngestError, match="Lateral"):
         read_images(spark, manifest=manifest, base_dir=fixture_dir, known_labels=("covid",
                                                                                    "normal"))
+
+
+def test_unknown_labels_come_from_the_ingest_query_undecoded(spark, fixture_dir, tmp_path):
+    """With validation, the ingest pass's query of its failures also finds unknown labels.
+
+    Such a row is not decoded: a broken file under an unknown label gets the
+    label's reason, not a decode error, and the label rejects come first.
+    """
+    root = tmp_path / "tree"
+    for label in ("covid", "normal"):
+        shutil.copytree(os.path.join(fixture_dir, label), root / label)
+    broken = _png(_gradient(256, 256))[:300]
+    (root / "normal" / "truncated.png").write_bytes(broken)
+    (root / "Lateral").mkdir()
+    (root / "Lateral" / "cut.png").write_bytes(broken)
+    shutil.copy(os.path.join(fixture_dir, "covid", sorted(os.listdir(root / "covid"))[0]),
+                root / "Lateral" / "side.png")
+    known = ("normal", "covid", "pneumonia")
+    good = len(os.listdir(root / "covid")) + len(os.listdir(root / "normal")) - 1
+    result = read_images(spark, str(root), strict=False, known_labels=known)
+    rejects = [(os.path.basename(r.path), r.reason) for r in result.rejects.collect()]
+    label_reason = "label 'Lateral' is not one of normal, covid, pneumonia"
+    assert sorted(name for name, _ in rejects[:2]) == ["cut.png", "side.png"]
+    assert len(rejects) == 3 and rejects[2][0] == "truncated.png"
+    assert all(label_reason in reason for _, reason in rejects[:2])
+    assert "not a decodable image" in rejects[2][1]
+    assert result.total == good + 3 and result.accepted == good
+    kept = result.images.select("label", "info").collect()
+    assert len(kept) == good and all(r.label in known and r.info.width > 0 for r in kept)
+    # Without validation the labels are still checked (nothing is decoded).
+    plain = read_images(spark, str(root), strict=False, known_labels=known, validate=False)
+    assert sorted(os.path.basename(r.path) for r in plain.rejects.collect()) == [
+        "cut.png", "side.png"]
+    assert plain.images.count() == good + 1

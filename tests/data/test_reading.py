@@ -351,6 +351,24 @@ def test_unknown_labels_come_from_the_ingest_query_undecoded(spark, fixture_dir,
     assert result.total == good + 3 and result.accepted == good
     kept = result.images.select("label", "info").collect()
     assert len(kept) == good and all(r.label in known and r.info.width > 0 for r in kept)
+    # The ingest pass's own table: the unknown-label rows are there, undecoded.
+    from pyspark.sql import functions as F
+
+    from covidspark.data.ingest import inspect_and_persist
+
+    files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+             .load(str(root)))
+    candidates = files.select(F.sha2("content", 256).alias("image_id"), "path",
+                              F.element_at(F.split("path", "/"), -2).alias("label"), "content")
+    inspected, found = inspect_and_persist(candidates, known_labels=known)
+    by_name = {os.path.basename(r.path): r for r in inspected.collect()}
+    inspected.unpersist()
+    for name in ("cut.png", "side.png"):
+        assert by_name[name].content is None and by_name[name].info.error is None, name
+        assert by_name[name].info.width is None, name
+    assert by_name["truncated.png"].info.error is not None
+    assert sorted(os.path.basename(p) for p, _, _ in found) == [
+        "cut.png", "side.png", "truncated.png"]
     # Without validation the labels are still checked (nothing is decoded).
     plain = read_images(spark, str(root), strict=False, known_labels=known, validate=False)
     assert sorted(os.path.basename(r.path) for r in plain.rejects.collect()) == [

@@ -24,8 +24,8 @@ _compat.install()
 _PUBLIC = {
     # data
     "read_images": "covidspark.data.reading",
-    "IngestError": "covidspark.data.reading",
-    "IngestResult": "covidspark.data.reading",
+    "IngestError": "covidspark.data.rejects",
+    "IngestResult": "covidspark.data.rejects",
     "decode_image": "covidspark.data.decoding",
     "resolve_duplicates": "covidspark.data.duplicates",
     "grouped_split": "covidspark.data.splits",

@@ -13,56 +13,21 @@ accepted + rejected always equals the files (or manifest rows) found.
 
 Decoding itself lives in :mod:`covidspark.data.decoding`.
 """
-import dataclasses
 import io
 import logging
 import os
 import posixpath
 
 from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS
+# What a read returns or raises for bad rows; imported from here by callers.
+from covidspark.data.rejects import (REJECT_SCHEMA, IngestError, IngestResult,  # noqa: F401
+                                     format_rejects)
 from covidspark.errors import InputError, InputNotFoundError
 from covidspark.runtime.filesystem import Files, has_scheme, join, local_path
 
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ["image_id", "path", "label", "patient_id", "source", "content"]
-REJECT_SCHEMA = "path string, reason string"
-
-
-class IngestError(InputError):
-    """Raised by a strict read; ``rejects`` is the list of ``(path, reason)``."""
-
-    def __init__(self, message, rejects):
-        super().__init__(message)
-        self.rejects = rejects
-
-
-@dataclasses.dataclass
-class IngestResult:
-    """What a non-strict :func:`read_images` returns.
-
-    Attributes
-    ----------
-    images : pyspark.sql.DataFrame
-        The accepted images (columns :data:`IMAGE_COLUMNS`).
-    rejects : pyspark.sql.DataFrame
-        ``path, reason`` for every file or manifest row that was not accepted.
-    total : int
-        Files (or manifest rows) found; ``accepted + rejected == total``.
-    rejected : int
-    """
-
-    images: object
-    rejects: object
-    total: int
-    rejected: int
-
-    @property
-    def accepted(self):
-        """Number of accepted images."""
-        return self.total - self.rejected
-
-
 # ----------------------------------------------------------------- paths
 
 
@@ -227,14 +192,6 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
                        what, len(reject_rows), total)
     return IngestResult(images, spark.createDataFrame(reject_rows, REJECT_SCHEMA),
                         total, len(reject_rows))
-
-
-def format_rejects(what, rejects, total, limit=20):
-    """One message for a list of ``(path, reason)``."""
-    lines = "\n  ".join(f"{p}: {r}" if not r.startswith(p) else r for p, r in rejects[:limit])
-    more = f"\n  ... and {len(rejects) - limit} more" if len(rejects) > limit else ""
-    return (f"{what}: {len(rejects)} of {total} file(s) or row(s) rejected "
-            f"(strict=False returns them as a table):\n  {lines}{more}")
 
 
 def _binary_files(spark, reader, paths):
@@ -418,10 +375,23 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
         if rejects:
             return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
         raise InputError(f"{manifest}: no rows")
-    meta = spark.createDataFrame(rows, "path string, label string, patient_id string, source string")
-    files, _ = _binary_files(spark, spark.read.format("binaryFile"), [r[0] for r in rows])
-    candidates = meta.join(files, on="path", how="left").select(
-        F.sha2("content", 256).alias("image_id"), "path", "label", "patient_id", "source", "content")
+    files, listing = _binary_files(spark, spark.read.format("binaryFile"), [r[0] for r in rows])
+    # Every row's file was listed (a missing one fails the listing), so a row is lost
+    # only if Spark spells its path differently: say so rather than drop it.
+    listed = set(listing)
+    rejects += [(r[0], f"line {first_line[r[0]]}: not among the files Spark listed for "
+                       f"this path (it spells them {next(iter(listed), '-')!r}, ...)", False)
+                for r in rows if r[0] not in listed]
+    rows = [r for r in rows if r[0] in listed]
+    if not rows:
+        return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
+    meta = spark.createDataFrame(rows, "path string, label string, patient_id string, "
+                                       "source string")
+    # The rows are broadcast, so the bytes stay in the scan's partitions: joined the
+    # other way round (the manifest's rows kept), Spark shuffled every image's bytes.
+    candidates = files.join(F.broadcast(meta), on="path", how="inner").select(
+        F.sha2("content", 256).alias("image_id"), "path", "label", "patient_id", "source",
+        "content")
     return candidates, len(rows), rejects
 
 

@@ -26,7 +26,7 @@ def read_input(spark, config, notes, labelled=True, stored_ids=None, inspect_lab
     """The images a config names: ``(images, description, synthetic?, rejects)``.
 
     ``rejects`` lists ``(path, reason)``; it is empty unless ``config.lenient``
-    (a strict read raises :class:`~covidspark.data.reading.IngestError` instead).
+    (a strict read raises :class:`~covidspark.data.rejects.IngestError` instead).
     ``stored_ids`` (image ids a feature store holds) are not decoded again, nor
     images outside ``inspect_labels`` (classes the task drops).
     """

@@ -241,6 +241,37 @@ def test_read_manifest_with_relative_paths(spark, fixture_dir, tmp_path):
             assert r.image_id == hashlib.sha256(f.read()).hexdigest()
 
 
+def test_a_manifest_read_keeps_the_bytes_in_the_scan_partitions(spark, fixture_dir, tmp_path):
+    """The manifest's rows are joined to the files' bytes without a shuffle.
+
+    Joined the other way round (every manifest row kept), Spark shuffled each
+    image's bytes; the plan must not exchange the scan, and every row still
+    finds its own file's bytes.
+    """
+    names = {label: sorted(os.listdir(os.path.join(fixture_dir, label)))[:3]
+             for label in ("covid", "normal")}
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n" + "".join(
+        f"{os.path.join(fixture_dir, label, name)},{label}\n"
+        for label, files in names.items() for name in files))
+    from covidspark.runtime.session import temporary_conf
+
+    # As for a real set: its files are far over Spark's size to broadcast on its own
+    # (a few small test files are under it, and Spark would broadcast their bytes).
+    with temporary_conf(spark, "spark.sql.autoBroadcastJoinThreshold", "-1"):
+        df = read_images(spark, manifest=str(manifest), validate=False)
+        plan = df._jdf.queryExecution().executedPlan().toString()
+    assert "BinaryFile" in plan or "binaryFile" in plan
+    assert "Exchange hashpartitioning" not in plan, plan
+    rows = df.select("path", "label", "image_id").collect()
+    assert sorted(os.path.basename(r.path) for r in rows) == sorted(
+        n for files in names.values() for n in files)
+    for r in rows:
+        assert os.path.basename(os.path.dirname(local_path(r.path))) == r.label
+        with open(local_path(r.path), "rb") as f:
+            assert r.image_id == hashlib.sha256(f.read()).hexdigest()
+
+
 def test_manifest_errors_name_rows_and_files(spark, tmp_path, fixture_dir):
     good = os.path.join(fixture_dir, "covid", os.listdir(os.path.join(fixture_dir, "covid"))[0])
     manifest = tmp_path / "m.csv"

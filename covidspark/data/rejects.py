@@ -1,0 +1,53 @@
+"""What a read of images returns or raises when files or rows are rejected.
+
+A strict :func:`covidspark.data.reading.read_images` raises :class:`IngestError`
+listing every bad file or row; a lenient one returns an :class:`IngestResult`
+whose ``rejects`` table holds them, with ``accepted + rejected == total``.
+"""
+import dataclasses
+
+from covidspark.errors import InputError
+
+REJECT_SCHEMA = "path string, reason string"
+
+
+class IngestError(InputError):
+    """Raised by a strict read; ``rejects`` is the list of ``(path, reason)``."""
+
+    def __init__(self, message, rejects):
+        super().__init__(message)
+        self.rejects = rejects
+
+
+@dataclasses.dataclass
+class IngestResult:
+    """What a non-strict :func:`read_images` returns.
+
+    Attributes
+    ----------
+    images : pyspark.sql.DataFrame
+        The accepted images (columns :data:`covidspark.data.reading.IMAGE_COLUMNS`).
+    rejects : pyspark.sql.DataFrame
+        ``path, reason`` for every file or manifest row that was not accepted.
+    total : int
+        Files (or manifest rows) found; ``accepted + rejected == total``.
+    rejected : int
+    """
+
+    images: object
+    rejects: object
+    total: int
+    rejected: int
+
+    @property
+    def accepted(self):
+        """Number of accepted images."""
+        return self.total - self.rejected
+
+
+def format_rejects(what, rejects, total, limit=20):
+    """One message for a list of ``(path, reason)``."""
+    lines = "\n  ".join(f"{p}: {r}" if not r.startswith(p) else r for p, r in rejects[:limit])
+    more = f"\n  ... and {len(rejects) - limit} more" if len(rejects) > limit else ""
+    return (f"{what}: {len(rejects)} of {total} file(s) or row(s) rejected "
+            f"(strict=False returns them as a table):\n  {lines}{more}")

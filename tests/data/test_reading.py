@@ -1,3 +1,4 @@
+import contextlib
 import hashlib
 import io
 import logging
@@ -258,9 +259,12 @@ def test_a_manifest_read_keeps_the_bytes_in_the_scan_partitions(spark, fixture_d
 
     # As for a real set: its files are far over Spark's size to broadcast on its own
     # (a few small test files are under it, and Spark would broadcast their bytes).
-    with temporary_conf(spark, "spark.sql.autoBroadcastJoinThreshold", "-1"):
+    printed = io.StringIO()
+    with temporary_conf(spark, "spark.sql.autoBroadcastJoinThreshold", "-1"), \
+            contextlib.redirect_stdout(printed):
         df = read_images(spark, manifest=str(manifest), validate=False)
-        plan = df._jdf.queryExecution().executedPlan().toString()
+        df.explain()  # printed by Python, under Spark Connect too
+    plan = printed.getvalue()
     assert "BinaryFile" in plan or "binaryFile" in plan
     assert "Exchange hashpartitioning" not in plan, plan
     rows = df.select("path", "label", "image_id").collect()

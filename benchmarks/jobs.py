@@ -134,21 +134,23 @@ def train_vs_featurize(spark, counters, config, tmp, train_runs=1):
     from covidspark.ml.pipelines import task_labels
 
     only = featurize_only(spark, counters, config, task_labels(config.task), tmp)
+
+    def ratio(run):
+        return round(run["images_per_s"] / only["images_per_s"], 3)
+
     job = train_job(spark, counters, config)
     again = []
     for run in range(1, train_runs):
         later = train_job(spark, counters,
                           dataclasses.replace(config, out=f"{config.out}-{run + 1}"))
         again.append({"seconds": later["seconds"], "spark_jobs": later["spark_jobs"],
-                      "steps_s": later["steps_s"],
-                      "train_vs_featurize_only": round(later["images_per_s"]
-                                                       / only["images_per_s"], 3)})
+                      "steps_s": later["steps_s"], "train_vs_featurize_only": ratio(later)})
     source = (dict(manifest=config.manifest) if config.manifest else dict(path=config.data[0]))
     size = image_bytes(spark, read_images(spark, validate=False, label_map=config.label_map,
                                           **source))
     return {"featurize_only": only, "train": job, "image_bytes": size,
             "train_bytes_read_per_image_size": round(job["bytes_read"] / size, 3),
-            "train_vs_featurize_only": round(job["images_per_s"] / only["images_per_s"], 3),
+            "train_vs_featurize_only": ratio(job),
             **({"train_again": again} if again else {})}
 
 
@@ -219,6 +221,8 @@ def main(argv=None):
                              "a notebook's second run on a warm cluster)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
+    if args.train_runs < 1:
+        parser.error(f"--train-runs {args.train_runs}: expected 1 or more")
 
     from covidspark.data.decoding import COUNT_DECODES_ENV
 

@@ -88,6 +88,17 @@ def has_info(df, info_col="info"):
     return info_col in df.columns
 
 
+def unknown_label(known_labels, label_col="label"):
+    """The column that is true where a row's label is not among ``known_labels``.
+
+    A null label is unknown too: ``isin`` alone gives null there, which a filter
+    drops without a word.
+    """
+    from pyspark.sql import functions as F
+
+    return ~F.coalesce(F.col(label_col).isin(list(known_labels)), F.lit(False))
+
+
 def unknown_label_reason(label, known_labels):
     """Why a row whose label is not among ``known_labels`` is rejected."""
     return (f"label {label!r} is not one of {', '.join(known_labels)} "
@@ -140,8 +151,8 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
         skip.append(~F.col("label").isin(list(inspect_labels)))
     unknown = F.lit(False)
     if known_labels is not None:
-        # A null label is unknown too (isin gives null, which a filter drops silently).
-        unknown = ~F.coalesce(F.col("label").isin(list(known_labels)), F.lit(False))
+        known_labels = list(known_labels)  # used twice: the column and the messages
+        unknown = unknown_label(known_labels)
         skip.append(unknown)
     if skip:
         # Null content is not decoded (inspect_images); a null condition keeps the bytes.

@@ -165,13 +165,10 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
                                                      inspect_labels, known_labels)
         rejects = rejects + ingest_rejects
     elif known_labels is not None:
-        from pyspark.sql import functions as F
-
-        from covidspark.data.ingest import unknown_label_reason
+        from covidspark.data.ingest import unknown_label, unknown_label_reason
 
         known = list(known_labels)
-        unknown = (candidates.filter(~F.coalesce(F.col("label").isin(known), F.lit(False)))
-                   .select("path", "label").collect())
+        unknown = candidates.filter(unknown_label(known)).select("path", "label").collect()
         rejects = rejects + [(r.path, unknown_label_reason(r.label, known), True)
                              for r in unknown]
     total = n_candidates + sum(1 for _, _, counted in rejects if not counted)

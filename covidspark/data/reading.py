@@ -17,6 +17,8 @@ import io
 import logging
 import os
 import posixpath
+import re
+from urllib.parse import unquote
 
 from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS
 # What a read returns or raises for bad rows; imported from here by callers.
@@ -41,8 +43,29 @@ def _strip_file_scheme(path):
 
 
 def _normalise_uri(path):
-    # inputFiles() says file:///a, the path column says file:/a.
+    # A qualified path may say file:///a, the path column says file:/a.
     return "file:/" + path[len("file:///"):] if path.startswith("file:///") else path
+
+
+_URI_PARTS = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?P<authority>[^/]*))?(?P<path>.*)", re.DOTALL)
+
+
+def _as_path_column(uri):
+    """How Spark's ``path`` column spells a file that ``inputFiles()`` lists as ``uri``.
+
+    ``inputFiles()`` gives ``Path.toUri().toString()``: percent-encoded, with an
+    empty authority kept (``file:///data/COVID%2019/a.png``). The ``path`` column
+    gives Hadoop's ``Path.toString()``: decoded, without an empty authority
+    (``file:/data/COVID 19/a.png``). Compared unconverted, every file whose name
+    needs encoding (a space, ``%``, ``#``) looked unread, and was added a second time.
+    """
+    parts = _URI_PARTS.fullmatch(uri)
+    if parts is None:  # not a URI: nothing was encoded
+        return uri
+    authority = parts["authority"]
+    return (f"{parts['scheme']}:" + (f"//{unquote(authority)}" if authority else "")
+            + unquote(parts["path"]))
 
 
 def read_bytes(path):
@@ -213,7 +236,7 @@ def _binary_files(spark, reader, paths):
     with temporary_conf(spark, "spark.sql.sources.parallelPartitionDiscovery.parallelism",
                         4 * default_parallelism(spark)):
         files = reader.load(paths).select("path", "content")
-        listed = {_normalise_uri(p) for p in files.inputFiles()}
+        listed = {_as_path_column(p) for p in files.inputFiles()}
     read = {r.path for r in files.select("path").collect()}  # column pruning: no bytes read
     skipped = sorted(listed - read)
     if not skipped:

@@ -1,4 +1,5 @@
 import contextlib
+import csv
 import hashlib
 import io
 import logging
@@ -165,6 +166,48 @@ def test_lenient_read_returns_rejects_and_loses_nothing(spark, fixture_dir, tmp_
         assert reason in rejects[name]
     assert result.images.count() == result.accepted == 6
     assert result.accepted + result.rejected == result.total == 6 + len(expected)
+
+
+def test_names_that_need_encoding_in_a_uri_are_read_once(spark, fixture_dir, tmp_path):
+    # Public sets name classes "Viral Pneumonia" or "COVID 19": Spark lists such files
+    # percent-encoded and reads them decoded. Compared as they come, every such file
+    # was "unread", so it was added again as an empty file: a strict read failed on a
+    # good set, and a lenient one counted every file twice.
+    root = tmp_path / "spaced"
+    good = {"COVID 19/a 1.png": 10, "COVID 19/100%.png": 20, "Viral Pneumonia/b#2 é.png": 30}
+    for name, value in good.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(_png(_gradient(40, 40) // 2 + value))
+    (root / "Viral Pneumonia" / "empty 3.png").write_bytes(b"")
+    on_disk = {os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs}
+    assert len(on_disk) == 4
+
+    result = read_images(spark, str(root), strict=False)
+    assert (result.total, result.rejected) == (4, 1)
+    images = {local_path(r.path): r for r in result.images.collect()}
+    assert set(images) == {str(root / name) for name in good}
+    for path, row in images.items():
+        assert row.label == os.path.basename(os.path.dirname(path))
+        with open(path, "rb") as f:
+            assert row.image_id == hashlib.sha256(f.read()).hexdigest()
+    [reject] = result.rejects.collect()
+    assert local_path(reject.path) == str(root / "Viral Pneumonia" / "empty 3.png")
+    assert "empty file" in reject.reason
+    # The strict read names only the one bad file.
+    with pytest.raises(IngestError, match="1 of 4 file") as error:
+        read_images(spark, str(root))
+    assert "empty 3.png" in str(error.value) and "a 1.png" not in str(error.value)
+    # A manifest of the same files: the same images and the same one reject.
+    manifest = tmp_path / "spaced.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerows(sorted((p, os.path.basename(os.path.dirname(p))) for p in on_disk))
+    listed = read_images(spark, manifest=str(manifest), strict=False)
+    assert (listed.total, listed.rejected) == (4, 1)
+    assert {local_path(r.path) for r in listed.images.collect()} == set(images)
+    [reject] = listed.rejects.collect()
+    assert "empty 3.png" in reject.path and "empty file" in reject.reason
 
 
 def test_metadata_files_are_skipped_quietly(spark, fixture_dir, tmp_path, caplog):

@@ -135,6 +135,36 @@ def test_read_dataset_cohen_and_merge_with_another_source(spark, fixture_dir, tm
         merge(bad)
 
 
+@pytest.mark.parametrize("name, layout", [
+    # The clone of muhammedtalo/COVID-19, and the Kaggle download (masks beside images).
+    ("ozturk", {"X-Ray Image DataSet/Covid-19": "covid", "X-Ray Image DataSet/No_findings":
+                "normal", "X-Ray Image DataSet/Pneumonia": "pneumonia"}),
+    ("chowdhury", {"COVID-19_Radiography_Dataset/COVID/images": "covid",
+                   "COVID-19_Radiography_Dataset/Normal/images": "normal",
+                   "COVID-19_Radiography_Dataset/Viral Pneumonia/images": "pneumonia"}),
+])
+def test_read_dataset_reads_the_published_layouts(spark, fixture_dir, tmp_path, name, layout):
+    # Both sets name a folder with a space: each file must be read once, as named.
+    import shutil
+
+    from covidspark.data.datasets import read_dataset
+
+    root = tmp_path / name
+    expected = {}
+    for folder, label in layout.items():
+        (root / folder).mkdir(parents=True)
+        for image in sorted(os.listdir(os.path.join(fixture_dir, label)))[:2]:
+            shutil.copy(os.path.join(fixture_dir, label, image), root / folder / f"x {image}")
+            expected[str(root / folder / f"x {image}")] = label
+        if name == "chowdhury":  # a mask is not an X-ray of the class
+            masks = root / folder.replace("/images", "/masks")
+            masks.mkdir()
+            shutil.copy(os.path.join(fixture_dir, label, image), masks / "m.png")
+    rows = read_dataset(spark, name, str(root)).select("path", "label", "source").collect()
+    assert {r.path[len("file:"):]: r.label for r in rows} == expected
+    assert {r.source for r in rows} == {name}
+
+
 def test_download_offline_says_what_to_run(monkeypatch, tmp_path):
     import dataclasses
     import socket

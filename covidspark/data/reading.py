@@ -352,6 +352,18 @@ def _resolve(files, base, relative):
     return _normalise_uri(files.qualify(join(base, relative)))
 
 
+_GLOB_CHARACTERS = re.compile(r"([{}\[\]*?\\])")
+
+
+def _literal(uri):
+    """``uri`` with Hadoop's glob characters escaped, so Spark loads that one file.
+
+    Spark globs every path it is given: a manifest's ``scan[1].png`` meant
+    ``scan1.png``, and ``a{b}.png`` failed the whole read with PATH_NOT_FOUND.
+    """
+    return _GLOB_CHARACTERS.sub(r"\\\1", uri)
+
+
 def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
     from pyspark.sql import functions as F
 
@@ -395,7 +407,8 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
         if rejects:
             return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
         raise InputError(f"{manifest}: no rows")
-    files, listing = _binary_files(spark, spark.read.format("binaryFile"), [r[0] for r in rows])
+    files, listing = _binary_files(spark, spark.read.format("binaryFile"),
+                                   [_literal(r[0]) for r in rows])
     # Every row's file was listed (a missing one fails the listing), so a row is lost
     # only if Spark spells its path differently: say so rather than drop it.
     listed = set(listing)

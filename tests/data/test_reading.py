@@ -210,6 +210,26 @@ def test_names_that_need_encoding_in_a_uri_are_read_once(spark, fixture_dir, tmp
     assert "empty 3.png" in reject.path and "empty file" in reject.reason
 
 
+def test_a_manifest_names_files_with_glob_characters_literally(spark, tmp_path):
+    # Spark globs the paths it loads: "scan[1].png" meant scan1.png, and "a{b}.png"
+    # failed the whole read with Spark's PATH_NOT_FOUND.
+    folder = tmp_path / "normal"
+    folder.mkdir()
+    names = ["scan[1].png", "scan1.png", "a{b}.png", "c*.png"]
+    for i, name in enumerate(names):
+        (folder / name).write_bytes(_png(_gradient(32, 32) // 2 + 20 * i))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n" + "".join(f"normal/{n},normal\n" for n in names
+                                                 if n != "scan1.png"))
+    result = read_images(spark, manifest=str(manifest), strict=False)
+    assert (result.total, result.rejected) == (3, 0)
+    rows = {local_path(r.path): r.image_id for r in result.images.collect()}
+    assert set(rows) == {str(folder / n) for n in names if n != "scan1.png"}
+    for path, image_id in rows.items():
+        with open(path, "rb") as f:
+            assert image_id == hashlib.sha256(f.read()).hexdigest(), path
+
+
 def test_metadata_files_are_skipped_quietly(spark, fixture_dir, tmp_path, caplog):
     root = tmp_path / "mixed"
     shutil.copytree(os.path.join(fixture_dir, "covid"), root / "covid")

@@ -17,15 +17,15 @@ import io
 import logging
 import os
 import posixpath
-import re
-from urllib.parse import unquote
 
 from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS
 # What a read returns or raises for bad rows; imported from here by callers.
 from covidspark.data.rejects import (REJECT_SCHEMA, IngestError, IngestResult,  # noqa: F401
                                      format_rejects)
+from covidspark.data.uris import (as_path_column, is_local, literal, normalise_uri,
+                                  not_found_path, strip_file_scheme)
 from covidspark.errors import InputError, InputNotFoundError
-from covidspark.runtime.filesystem import Files, has_scheme, join, local_path
+from covidspark.runtime.filesystem import Files, has_scheme, join
 
 logger = logging.getLogger(__name__)
 
@@ -33,45 +33,10 @@ IMAGE_COLUMNS = ["image_id", "path", "label", "patient_id", "source", "content"]
 # ----------------------------------------------------------------- paths
 
 
-def _is_local(path):
-    return local_path(path) is not None
-
-
-def _strip_file_scheme(path):
-    local = local_path(path)
-    return local if local is not None else path
-
-
-def _normalise_uri(path):
-    # A qualified path may say file:///a, the path column says file:/a.
-    return "file:/" + path[len("file:///"):] if path.startswith("file:///") else path
-
-
-_URI_PARTS = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?P<authority>[^/]*))?(?P<path>.*)", re.DOTALL)
-
-
-def _as_path_column(uri):
-    """How Spark's ``path`` column spells a file that ``inputFiles()`` lists as ``uri``.
-
-    ``inputFiles()`` gives ``Path.toUri().toString()``: percent-encoded, with an
-    empty authority kept (``file:///data/COVID%2019/a.png``). The ``path`` column
-    gives Hadoop's ``Path.toString()``: decoded, without an empty authority
-    (``file:/data/COVID 19/a.png``). Compared unconverted, every file whose name
-    needs encoding (a space, ``%``, ``#``) looked unread, and was added a second time.
-    """
-    parts = _URI_PARTS.fullmatch(uri)
-    if parts is None:  # not a URI: nothing was encoded
-        return uri
-    authority = parts["authority"]
-    return (f"{parts['scheme']}:" + (f"//{unquote(authority)}" if authority else "")
-            + unquote(parts["path"]))
-
-
 def read_bytes(path):
     """Read a whole file: local paths directly, other URIs through ``pyarrow.fs``."""
-    if _is_local(path):
-        with open(_strip_file_scheme(path), "rb") as f:
+    if is_local(path):
+        with open(strip_file_scheme(path), "rb") as f:
             return f.read()
     from pyarrow import fs
 
@@ -236,7 +201,7 @@ def _binary_files(spark, reader, paths):
     with temporary_conf(spark, "spark.sql.sources.parallelPartitionDiscovery.parallelism",
                         4 * default_parallelism(spark)):
         files = reader.load(paths).select("path", "content")
-        listed = {_as_path_column(p) for p in files.inputFiles()}
+        listed = {as_path_column(p) for p in files.inputFiles()}
     read = {r.path for r in files.select("path").collect()}  # column pruning: no bytes read
     skipped = sorted(listed - read)
     if not skipped:
@@ -267,7 +232,7 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
     if pattern:
         reader = reader.option("pathGlobFilter", pattern)
     files, listing = _binary_files(spark, reader, root_uri)
-    prefix = _normalise_uri(root_uri).rstrip("/") + "/"
+    prefix = normalise_uri(root_uri).rstrip("/") + "/"
     rejects, keep, labels = [], [], {}
     for p in listing:
         relative = p[len(prefix):] if p.startswith(prefix) else p.rsplit("/", 1)[-1]
@@ -305,7 +270,7 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
             F.split(F.substring("path", len(prefix) + 1, 1 << 20), "/").getItem(0)]
     else:
         label = F.lit(None).cast("string")
-    source = source or posixpath.basename(_strip_file_scheme(root).rstrip("/")) or "images"
+    source = source or posixpath.basename(strip_file_scheme(root).rstrip("/")) or "images"
     candidates = files.join(F.broadcast(kept), on="path", how="inner").select(
         F.sha2("content", 256).alias("image_id"),
         "path",
@@ -348,20 +313,8 @@ def _read_small_csv(spark, path):
 def _resolve(files, base, relative):
     """A manifest's path as a qualified URI: relative to the manifest's folder ``base``."""
     if relative.startswith("/") or has_scheme(relative):
-        return _normalise_uri(files.qualify(relative))
-    return _normalise_uri(files.qualify(join(base, relative)))
-
-
-_GLOB_CHARACTERS = re.compile(r"([{}\[\]*?\\])")
-
-
-def _literal(uri):
-    """``uri`` with Hadoop's glob characters escaped, so Spark loads that one file.
-
-    Spark globs every path it is given: a manifest's ``scan[1].png`` meant
-    ``scan1.png``, and ``a{b}.png`` failed the whole read with PATH_NOT_FOUND.
-    """
-    return _GLOB_CHARACTERS.sub(r"\\\1", uri)
+        return normalise_uri(files.qualify(relative))
+    return normalise_uri(files.qualify(join(base, relative)))
 
 
 def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
@@ -397,7 +350,7 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
             rejects.append((full, f"{where}: duplicate path (first listed on line "
                                   f"{first_line[full]})", False))
             continue
-        if _is_local(full) and not os.path.isfile(_strip_file_scheme(full)):
+        if is_local(full) and not os.path.isfile(strip_file_scheme(full)):
             rejects.append((full, f"{where}: file not found", False))
             continue
         first_line[full] = line
@@ -407,8 +360,7 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
         if rejects:
             return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
         raise InputError(f"{manifest}: no rows")
-    files, listing = _binary_files(spark, spark.read.format("binaryFile"),
-                                   [_literal(r[0]) for r in rows])
+    files, listing, rows = _load_manifest_files(spark, manifest, rows, first_line, rejects)
     # Every row's file was listed (a missing one fails the listing), so a row is lost
     # only if Spark spells its path differently: say so rather than drop it.
     listed = set(listing)
@@ -426,6 +378,49 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
         F.sha2("content", 256).alias("image_id"), "path", "label", "patient_id", "source",
         "content")
     return candidates, len(rows), rejects
+
+
+#: Spark names one missing path per failed load, and each retry lists every file again.
+MAX_MISSING_RETRIES = 10
+
+
+def _load_manifest_files(spark, manifest, rows, first_line, rejects):
+    """``_binary_files`` for a manifest's rows, each row's file loaded literally.
+
+    A file that is not there fails Spark's whole load. Local files were checked
+    before; a missing remote one (S3, HDFS, DBFS) becomes the row's ``file not
+    found`` reject and the load is tried again without it, up to
+    :data:`MAX_MISSING_RETRIES` times; past that one error names them all.
+
+    Returns
+    -------
+    (pyspark.sql.DataFrame, list of str, list of tuple)
+        As ``_binary_files``, and the rows whose files exist.
+    """
+    from pyspark.errors import AnalysisException
+
+    by_spelling = {literal(r[0]): r for r in rows}
+    missing = []
+    while True:
+        try:
+            files, listing = _binary_files(spark, spark.read.format("binaryFile"),
+                                           list(by_spelling))
+            break
+        except AnalysisException as error:
+            row = by_spelling.pop(not_found_path(error), None)
+            if row is None:  # another failure, or a path we did not give: not the user's row
+                raise
+            missing.append(row)
+            if len(missing) > MAX_MISSING_RETRIES:
+                raise InputError(
+                    f"{manifest}: more than {MAX_MISSING_RETRIES} rows name files that do "
+                    f"not exist (Spark reports one a load), among them: "
+                    + "; ".join(f"line {first_line[r[0]]}: {r[0]}" for r in missing)) from None
+            if not by_spelling:
+                files, listing = None, []
+                break
+    rejects += [(r[0], f"line {first_line[r[0]]}: file not found", False) for r in missing]
+    return files, listing, list(by_spelling.values())
 
 
 _EMPTY_SCHEMA = ("image_id string, path string, label string, patient_id string, "

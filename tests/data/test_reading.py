@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import local_path, require_module
+from conftest import classic_only, local_path, require_module
 from conftest import gradient as _gradient
 from conftest import png_bytes as _png
 from covidspark.data.reading import IngestError, read_images
@@ -228,6 +228,40 @@ def test_a_manifest_names_files_with_glob_characters_literally(spark, tmp_path):
     for path, image_id in rows.items():
         with open(path, "rb") as f:
             assert image_id == hashlib.sha256(f.read()).hexdigest(), path
+
+
+@classic_only("mounts a Hadoop filesystem through the session's Hadoop configuration")
+def test_a_remote_manifest_row_whose_file_is_missing_is_rejected_not_fatal(spark, tmp_path):
+    # On S3 or HDFS covidspark cannot stat every row beforehand, and Spark fails the
+    # whole load on the first missing path. viewfs:// is a real non-local Hadoop
+    # filesystem (a mount of this folder), so the read takes that path here.
+    from covidspark.data.reading import MAX_MISSING_RETRIES
+
+    mount = f"xrays{os.getpid()}{tmp_path.name}".replace("_", "")
+    spark.sparkContext._jsc.hadoopConfiguration().set(
+        f"fs.viewfs.mounttable.{mount}.link./data", tmp_path.as_uri())
+    (tmp_path / "normal").mkdir()
+    for i, name in enumerate(["a.png", "b.png"]):
+        (tmp_path / "normal" / name).write_bytes(_png(_gradient(32, 32) // 2 + 40 * i))
+    remote = f"viewfs://{mount}/data/normal"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n" + "".join(
+        f"{remote}/{name},normal\n" for name in ["a.png", "gone1.png", "b.png", "gone2.png"]))
+    result = read_images(spark, manifest=str(manifest), strict=False)
+    assert (result.total, result.rejected) == (4, 2)
+    assert sorted((r.path, r.reason) for r in result.rejects.collect()) == [
+        (f"{remote}/gone1.png", "line 3: file not found"),
+        (f"{remote}/gone2.png", "line 5: file not found")]
+    for row in result.images.collect():
+        on_disk = (tmp_path / "normal" / row.path.rsplit("/", 1)[1]).read_bytes()
+        assert row.image_id == hashlib.sha256(on_disk).hexdigest()
+    # Spark names one missing path a load: past the limit, one error names them.
+    many = tmp_path / "many.csv"
+    many.write_text("path,label\n" + "".join(
+        f"{remote}/gone{i}.png,normal\n" for i in range(MAX_MISSING_RETRIES + 3)))
+    with pytest.raises(InputError, match=f"more than {MAX_MISSING_RETRIES} rows name files "
+                                         r"that do not exist.*line 2: viewfs://"):
+        read_images(spark, manifest=str(many), strict=False)
 
 
 def test_metadata_files_are_skipped_quietly(spark, fixture_dir, tmp_path, caplog):

@@ -34,15 +34,8 @@ IMAGE_COLUMNS = ["image_id", "path", "label", "patient_id", "source", "content"]
 
 
 def read_bytes(path):
-    """Read a whole file: local paths directly, other URIs through ``pyarrow.fs``."""
-    if is_local(path):
-        with open(strip_file_scheme(path), "rb") as f:
-            return f.read()
-    from pyarrow import fs
-
-    filesystem, inner = fs.FileSystem.from_uri(path)
-    with filesystem.open_input_stream(inner) as stream:
-        return stream.read()
+    """Read a whole file on an executor: local paths directly, other URIs through pyarrow."""
+    return Files().read_bytes(path)
 
 
 # ----------------------------------------------------------------- reading

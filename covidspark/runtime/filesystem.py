@@ -26,6 +26,7 @@ import io
 import os
 import posixpath
 import uuid
+from urllib.parse import quote
 
 from covidspark.errors import InputError
 from covidspark.runtime.connect import is_connect
@@ -51,6 +52,24 @@ def join(base, *names):
     for name in names:
         out = posixpath.join(out, name) if out else name
     return out
+
+
+# What a path may hold as it is, in pyarrow's URI parser (RFC 3986 pchar, and "/").
+_ARROW_SAFE = "/!$&'()*+,;=:@~"
+
+
+def for_arrow(uri):
+    """``uri`` as pyarrow's URI parser takes it: its path percent-encoded.
+
+    covidspark's URIs are spelled as Spark's ``path`` column spells them, decoded
+    (``s3://b/Viral Pneumonia/x.png``). pyarrow refuses a space and decodes
+    ``%xx``, so a name's ``%`` is encoded as well, and comes back as it was.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority}{slash}{quote(path, safe=_ARROW_SAFE)}"
 
 
 def local_path(uri):
@@ -160,14 +179,16 @@ class Files:
         try:
             from pyarrow import fs
 
-            filesystem, inner = fs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
+            spelled = for_arrow(uri.replace("s3a://", "s3://", 1))
+            filesystem, inner = fs.FileSystem.from_uri(spelled)
         except Exception as error:  # noqa: BLE001 - pyarrow names what it lacks
             who = ("a Spark Connect client" if self._connect
-                   else "a process without a Spark session (a training rank, a tool)")
+                   else "a process without a Spark session (an executor's Python worker, "
+                        "a training rank, a tool)")
             raise InputError(
-                f"{uri}: {who} writes {scheme}:// files itself, through pyarrow, and cannot "
-                f"here ({error}). Use a /Volumes path on Databricks, an s3:// or hdfs:// "
-                f"URI, or a classic session") from None
+                f"{uri}: {who} reads and writes {scheme}:// files itself, through pyarrow, "
+                f"and cannot here ({error}). Use a /Volumes path on Databricks, an s3:// or "
+                f"hdfs:// URI, or a classic session") from None
         return filesystem, inner
 
     def arrow_location(self, uri):

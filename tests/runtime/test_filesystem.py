@@ -44,6 +44,23 @@ def test_local_files_without_spark(tmp_path):
         files.write_text("viewfs://cluster/key", "x")
 
 
+@pytest.mark.parametrize("uri, inner", [
+    ("gs://bucket/Viral Pneumonia/100%#1?é.png", "bucket/Viral Pneumonia/100%#1?é.png"),
+    ("mock:///COVID 19/a%20b.png", "COVID 19/a%20b.png"),
+])
+def test_remote_paths_reach_pyarrow_as_spark_spells_them(uri, inner):
+    # Spark's path column is decoded ("Viral Pneumonia"); pyarrow's URI parser
+    # refused the space, and would have decoded a literal "%20" in a name.
+    from pyarrow import fs
+
+    from covidspark.runtime.filesystem import for_arrow
+
+    with pytest.raises(Exception, match="Cannot parse URI"):
+        fs.FileSystem.from_uri(uri)
+    assert fs.FileSystem.from_uri(for_arrow(uri))[1] == inner
+    assert for_arrow("/a b/c") == "/a b/c"  # not a URI: left alone
+
+
 @pytest.mark.subprocess
 def test_viewfs_default_filesystem_library_paths(tmp_path, fixture_dir):
     """In a session whose default filesystem is viewfs: read_images, the feature store, reports."""

@@ -22,8 +22,8 @@ from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METAD
 # What a read returns or raises for bad rows; imported from here by callers.
 from covidspark.data.rejects import (REJECT_SCHEMA, IngestError, IngestResult,  # noqa: F401
                                      format_rejects)
-from covidspark.data.uris import (as_path_column, is_local, literal, normalise_uri,
-                                  not_found_path, strip_file_scheme)
+from covidspark.data.uris import (as_path_column, hidden_from_spark, is_local, literal,
+                                  normalise_uri, not_found_path, strip_file_scheme)
 from covidspark.errors import InputError, InputNotFoundError
 from covidspark.runtime.filesystem import Files, has_scheme, join
 
@@ -357,9 +357,11 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
     # Every row's file was listed (a missing one fails the listing), so a row is lost
     # only if Spark spells its path differently: say so rather than drop it.
     listed = set(listing)
-    rejects += [(r[0], f"line {first_line[r[0]]}: not among the files Spark listed for "
-                       f"this path (it spells them {next(iter(listed), '-')!r}, ...)", False)
-                for r in rows if r[0] not in listed]
+    rejects += [(r[0], f"line {first_line[r[0]]}: " + (
+        "Spark's file sources skip a file whose name starts with '_' or '.' (hidden); "
+        "rename it" if hidden_from_spark(r[0]) else
+        f"not among the files Spark listed for this path (it spells them "
+        f"{next(iter(listed), '-')!r}, ...)"), False) for r in rows if r[0] not in listed]
     rows = [r for r in rows if r[0] in listed]
     if not rows:
         return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects

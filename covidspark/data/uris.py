@@ -74,3 +74,15 @@ def not_found_path(error):
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     found = _PATH_NOT_FOUND.search(first)
     return found["path"] if found else None
+
+
+def hidden_from_spark(uri):
+    """Whether Spark's file sources skip this file by its name, as Spark decides it.
+
+    They treat a name that starts with ``_`` or ``.`` as hidden (``_SUCCESS``,
+    ``.DS_Store``, ``__MACOSX/``) and one ending ``._COPYING_`` as half-written,
+    even when the file is named explicitly.
+    """
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    return ((name.startswith("_") and "=" not in name) or name.startswith(".")
+            or name.endswith("._COPYING_"))

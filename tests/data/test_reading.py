@@ -230,6 +230,27 @@ def test_a_manifest_names_files_with_glob_characters_literally(spark, tmp_path):
             assert image_id == hashlib.sha256(f.read()).hexdigest(), path
 
 
+def test_names_spark_hides_are_rejected_with_the_reason_in_a_manifest(spark, tmp_path):
+    # Spark's file sources skip "_x" and ".x" even when a path names them; the
+    # reject said only "not among the files Spark listed".
+    (tmp_path / "normal").mkdir()
+    (tmp_path / "__MACOSX").mkdir()
+    for i, name in enumerate(["normal/a.png", "normal/_b.png", "normal/.c.png",
+                              "__MACOSX/._a.png"]):
+        (tmp_path / name).write_bytes(_png(_gradient(32, 32) // 2 + 40 * i))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nnormal/a.png,normal\nnormal/_b.png,normal\n"
+                        "normal/.c.png,normal\n")
+    result = read_images(spark, manifest=str(manifest), strict=False)
+    assert (result.total, result.rejected) == (3, 2)
+    reasons = {r.path.rsplit("/", 1)[1]: r.reason for r in result.rejects.collect()}
+    assert set(reasons) == {"_b.png", ".c.png"}
+    assert all("name starts with '_' or '.' (hidden)" in r for r in reasons.values()), reasons
+    # A folder read skips them as every Spark file source does (macOS's __MACOSX/ too).
+    folder = read_images(spark, str(tmp_path), strict=False)
+    assert (folder.total, folder.rejected) == (1, 0)
+
+
 @classic_only("mounts a Hadoop filesystem through the session's Hadoop configuration")
 def test_a_remote_manifest_row_whose_file_is_missing_is_rejected_not_fatal(spark, tmp_path):
     # On S3 or HDFS covidspark cannot stat every row beforehand, and Spark fails the

@@ -410,7 +410,8 @@ def _load_manifest_files(spark, manifest, rows, first_line, rejects):
                 raise InputError(
                     f"{manifest}: more than {MAX_MISSING_RETRIES} rows name files that do "
                     f"not exist (Spark reports one a load), among them: "
-                    + "; ".join(f"line {first_line[r[0]]}: {r[0]}" for r in missing)) from None
+                    + "; ".join(f"line {line}: {path}" for line, path in
+                                sorted((first_line[r[0]], r[0]) for r in missing))) from None
             if not by_spelling:
                 files, listing = None, []
                 break

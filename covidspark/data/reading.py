@@ -353,15 +353,13 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
         if rejects:
             return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
         raise InputError(f"{manifest}: no rows")
-    files, listing, rows = _load_manifest_files(spark, manifest, rows, first_line, rejects)
+    files, listing, rows, missing = _load_manifest_files(spark, manifest, rows, first_line)
+    rejects += missing
     # Every row's file was listed (a missing one fails the listing), so a row is lost
-    # only if Spark spells its path differently: say so rather than drop it.
+    # only if Spark hides its name or spells its path differently: say which.
     listed = set(listing)
-    rejects += [(r[0], f"line {first_line[r[0]]}: " + (
-        "Spark's file sources skip a file whose name starts with '_' or '.' (hidden); "
-        "rename it" if hidden_from_spark(r[0]) else
-        f"not among the files Spark listed for this path (it spells them "
-        f"{next(iter(listed), '-')!r}, ...)"), False) for r in rows if r[0] not in listed]
+    rejects += [(r[0], f"line {first_line[r[0]]}: {_unlisted_reason(r[0], listed)}", False)
+                for r in rows if r[0] not in listed]
     rows = [r for r in rows if r[0] in listed]
     if not rows:
         return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
@@ -379,7 +377,16 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
 MAX_MISSING_RETRIES = 10
 
 
-def _load_manifest_files(spark, manifest, rows, first_line, rejects):
+def _unlisted_reason(path, listed):
+    """Why a manifest row's existing file is not among the files Spark listed."""
+    if hidden_from_spark(path):
+        return ("Spark's file sources skip a file whose name starts with '_' or '.' "
+                "(hidden); rename it")
+    return (f"not among the files Spark listed for this path (it spells them "
+            f"{next(iter(listed), '-')!r}, ...)")
+
+
+def _load_manifest_files(spark, manifest, rows, first_line):
     """``_binary_files`` for a manifest's rows, each row's file loaded literally.
 
     A file that is not there fails Spark's whole load. Local files were checked
@@ -389,8 +396,9 @@ def _load_manifest_files(spark, manifest, rows, first_line, rejects):
 
     Returns
     -------
-    (pyspark.sql.DataFrame, list of str, list of tuple)
-        As ``_binary_files``, and the rows whose files exist.
+    (pyspark.sql.DataFrame, list of str, list of tuple, list of tuple)
+        As ``_binary_files``, the rows whose files exist, and the
+        ``(path, reason, counted=False)`` rejects of the rows whose files do not.
     """
     from pyspark.errors import AnalysisException
 
@@ -415,8 +423,8 @@ def _load_manifest_files(spark, manifest, rows, first_line, rejects):
             if not by_spelling:
                 files, listing = None, []
                 break
-    rejects += [(r[0], f"line {first_line[r[0]]}: file not found", False) for r in missing]
-    return files, listing, list(by_spelling.values())
+    return (files, listing, list(by_spelling.values()),
+            [(r[0], f"line {first_line[r[0]]}: file not found", False) for r in missing])
 
 
 _EMPTY_SCHEMA = ("image_id string, path string, label string, patient_id string, "

@@ -22,10 +22,10 @@ from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METAD
 # What a read returns or raises for bad rows; imported from here by callers.
 from covidspark.data.rejects import (REJECT_SCHEMA, IngestError, IngestResult,  # noqa: F401
                                      format_rejects)
-from covidspark.data.uris import (as_path_column, hidden_from_spark, is_local, literal,
-                                  normalise_uri, not_found_path, strip_file_scheme)
+from covidspark.data.uris import (as_path_column, hidden_from_spark, literal, normalise_uri,
+                                  not_found_path, strip_file_scheme)
 from covidspark.errors import InputError, InputNotFoundError
-from covidspark.runtime.filesystem import Files, has_scheme, join
+from covidspark.runtime.filesystem import Files, has_scheme, join, on_this_machine
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +343,8 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
             rejects.append((full, f"{where}: duplicate path (first listed on line "
                                   f"{first_line[full]})", False))
             continue
-        if is_local(full) and not os.path.isfile(strip_file_scheme(full)):
+        opened = on_this_machine(full)  # a local or mounted file: checked here, cheaply
+        if opened is not None and not os.path.isfile(opened):
             rejects.append((full, f"{where}: file not found", False))
             continue
         first_line[full] = line

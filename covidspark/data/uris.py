@@ -11,11 +11,6 @@ from urllib.parse import unquote
 from covidspark.runtime.filesystem import local_path
 
 
-def is_local(path):
-    """Whether ``path`` is on this machine's filesystem (``file:`` or no scheme)."""
-    return local_path(path) is not None
-
-
 def strip_file_scheme(path):
     """``file:/a/b`` -> ``/a/b``; other URIs unchanged."""
     local = local_path(path)

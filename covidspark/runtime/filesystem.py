@@ -9,8 +9,13 @@ them:
 - A path without a scheme means what it means to Spark: it is qualified
   against the session's default filesystem (``fs.defaultFS``: ``file:`` on a
   laptop, ``hdfs://`` on EMR, ``dbfs:`` on Databricks), never forced to ``file:``.
-- ``file:`` URIs (and ``/Volumes``, ``/dbfs`` paths, FUSE-mounted on Databricks'
-  driver) are written with plain file calls.
+- On Databricks, the paths of its FUSE mounts are given to Spark as Databricks
+  documents them for Spark: ``/Volumes/...`` as ``dbfs:/Volumes/...``, ``/dbfs/x``
+  as ``dbfs:/x``, ``/Workspace/...`` as ``file:/Workspace/...``. Never
+  ``file:/Volumes``: a JVM cannot open volume files through the FUSE path on every
+  access mode.
+- ``file:`` URIs, and ``dbfs:`` URIs on a machine that mounts them, are read and
+  written with plain file calls.
 - Any other URI (``hdfs://``, ``s3://``, ``s3a://``, ``dbfs:/``, ``viewfs://``,
   ``abfss://``, ``gs://``) goes through Hadoop's own ``FileSystem`` in the
   driver's JVM in a classic session, with the cluster's credentials and
@@ -30,9 +35,7 @@ from urllib.parse import quote
 
 from covidspark.errors import InputError
 from covidspark.runtime.connect import is_connect
-
-# Paths Databricks mounts on the driver (and executors) with FUSE: plain file calls work.
-FUSE_PREFIXES = ("/Volumes/", "/dbfs/", "/Workspace/")
+from covidspark.runtime.mounts import databricks_spelling, fuse_path
 
 
 def has_scheme(path):
@@ -70,6 +73,12 @@ def for_arrow(uri):
         return uri
     authority, slash, path = rest.partition("/")
     return f"{scheme}://{authority}{slash}{quote(path, safe=_ARROW_SAFE)}"
+
+
+def on_this_machine(uri):
+    """The path plain file calls open for ``uri``: a local file or a FUSE-mounted one; else None."""
+    local = local_path(uri)
+    return local if local is not None else fuse_path(uri)
 
 
 def local_path(uri):
@@ -136,8 +145,9 @@ class Files:
         if has_scheme(path):
             local = local_path(path)
             return "file:" + os.path.abspath(local) if local is not None else path
-        if path.startswith(FUSE_PREFIXES) and os.path.isdir("/" + path.split("/")[1]):
-            return "file:" + path  # mounted on this machine: Databricks' driver
+        spelled = databricks_spelling(path)
+        if spelled is not None:
+            return spelled
         if not self._connect and self.spark is not None:
             jvm = self.spark.sparkContext._jvm
             jpath = jvm.org.apache.hadoop.fs.Path(path)
@@ -174,8 +184,6 @@ class Files:
 
     def _arrow(self, uri):
         scheme = scheme_of(uri)
-        if scheme == "dbfs" and os.path.isdir("/dbfs"):
-            return None, "/dbfs/" + uri.split(":", 1)[1].lstrip("/")
         try:
             from pyarrow import fs
 
@@ -195,19 +203,18 @@ class Files:
         """``(pyarrow filesystem, path)`` of ``uri`` for readers that take one
         (``pyarrow.parquet``); the filesystem is None for a path on this machine."""
         uri = self.qualify(uri)
-        local = local_path(uri)
+        local = on_this_machine(uri)
         return (None, local) if local is not None else self._arrow(uri)
 
     def _backend(self, uri):
         """``("local", path)``, ``("hadoop", (fs, path))`` or ``("arrow", (fs, path))``."""
         uri = self.qualify(uri)
-        local = local_path(uri)
+        local = on_this_machine(uri)
         if local is not None:
             return "local", local
         if self.spark is not None and not self._connect:
             return "hadoop", self._hadoop(uri)
-        filesystem, inner = self._arrow(uri)
-        return ("local", inner) if filesystem is None else ("arrow", (filesystem, inner))
+        return "arrow", self._arrow(uri)
 
     # ----------------------------------------------------------- operations
 

@@ -17,9 +17,9 @@ def test_the_sparkdl_migration_after_snippet_runs_and_its_saved_model_predicts_t
         spark, fixture_dir, tmp_path):
     code = (_after_snippet()
             .replace('"/dbfs/xrays"', repr(fixture_dir))
-            .replace('"/dbfs/models/xray-lr"', repr(str(tmp_path / "xray-lr")))
+            .replace('"dbfs:/models/xray-lr"', repr(str(tmp_path / "xray-lr")))
             .replace('weights="imagenet"', 'weights="random"'))
-    assert "/dbfs" not in code and 'weights="random"' in code
+    assert '"/dbfs' not in code and '"dbfs:' not in code and 'weights="random"' in code
     namespace = {"spark": spark}
     exec(compile(code, "migrating-from-sparkdl.md", "exec"), namespace)
     predictions = namespace["predictions"].select("path", "probability").collect()

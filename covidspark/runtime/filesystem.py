@@ -31,9 +31,9 @@ import io
 import os
 import posixpath
 import uuid
-from urllib.parse import quote
 
 from covidspark.errors import InputError
+from covidspark.runtime.arrow_fs import arrow_filesystem
 from covidspark.runtime.connect import is_connect
 from covidspark.runtime.mounts import databricks_spelling, fuse_path
 
@@ -55,24 +55,6 @@ def join(base, *names):
     for name in names:
         out = posixpath.join(out, name) if out else name
     return out
-
-
-# What a path may hold as it is, in pyarrow's URI parser (RFC 3986 pchar, and "/").
-_ARROW_SAFE = "/!$&'()*+,;=:@~"
-
-
-def for_arrow(uri):
-    """``uri`` as pyarrow's URI parser takes it: its path percent-encoded.
-
-    covidspark's URIs are spelled as Spark's ``path`` column spells them, decoded
-    (``s3://b/Viral Pneumonia/x.png``). pyarrow refuses a space and decodes
-    ``%xx``, so a name's ``%`` is encoded as well, and comes back as it was.
-    """
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}://{authority}{slash}{quote(path, safe=_ARROW_SAFE)}"
 
 
 def on_this_machine(uri):
@@ -185,10 +167,7 @@ class Files:
     def _arrow(self, uri):
         scheme = scheme_of(uri)
         try:
-            from pyarrow import fs
-
-            spelled = for_arrow(uri.replace("s3a://", "s3://", 1))
-            filesystem, inner = fs.FileSystem.from_uri(spelled)
+            filesystem, inner = arrow_filesystem(uri)
         except Exception as error:  # noqa: BLE001 - pyarrow names what it lacks
             who = ("a Spark Connect client" if self._connect
                    else "a process without a Spark session (an executor's Python worker, "

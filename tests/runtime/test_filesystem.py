@@ -53,12 +53,40 @@ def test_remote_paths_reach_pyarrow_as_spark_spells_them(uri, inner):
     # refused the space, and would have decoded a literal "%20" in a name.
     from pyarrow import fs
 
-    from covidspark.runtime.filesystem import for_arrow
+    from covidspark.runtime.arrow_fs import for_arrow
 
     with pytest.raises(Exception, match="Cannot parse URI"):
         fs.FileSystem.from_uri(uri)
     assert fs.FileSystem.from_uri(for_arrow(uri))[1] == inner
     assert for_arrow("/a b/c") == "/a b/c"  # not a URI: left alone
+
+
+def test_a_bucket_s_pyarrow_filesystem_is_built_once_per_process(monkeypatch):
+    # Building one can cost a network call (S3 looks up the bucket's region), and an
+    # executor reading a path column opens every image: once per bucket, not per file.
+    from pyarrow import fs
+
+    from covidspark.runtime import arrow_fs
+
+    monkeypatch.setattr(arrow_fs, "_BUILT", {})
+    uris = ["gs://bucket/a/1.png", "gs://bucket/Viral Pneumonia/100%#1?é.png", "gs://bucket/",
+            "gs://other/x.png", "mock:///COVID 19/a%20b.png", "mock:///b/c.png"]
+    opened = {}
+    for uri in uris * 2:
+        filesystem, inner = arrow_fs.arrow_filesystem(uri)
+        # pyarrow's own parser is the reference for where the file lies inside it.
+        assert inner == fs.FileSystem.from_uri(arrow_fs.for_arrow(uri))[1]
+        opened.setdefault(uri, []).append(filesystem)
+    bucket = {id(f) for uri in uris[:2] for f in opened[uri]}
+    assert len(bucket) == 1  # pyarrow builds a new one per call: this one was reused
+    assert opened["gs://other/x.png"][0] is opened["gs://other/x.png"][1]
+    assert opened["gs://other/x.png"][0] is not opened[uris[0]][0]
+
+    # The mock filesystem starts empty each time pyarrow builds it: what one Files
+    # writes, a new Files (another image of the same worker) reads back.
+    Files().makedirs("mock:///COVID 19")
+    Files().write_bytes("mock:///COVID 19/a%20b.png", b"\x89PNG")
+    assert Files().read_bytes("mock:///COVID 19/a%20b.png") == b"\x89PNG"
 
 
 @pytest.mark.subprocess

@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.subprocess, pytest.mark.connect]
 #: compare, predict (with heat maps) and evaluate workflows.
 CORE_TESTS = [
     "tests/runtime/test_connect_api.py",
+    # Databricks' mounts as a serverless or standard-access notebook's session sees them.
+    "tests/runtime/test_mounts.py",
     "tests/data/test_reading.py",
     # Its new-session test reloads the pipeline in a second client process, which
     # must also exit (a model released at exit once hung it: runtime/session.py).

@@ -144,8 +144,9 @@ class Files:
         return default + path
 
     def is_local(self, uri):
-        """True when ``uri`` (qualified) is a file on this machine."""
-        return local_path(uri) is not None
+        """True when plain file calls open ``uri`` (qualified): a local file, or a
+        ``dbfs:`` one through Databricks' mount."""
+        return on_this_machine(uri) is not None
 
     # ----------------------------------------------------------- backends
 

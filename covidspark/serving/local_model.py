@@ -18,7 +18,8 @@ computes exactly what Spark's ``transform`` computes:
   the largest raw count.
 
 Tests compare every classifier with Spark's own predictions on the same images.
-Only local paths (and ``/dbfs``, ``/Volumes`` FUSE mounts) can be read.
+Only files on this machine can be read: local paths, and on Databricks ``/dbfs``,
+``/Volumes`` (and their ``dbfs:`` URIs, as ``train`` reports them) through its mounts.
 """
 import dataclasses
 import glob
@@ -262,7 +263,8 @@ def load_pipeline(path):
     Parameters
     ----------
     path : str
-        The model folder (``<run>/model``); a local path or a FUSE mount.
+        The model folder (``<run>/model``): a local path or ``file:`` URI; on
+        Databricks also ``/Volumes/...``, ``/dbfs/...`` or their ``dbfs:`` URIs.
 
     Returns
     -------
@@ -275,10 +277,15 @@ def load_pipeline(path):
     ModelFormatError
         If a stage is not one covidspark pipelines use.
     """
-    if "://" in path or path.startswith("dbfs:"):
-        raise ModelFormatError(f"{path}: serving reads local paths (use /dbfs/... or /Volumes/...)")
+    from covidspark.runtime.filesystem import on_this_machine
+
+    # train reports its model as Spark spells it: file:/..., or dbfs:/Volumes/... on Databricks.
+    shown, path = path, on_this_machine(path)
+    if path is None:
+        raise ModelFormatError(f"{shown}: serving reads a model on this machine: a local path, "
+                               f"or /Volumes/..., /dbfs/... (dbfs:/...) on Databricks")
     if not os.path.isdir(os.path.join(path, "metadata")):
-        raise InputNotFoundError(f"No saved model at {path} (expected <run>/model from train)")
+        raise InputNotFoundError(f"No saved model at {shown} (expected <run>/model from train)")
     pipeline = read_metadata(path)
     uids = param(pipeline, "stageUids") or []
     stages = {}

@@ -59,6 +59,7 @@ def test_files_under_the_mounts_are_written_and_read_through_them(databricks, sp
     files.write_text("/Volumes/main/xray/runs/lr/metrics.json", '{"n": 1}')
     assert (volumes / "main/xray/runs/lr/metrics.json").read_text() == '{"n": 1}'
     assert files.read_text("dbfs:/Volumes/main/xray/runs/lr/metrics.json") == '{"n": 1}'
+    assert files.is_local("dbfs:/Volumes/main/xray/runs/lr/metrics.json")
     assert files.list_dirs("/Volumes/main/xray/runs") == ["dbfs:/Volumes/main/xray/runs/lr"]
     assert files.check_writable("/dbfs/runs/grid") == "dbfs:/runs/grid"
     assert (dbfs / "runs/grid").is_dir()
@@ -75,3 +76,22 @@ def test_without_the_mount_a_dbfs_uri_is_an_error_that_names_it(databricks, monk
     monkeypatch.setattr(mounts, "FUSE_MOUNTS", (("dbfs:/", "/nonexistent-dbfs-mount/"),))
     with pytest.raises(InputError, match="dbfs:/models/w.h5: a process without a Spark session"):
         Files().read_bytes("/dbfs/models/w.h5")
+
+
+def test_serving_reads_a_model_train_reported_as_a_dbfs_uri(databricks):
+    # metrics.json names the model as Spark spells it; `covidspark serve` is given that.
+    from covidspark.errors import InputNotFoundError
+    from covidspark.serving.local_model import ModelFormatError, load_pipeline
+
+    volumes, _ = databricks
+    model = "dbfs:/Volumes/main/xray/runs/lr/model"
+    with pytest.raises(InputNotFoundError, match=f"No saved model at {model} "):
+        load_pipeline(model)
+    (volumes / "main/xray/runs/lr/model/metadata").mkdir(parents=True)
+    # Read through the mount: the folder is found, and its (missing) part file named.
+    with pytest.raises(ModelFormatError, match=f"{volumes}/main/xray/runs/lr/model: no "
+                                               f"metadata/part-"):
+        load_pipeline(model)
+    with pytest.raises(ModelFormatError, match="s3://bucket/model: serving reads a model on "
+                                               "this machine"):
+        load_pipeline("s3://bucket/model")

@@ -173,6 +173,11 @@ class Files:
             who = ("a Spark Connect client" if self._connect
                    else "a process without a Spark session (an executor's Python worker, "
                         "a training rank, a tool)")
+            if scheme == "dbfs":  # pyarrow has no dbfs: filesystem; only the mounts open it
+                raise InputError(
+                    f"{uri}: {who} opens dbfs: files through Databricks' /Volumes and /dbfs "
+                    f"mounts, and this machine has none. Run on Databricks (a notebook or "
+                    f"job), or use a URI pyarrow opens (s3://, gs://)") from None
             raise InputError(
                 f"{uri}: {who} reads and writes {scheme}:// files itself, through pyarrow, "
                 f"and cannot here ({error}). Use a /Volumes path on Databricks, an s3:// or "

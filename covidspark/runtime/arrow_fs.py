@@ -47,7 +47,8 @@ def arrow_filesystem(uri):
     """
     from pyarrow import fs
 
-    uri = uri.replace("s3a://", "s3://", 1)
+    if uri.lower().startswith("s3a://"):  # Hadoop's S3 connector; the same bucket for pyarrow
+        uri = "s3://" + uri[len("s3a://"):]
     scheme, sep, rest = uri.partition("://")
     authority, _, path = rest.partition("/")
     path = "/" + path

@@ -10,6 +10,9 @@ import os
 
 #: Set on Databricks' driver and executors, classic and serverless (its runtime's version).
 DATABRICKS_ENV = "DATABRICKS_RUNTIME_VERSION"
+#: Where Databricks installs Spark on every node: the sign of one should a process
+#: (a Python worker started with a trimmed environment) lack the variable.
+DATABRICKS_SPARK_HOME = "/databricks/spark"
 
 #: Databricks' FUSE mounts and how its documentation spells each for Spark
 #: ("Work with files on Databricks"): volumes and the DBFS mount on ``dbfs:``,
@@ -24,7 +27,7 @@ FUSE_MOUNTS = (("dbfs:/Volumes/", "/Volumes/"), ("dbfs:/", "/dbfs/"))
 
 def on_databricks():
     """Whether this process runs on Databricks (its driver or an executor)."""
-    return bool(os.environ.get(DATABRICKS_ENV))
+    return bool(os.environ.get(DATABRICKS_ENV)) or os.path.isdir(DATABRICKS_SPARK_HOME)
 
 
 def databricks_spelling(path):

@@ -49,6 +49,7 @@ def test_mount_paths_reach_spark_as_databricks_documents_them(databricks, spark,
 def test_off_databricks_a_volumes_path_is_an_ordinary_one(monkeypatch, spark):
     # A Mac mounts its disks under /Volumes: there it is a local folder, as Spark reads it.
     monkeypatch.delenv(mounts.DATABRICKS_ENV, raising=False)
+    monkeypatch.setattr(mounts, "DATABRICKS_SPARK_HOME", "/nonexistent/databricks/spark")
     assert Files(spark).qualify("/Volumes/Disk/xrays") == "file:/Volumes/Disk/xrays"
     assert mounts.fuse_path("dbfs:/Volumes/Disk/xrays") is None
 
@@ -97,3 +98,14 @@ def test_serving_reads_a_model_train_reported_as_a_dbfs_uri(databricks):
     with pytest.raises(ModelFormatError, match="s3://bucket/model: serving reads a model on "
                                                "this machine"):
         load_pipeline("s3://bucket/model")
+
+
+def test_a_process_without_the_variable_knows_databricks_by_its_spark_home(
+        databricks, monkeypatch, tmp_path):
+    # A Python worker started with a trimmed environment still opens files through the mount.
+    _, dbfs = databricks
+    monkeypatch.delenv(mounts.DATABRICKS_ENV)
+    monkeypatch.setattr(mounts, "DATABRICKS_SPARK_HOME", str(tmp_path / "databricks/spark"))
+    assert mounts.fuse_path("dbfs:/models/w.h5") is None
+    (tmp_path / "databricks/spark").mkdir(parents=True)
+    assert mounts.fuse_path("dbfs:/models/w.h5") == f"{dbfs}/models/w.h5"

@@ -53,14 +53,15 @@ def arrow_filesystem(uri):
     authority, _, path = rest.partition("/")
     path = "/" + path
     key = f"{scheme.lower()}://{authority}"
-    # A folder's trailing "/" is pyarrow's to drop or keep: such URIs are always parsed.
-    known = _BUILT.get(key) if sep and not path.endswith("/") else None
+    # A folder's trailing "/" is pyarrow's to drop or keep, and a bucket's root says
+    # nothing of the slash: such URIs are always parsed, and nothing is learnt from them.
+    cacheable = bool(sep) and not path.endswith("/")
+    known = _BUILT.get(key) if cacheable else None
     if known is not None:
         filesystem, prefix, keeps_slash = known
         return filesystem, prefix + (path if keeps_slash else path[1:])
     filesystem, inner = fs.FileSystem.from_uri(for_arrow(uri))
-    # Learnt only from a file's path: a bucket's root says nothing of the slash.
-    if sep and not path.endswith("/"):
+    if cacheable:
         if inner.endswith(path):
             learnt = (filesystem, inner[:len(inner) - len(path)], True)
         elif inner.endswith(path[1:]):

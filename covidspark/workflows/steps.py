@@ -91,14 +91,15 @@ def refuse_overlapping_folders(spark, folders):
 def synthetic_data(spark, config):
     """Write the embedded synthetic set where the executors can read it; its folder.
 
-    Generated on the driver (deterministic, cached there) and, for a
-    ``synthetic_dir`` that is not local, copied through the session's filesystem
-    unless that folder already holds the same set. Without ``synthetic_dir``
+    Generated on the driver (deterministic, cached there): straight into a
+    ``synthetic_dir`` on this machine (local, or a volume through Databricks'
+    mount), else copied through the session's filesystem unless that folder
+    already holds the same set. Without ``synthetic_dir``
     only local mode is allowed: a cluster's executors cannot read the driver's disk.
     """
     from covidspark.data.synthetic import STAMP, default_synthetic_dir, synthetic
     from covidspark.runtime.connect import master
-    from covidspark.runtime.filesystem import Files, join, local_path
+    from covidspark.runtime.filesystem import Files, join, on_this_machine
     from covidspark.runtime.session import is_local_master
 
     per_class, seed = config.synthetic_per_class, config.seed
@@ -115,7 +116,7 @@ def synthetic_data(spark, config):
         return synthetic(cache, n_per_class=per_class, seed=seed)
     files = Files(spark)
     target = files.qualify(config.synthetic_dir)
-    local = local_path(target)
+    local = on_this_machine(target)  # a local folder, or a volume through Databricks' mount
     if local is not None:
         return synthetic(local, n_per_class=per_class, seed=seed)
     synthetic(cache, n_per_class=per_class, seed=seed)

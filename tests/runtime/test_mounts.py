@@ -109,3 +109,17 @@ def test_a_process_without_the_variable_knows_databricks_by_its_spark_home(
     assert mounts.fuse_path("dbfs:/models/w.h5") is None
     (tmp_path / "databricks/spark").mkdir(parents=True)
     assert mounts.fuse_path("dbfs:/models/w.h5") == f"{dbfs}/models/w.h5"
+
+
+def test_the_synthetic_set_is_written_straight_into_a_mounted_volume(databricks, spark):
+    from covidspark.data.synthetic import STAMP
+    from covidspark.workflows.config import InputConfig
+    from covidspark.workflows.steps import synthetic_data
+
+    volumes, _ = databricks
+    root = synthetic_data(spark, InputConfig(synthetic_dir="/Volumes/main/xray/synthetic",
+                                             synthetic_per_class=2))
+    assert root == f"{volumes}/main/xray/synthetic"
+    written = sorted(p.name for p in (volumes / "main/xray/synthetic").rglob("*.*"))
+    assert len([n for n in written if n.endswith((".png", ".jpg"))]) == 3 * 2
+    assert (volumes / "main/xray/synthetic" / STAMP).is_file()

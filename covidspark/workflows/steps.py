@@ -91,10 +91,9 @@ def refuse_overlapping_folders(spark, folders):
 def synthetic_data(spark, config):
     """Write the embedded synthetic set where the executors can read it; its folder.
 
-    Generated on the driver (deterministic, cached there): straight into a
-    ``synthetic_dir`` on this machine (local, or a volume through Databricks'
-    mount), else copied through the session's filesystem unless that folder
-    already holds the same set. Without ``synthetic_dir``
+    Generated on the driver (deterministic): straight into a ``synthetic_dir`` on this
+    machine (local, or a volume through Databricks' mount), else cached and copied through
+    the session's filesystem unless that folder holds the set. Without ``synthetic_dir``
     only local mode is allowed: a cluster's executors cannot read the driver's disk.
     """
     from covidspark.data.synthetic import STAMP, default_synthetic_dir, synthetic

@@ -19,6 +19,7 @@ import os
 import posixpath
 
 from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS
+from covidspark.data.listing import HIDDEN_FILE_REASON, binary_files, hidden_images
 # What a read returns or raises for bad rows; imported from here by callers.
 from covidspark.data.rejects import (REJECT_SCHEMA, IngestError, IngestResult,  # noqa: F401
                                      format_rejects)
@@ -172,38 +173,6 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
                         total, len(reject_rows))
 
 
-def _binary_files(spark, reader, paths):
-    """``binaryFile`` rows (path, content), keeping the files Spark's scan skips.
-
-    Spark's file sources silently skip zero-byte files. They are added back with
-    empty content, so that validation reports them instead of losing them. The
-    listing (one status call per file of a manifest) runs in a few tasks per core.
-
-    Returns
-    -------
-    (pyspark.sql.DataFrame, list of str)
-        The rows, and every path among them (listed once, on the driver).
-    """
-    from pyspark.sql import functions as F
-
-    from covidspark.runtime.connect import default_parallelism
-    from covidspark.runtime.session import temporary_conf
-
-    # Spark lists more than 32 paths with a job of up to 10,000 tasks by default:
-    # a manifest of 1,124 files ran 1,124 listing tasks (9 s on 2 cores).
-    with temporary_conf(spark, "spark.sql.sources.parallelPartitionDiscovery.parallelism",
-                        4 * default_parallelism(spark)):
-        files = reader.load(paths).select("path", "content")
-        listed = {as_path_column(p) for p in files.inputFiles()}
-    read = {r.path for r in files.select("path").collect()}  # column pruning: no bytes read
-    skipped = sorted(listed - read)
-    if not skipped:
-        return files, sorted(read)
-    empty = spark.createDataFrame([(p,) for p in skipped], "path string").withColumn(
-        "content", F.lit(bytearray()).cast("binary"))
-    return files.unionByName(empty), sorted(read | set(skipped))
-
-
 def _class_folder_candidates(spark, root, label_map, source, pattern, path_filter, labelled=True):
     """Rows to validate, their number, and the ``(path, reason, counted)`` rejects
     found from paths alone.
@@ -224,12 +193,17 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
     reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
     if pattern:
         reader = reader.option("pathGlobFilter", pattern)
-    files, listing = _binary_files(spark, reader, root_uri)
+    files, listing = binary_files(spark, reader, root_uri)
     prefix = normalise_uri(root_uri).rstrip("/") + "/"
+    # A glob's folders are Spark's to expand: only a plain folder is listed again.
+    hidden = {} if is_glob else dict(hidden_images(files_layer, root_uri, listing, pattern))
     rejects, keep, labels = [], [], {}
-    for p in listing:
+    for p in sorted([*listing, *hidden]):
         relative = p[len(prefix):] if p.startswith(prefix) else p.rsplit("/", 1)[-1]
         if path_filter and not _matches(path_filter, relative):
+            continue
+        if p in hidden:
+            rejects.append((p, hidden[p], False))
             continue
         extension = posixpath.splitext(p)[1].lower()
         if extension not in IMAGE_EXTENSIONS:
@@ -381,14 +355,13 @@ MAX_MISSING_RETRIES = 10
 def _unlisted_reason(path, listed):
     """Why a manifest row's existing file is not among the files Spark listed."""
     if hidden_from_spark(path):
-        return ("Spark's file sources skip a file whose name starts with '_' or '.' "
-                "(hidden); rename it")
+        return HIDDEN_FILE_REASON
     return (f"not among the files Spark listed for this path (it spells them "
             f"{next(iter(listed), '-')!r}, ...)")
 
 
 def _load_manifest_files(spark, manifest, rows, first_line):
-    """``_binary_files`` for a manifest's rows, each row's file loaded literally.
+    """``binary_files`` for a manifest's rows, each row's file loaded literally.
 
     A file that is not there fails Spark's whole load. Local files were checked
     before; a missing remote one (S3, HDFS, DBFS) becomes the row's ``file not
@@ -398,7 +371,7 @@ def _load_manifest_files(spark, manifest, rows, first_line):
     Returns
     -------
     (pyspark.sql.DataFrame, list of str, list of tuple, list of tuple)
-        As ``_binary_files``, the rows whose files exist, and the
+        As ``binary_files``, the rows whose files exist, and the
         ``(path, reason, counted=False)`` rejects of the rows whose files do not.
     """
     from pyspark.errors import AnalysisException
@@ -407,7 +380,7 @@ def _load_manifest_files(spark, manifest, rows, first_line):
     missing = []
     while True:
         try:
-            files, listing = _binary_files(spark, spark.read.format("binaryFile"),
+            files, listing = binary_files(spark, spark.read.format("binaryFile"),
                                            list(by_spelling))
             break
         except AnalysisException as error:

@@ -283,20 +283,16 @@ class Files:
         with filesystem.open_input_stream(inner) as stream:
             return stream.read()
 
-    def read_tree(self, uri):
-        """Every file under the folder ``uri``: ``(relative posix path, bytes)``, sorted by path."""
+    def list_files(self, uri):
+        """Every file under the folder ``uri`` as a relative posix path, sorted.
+
+        Hidden names (``_x``, ``.x``) are listed too: unlike Spark's file sources,
+        this is a plain listing.
+        """
         kind, target = self._backend(uri)
         if kind == "local":
-            found = []
-            for root, _, names in os.walk(target):
-                for name in names:
-                    full = os.path.join(root, name)
-                    found.append(os.path.relpath(full, target).replace(os.sep, "/"))
-            for relative in sorted(found):
-                with open(os.path.join(target, relative), "rb") as f:
-                    yield relative, f.read()
-            return
-        base = self.qualify(uri).rstrip("/") + "/"
+            return sorted(os.path.relpath(os.path.join(root, name), target).replace(os.sep, "/")
+                          for root, _, names in os.walk(target) for name in names)
         if kind == "hadoop":
             fs, path = target
             prefix = fs.makeQualified(path).toString().rstrip("/") + "/"
@@ -304,15 +300,24 @@ class Files:
             names = []
             while listing.hasNext():
                 names.append(listing.next().getPath().toString()[len(prefix):])
-        else:
-            from pyarrow import fs as pafs
+            return sorted(names)
+        from pyarrow import fs as pafs
 
-            filesystem, inner = target
-            infos = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True))
-            names = [i.path[len(inner.rstrip("/")) + 1:] for i in infos
-                     if i.type == pafs.FileType.File]
-        for relative in sorted(names):
-            yield relative, self.read_bytes(base + relative)
+        filesystem, inner = target
+        infos = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True))
+        return sorted(i.path[len(inner.rstrip("/")) + 1:] for i in infos
+                      if i.type == pafs.FileType.File)
+
+    def read_tree(self, uri):
+        """Every file under the folder ``uri``: ``(relative posix path, bytes)``, sorted by path."""
+        kind, target = self._backend(uri)
+        base = self.qualify(uri).rstrip("/") + "/"
+        for relative in self.list_files(uri):
+            if kind == "local":  # the OS's own name: no URI spelling to get wrong
+                with open(os.path.join(target, relative), "rb") as f:
+                    yield relative, f.read()
+            else:
+                yield relative, self.read_bytes(base + relative)
 
     def read_text(self, uri):
         """The file at ``uri`` as UTF-8 text."""

@@ -247,9 +247,45 @@ def test_names_spark_hides_are_rejected_with_the_reason_in_a_manifest(spark, tmp
     reasons = {r.path.rsplit("/", 1)[1]: r.reason for r in result.rejects.collect()}
     assert set(reasons) == {"_b.png", ".c.png"}
     assert all("name starts with '_' or '.' (hidden)" in r for r in reasons.values()), reasons
-    # A folder read skips them as every Spark file source does (macOS's __MACOSX/ too).
+    # A folder read reports them as well; macOS's __MACOSX/._a.png is not an image.
     folder = read_images(spark, str(tmp_path), strict=False)
-    assert (folder.total, folder.rejected) == (1, 0)
+    assert (folder.total, folder.rejected) == (3, 2)
+
+
+def test_a_folder_read_reports_the_images_spark_hides_and_reads_the_rest(spark, tmp_path):
+    # Spark's folder listing skipped "_x.png", ".x.png" and everything under
+    # "_old/" without a word: chest X-rays lost, and accepted + rejected fell short
+    # of the files there. A plain os.walk is the reference for what is there.
+    root = tmp_path / "set"
+    names = ["covid/a.png", "covid/_b.png", "covid/.c.jpg", "covid/_old/d.png",
+             "_normal/e.png", "normal/f.png", "normal/_g.jpg",
+             # not images, or macOS's metadata: left out quietly, as before
+             "normal/._f.png", "__MACOSX/normal/._f.png", "_SUCCESS", "covid/.DS_Store",
+             "normal/_notes.txt"]
+    for i, name in enumerate(names):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(_png(_gradient(32, 32) // 2 + 9 * i))
+    on_disk = sorted(os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
+                     for d, _, fs in os.walk(root) for f in fs)
+    assert len(on_disk) == len(names)
+    hidden = {"covid/_b.png", "covid/.c.jpg", "covid/_old/d.png", "_normal/e.png",
+              "normal/_g.jpg"}
+    result = read_images(spark, str(root), strict=False)
+    read = sorted(local_path(r.path)[len(str(root)) + 1:] for r in result.images.collect())
+    assert read == ["covid/a.png", "normal/f.png"]
+    reasons = {local_path(r.path)[len(str(root)) + 1:]: r.reason
+               for r in result.rejects.collect()}
+    assert set(reasons) == hidden
+    assert (result.total, result.rejected) == (len(read) + len(hidden), len(hidden))
+    assert "name starts with '_' or '.' (hidden); rename it" in reasons["covid/_b.png"]
+    assert "inside folder '_old'" in reasons["covid/_old/d.png"]
+    assert "inside folder '_normal'" in reasons["_normal/e.png"]
+    # A strict read fails naming them; a glob on names leaves out what it would not match.
+    with pytest.raises(IngestError, match=r"_b\.png"):
+        read_images(spark, str(root))
+    pngs = read_images(spark, str(root), pattern="*.{png,dcm}", strict=False)
+    assert sorted(local_path(r.path).rsplit("/", 1)[1] for r in pngs.rejects.collect()) == [
+        "_b.png", "d.png", "e.png"]
 
 
 @classic_only("mounts a Hadoop filesystem through the session's Hadoop configuration")
@@ -291,6 +327,24 @@ def test_a_remote_manifest_row_whose_file_is_missing_is_rejected_not_fatal(spark
     assert [int(line) for line, _ in named] == sorted(int(line) for line, _ in named)
     for line, path in named:
         assert path == f"{remote}/gone{int(line) - 2}.png"
+
+
+@classic_only("mounts a Hadoop filesystem through the session's Hadoop configuration")
+def test_a_remote_folder_s_hidden_images_are_reported_by_their_uri(spark, tmp_path):
+    # On HDFS or S3 the second listing goes through Hadoop, not os.walk: the reject
+    # must name the file as Spark's path column names the images it did read.
+    mount = f"hidden{os.getpid()}{tmp_path.name}".replace("_", "")
+    spark.sparkContext._jsc.hadoopConfiguration().set(
+        f"fs.viewfs.mounttable.{mount}.link./data", tmp_path.as_uri())
+    for i, name in enumerate(["normal/a.png", "normal/_b.png", "normal/_old/c.png"]):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(_png(_gradient(32, 32) // 2 + 40 * i))
+    remote = f"viewfs://{mount}/data"
+    result = read_images(spark, remote, strict=False)
+    assert [r.path for r in result.images.collect()] == [f"{remote}/normal/a.png"]
+    assert sorted(r.path for r in result.rejects.collect()) == [
+        f"{remote}/normal/_b.png", f"{remote}/normal/_old/c.png"]
+    assert (result.total, result.rejected) == (3, 2)
 
 
 def test_metadata_files_are_skipped_quietly(spark, fixture_dir, tmp_path, caplog):

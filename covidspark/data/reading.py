@@ -23,8 +23,8 @@ from covidspark.data.listing import HIDDEN_FILE_REASON, binary_files, hidden_ima
 # What a read returns or raises for bad rows; imported from here by callers.
 from covidspark.data.rejects import (REJECT_SCHEMA, IngestError, IngestResult,  # noqa: F401
                                      format_rejects)
-from covidspark.data.uris import (as_path_column, hidden_from_spark, literal, normalise_uri,
-                                  not_found_path, strip_file_scheme)
+from covidspark.data.uris import (hidden_from_spark, literal, normalise_uri, not_found_path,
+                                  strip_file_scheme)
 from covidspark.errors import InputError, InputNotFoundError
 from covidspark.runtime.filesystem import Files, has_scheme, join, on_this_machine
 

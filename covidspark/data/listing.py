@@ -14,6 +14,8 @@ import re
 from covidspark.data.decoding import IMAGE_EXTENSIONS
 from covidspark.data.uris import as_path_column, hidden_from_spark, normalise_uri
 
+# What Windows leaves in a folder of pictures: not images, and never the user's data.
+WINDOWS_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini")
 HIDDEN_FILE_REASON = ("Spark's file sources skip a file whose name starts with '_' or '.' "
                       "(hidden); rename it")
 
@@ -67,16 +69,15 @@ def hidden_images(files, root_uri, listed, pattern=None):
     Returns
     -------
     list of (str, str)
-        ``(path, reason)`` per hidden image, sorted. macOS's metadata (``._x.png``
-        AppleDouble files, anything under ``__MACOSX/``) is not an image and is
-        left out quietly, as Spark leaves it.
+        ``(path, reason)`` per hidden image, sorted. An operating system's own
+        files (:func:`operating_system_file`) are left out quietly.
     """
     prefix = normalise_uri(root_uri).rstrip("/") + "/"
     listed = set(listed)
     found = []
     for relative in files.list_files(root_uri):
         parts = relative.split("/")
-        if prefix + relative in listed or "__MACOSX" in parts or parts[-1].startswith("._"):
+        if prefix + relative in listed or operating_system_file(relative):
             continue
         if posixpath.splitext(parts[-1])[1].lower() not in IMAGE_EXTENSIONS:
             continue
@@ -90,6 +91,19 @@ def hidden_images(files, root_uri, listed, pattern=None):
         elif hidden_from_spark(parts[-1]):
             found.append((prefix + relative, HIDDEN_FILE_REASON))
     return found
+
+
+def operating_system_file(path):
+    """Whether ``path`` is a file an operating system made beside the images.
+
+    macOS's ``._x.png`` AppleDouble files and ``__MACOSX/`` copies, Windows'
+    ``Thumbs.db`` and ``desktop.ini``: a read leaves them out quietly, as it
+    does metadata. Spark hides the macOS ones already; reporting the Windows
+    ones failed a strict read of every folder a Windows zip had made.
+    """
+    parts = path.split("/")
+    return ("__MACOSX" in parts or parts[-1].startswith("._")
+            or parts[-1].lower() in WINDOWS_FILES)
 
 
 def _glob_matches(pattern, name):

@@ -19,7 +19,8 @@ import os
 import posixpath
 
 from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS
-from covidspark.data.listing import HIDDEN_FILE_REASON, binary_files, hidden_images
+from covidspark.data.listing import (HIDDEN_FILE_REASON, binary_files, hidden_images,
+                                     operating_system_file)
 # What a read returns or raises for bad rows; imported from here by callers.
 from covidspark.data.rejects import (REJECT_SCHEMA, IngestError, IngestResult,  # noqa: F401
                                      format_rejects)
@@ -207,7 +208,7 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
             continue
         extension = posixpath.splitext(p)[1].lower()
         if extension not in IMAGE_EXTENSIONS:
-            if extension not in METADATA_EXTENSIONS:
+            if extension not in METADATA_EXTENSIONS and not operating_system_file(relative):
                 rejects.append((p, f"unsupported file type '{extension or p.rsplit('/', 1)[-1]}' "
                                    f"(supported: {', '.join(IMAGE_EXTENSIONS)})", False))
             continue

@@ -352,12 +352,21 @@ def test_metadata_files_are_skipped_quietly(spark, fixture_dir, tmp_path, caplog
     shutil.copytree(os.path.join(fixture_dir, "covid"), root / "covid")
     (root / "covid" / "notes.txt").write_text("radiologist notes")
     (root / "metadata.csv").write_text("a,b\n")
+    # What Windows Explorer leaves in a folder of pictures (a strict read failed on it).
+    (root / "covid" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 thumbnail cache")
+    (root / "desktop.ini").write_text("[.ShellClassInfo]\n")
     with caplog.at_level(logging.DEBUG, logger="covidspark"):
         result = read_images(spark, str(root), strict=False)
     assert result.images.count() == 6 and result.rejected == 0 and result.total == 6
     # Quietly: no warning names them, and no reject lists them.
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert "notes.txt" not in caplog.text and "metadata.csv" not in caplog.text
+    for name in ("notes.txt", "metadata.csv", "Thumbs.db", "desktop.ini"):
+        assert name not in caplog.text
+    # By name, not by extension: another .db file is still reported.
+    (root / "covid" / "scans.db").write_bytes(b"sqlite")
+    result = read_images(spark, str(root), strict=False)
+    assert [r.reason for r in result.rejects.collect()] == [
+        "unsupported file type '.db' (supported: .png, .jpg, .jpeg, .dcm, .dicom)"]
 
 
 def test_glob_pattern_and_path_filter(spark, fixture_dir, tmp_path):

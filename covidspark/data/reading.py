@@ -382,7 +382,7 @@ def _load_manifest_files(spark, manifest, rows, first_line):
     while True:
         try:
             files, listing = binary_files(spark, spark.read.format("binaryFile"),
-                                           list(by_spelling))
+                                          list(by_spelling))
             break
         except AnalysisException as error:
             row = by_spelling.pop(not_found_path(error), None)

@@ -291,8 +291,7 @@ class Files:
         """
         kind, target = self._backend(uri)
         if kind == "local":
-            return sorted(os.path.relpath(os.path.join(root, name), target).replace(os.sep, "/")
-                          for root, _, names in os.walk(target) for name in names)
+            return sorted(_walk_local(target))
         if kind == "hadoop":
             fs, path = target
             prefix = fs.makeQualified(path).toString().rstrip("/") + "/"
@@ -403,6 +402,22 @@ class Files:
             raise InputError(f"{what} {uri} ({qualified}) cannot be written: "
                              f"{_java_message(error)}") from None
         return qualified
+
+
+def _walk_local(folder):
+    """Relative posix paths of the files under ``folder``, through linked folders.
+
+    Hadoop's local filesystem, and so Spark's listing, follows a linked folder
+    (``data/covid -> /disk2/covid``). A link to a folder above it in the walk
+    is not followed, so a looping tree ends.
+    """
+    above = {}  # each folder still to walk -> the real folders on its way down
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        chain = above.pop(root, frozenset()) | {os.path.realpath(root)}
+        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(root, d)) not in chain]
+        above.update((os.path.join(root, d), chain) for d in dirs)
+        for name in names:
+            yield os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
 
 
 def _java_message(error):

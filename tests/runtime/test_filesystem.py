@@ -44,6 +44,21 @@ def test_local_files_without_spark(tmp_path):
         files.write_text("viewfs://cluster/key", "x")
 
 
+def test_a_local_listing_follows_linked_folders_as_spark_s_does_and_ends_on_a_loop(tmp_path):
+    # Hadoop's local filesystem follows data/covid -> /disk2/covid; os.walk did not,
+    # so a hidden image there went unreported. A link back up the tree must end.
+    (tmp_path / "disk2" / "covid" / "old").mkdir(parents=True)
+    (tmp_path / "disk2" / "covid" / "a.png").write_bytes(b"a")
+    (tmp_path / "disk2" / "covid" / "old" / "_b.png").write_bytes(b"b")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "normal.png").write_bytes(b"n")
+    os.symlink(tmp_path / "disk2" / "covid", tmp_path / "data" / "covid")
+    os.symlink(tmp_path / "disk2" / "covid", tmp_path / "disk2" / "covid" / "old" / "again")
+    os.symlink(tmp_path / "data", tmp_path / "disk2" / "covid" / "old" / "top")
+    assert Files().list_files(str(tmp_path / "data")) == [
+        "covid/a.png", "covid/old/_b.png", "normal.png"]
+
+
 @pytest.mark.parametrize("uri, inner", [
     ("gs://bucket/Viral Pneumonia/100%#1?é.png", "bucket/Viral Pneumonia/100%#1?é.png"),
     ("mock:///COVID 19/a%20b.png", "COVID 19/a%20b.png"),

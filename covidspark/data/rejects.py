@@ -12,11 +12,17 @@ REJECT_SCHEMA = "path string, reason string"
 
 
 class IngestError(InputError):
-    """Raised by a strict read; ``rejects`` is the list of ``(path, reason)``."""
+    """Raised by a strict read; ``rejects`` is the list of ``(path, reason)``.
 
-    def __init__(self, message, rejects):
+    ``what`` (the folder or manifest) and ``total`` (files or rows found) let a
+    caller say it again in its own words (:func:`format_rejects`).
+    """
+
+    def __init__(self, message, rejects, what=None, total=None):
         super().__init__(message)
         self.rejects = rejects
+        self.what = what
+        self.total = total
 
 
 @dataclasses.dataclass
@@ -45,9 +51,9 @@ class IngestResult:
         return self.total - self.rejected
 
 
-def format_rejects(what, rejects, total, limit=20):
-    """One message for a list of ``(path, reason)``."""
+def format_rejects(what, rejects, total, limit=20, instead="strict=False returns them as a table"):
+    """One message for a list of ``(path, reason)``; ``instead`` says how to go on without them."""
     lines = "\n  ".join(f"{p}: {r}" if not r.startswith(p) else r for p, r in rejects[:limit])
     more = f"\n  ... and {len(rejects) - limit} more" if len(rejects) > limit else ""
     return (f"{what}: {len(rejects)} of {total} file(s) or row(s) rejected "
-            f"(strict=False returns them as a table):\n  {lines}{more}")
+            f"({instead}):\n  {lines}{more}")

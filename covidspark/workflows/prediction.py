@@ -78,7 +78,8 @@ def predict(config):
         if rejects and not config.lenient:
             from covidspark.data.reading import IngestError, format_rejects
 
-            raise IngestError(format_rejects(config.images, rejects, result.total), rejects)
+            raise IngestError(format_rejects(config.images, rejects, result.total), rejects,
+                              config.images, result.total)
         images, total = result.images, result.accepted
     else:
         images, _, _, rejects = steps.read_input(spark, config, [])

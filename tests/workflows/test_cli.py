@@ -150,3 +150,24 @@ def test_data_folders_that_repeat_or_nest_are_refused_before_reading(spark, tmp_
                          weights="random")
     with pytest.raises(InputError, match=re.escape(message.format(d=folder, t=tmp_path))):
         read_input(spark, config, [])
+
+
+def test_a_strict_read_s_error_names_the_flag_that_goes_on_without_the_bad_files(
+        spark, tmp_path, caplog):
+    # The command line said "strict=False returns them as a table": the Python
+    # API's argument, which a command-line user never passed.
+    from conftest import gradient, png_bytes
+
+    for i, name in enumerate(["covid/a.png", "covid/_b.png", "normal/c.png"]):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(png_bytes(gradient(32, 32) // 2 + 40 * i))
+    assert main(["train", "--data", str(tmp_path), "--weights", "random",
+                 "--out", str(tmp_path / "run")]) == 2
+    error = [r for r in caplog.records if r.levelno == logging.ERROR][-1].getMessage()
+    assert "1 of 3 file(s) or row(s) rejected (--lenient skips them" in error
+    assert "strict=False" not in error and "_b.png: Spark's file sources skip" in error
+    # The Python API still names its own argument.
+    from covidspark.data.reading import IngestError, read_images
+
+    with pytest.raises(IngestError, match=r"\(strict=False returns them as a table\)"):
+        read_images(spark, str(tmp_path))

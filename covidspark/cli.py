@@ -417,17 +417,6 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------- entry point
 
 
-def _in_the_command_s_words(error):
-    """A user error as a command-line user reads it: a strict read's names ``--lenient``,
-    the flag that goes on without the bad files, not the Python API's ``strict=False``."""
-    from covidspark.data.rejects import IngestError, format_rejects
-
-    if isinstance(error, IngestError) and error.total is not None:
-        return format_rejects(error.what, error.rejects, error.total,
-                              instead="--lenient skips them and lists them with the results")
-    return str(error)
-
-
 def main(argv=None):
     """Entry point of the ``covidspark`` command and of ``jobs/*.py``; returns the exit status.
 
@@ -445,7 +434,7 @@ def main(argv=None):
         args = parse_args(argv)
         args.func(args)
     except UserError as exc:
-        logger.error("%s", _in_the_command_s_words(exc))
+        logger.error("%s", exc.command_line_message())
         return 2
     except Exception as exc:
         logger.exception("covidspark failed (a bug; please report it with this traceback): %s",

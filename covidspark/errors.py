@@ -8,8 +8,12 @@ under it, and the command shows its traceback and exits 1.
 class UserError(Exception):
     """A problem the user fixes: bad input or a missing resource; the message says which and how.
 
-    The command line prints the message and exits with status 2.
+    The command line prints :meth:`command_line_message` and exits with status 2.
     """
+
+    def command_line_message(self):
+        """The message in a command-line user's words (flags, not Python arguments)."""
+        return str(self)
 
 
 class InputError(UserError, ValueError):

@@ -24,6 +24,13 @@ class IngestError(InputError):
         self.what = what
         self.total = total
 
+    def command_line_message(self):
+        """Names ``--lenient``, the flag that goes on without the bad files, not ``strict=False``."""
+        if self.total is None:
+            return str(self)
+        return format_rejects(self.what, self.rejects, self.total,
+                              instead="--lenient skips them and lists them with the results")
+
 
 @dataclasses.dataclass
 class IngestResult:

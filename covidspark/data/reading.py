@@ -159,7 +159,7 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
     if strict and reject_rows:
         if validate:
             images.unpersist()
-        raise IngestError(format_rejects(what, reject_rows, total), reject_rows, what, total)
+        raise IngestError.of(what, reject_rows, total)
     rejected_paths = sorted({p for p, _, counted in rejects if counted})
     if rejected_paths:
         from pyspark.sql import functions as F

@@ -24,6 +24,11 @@ class IngestError(InputError):
         self.what = what
         self.total = total
 
+    @classmethod
+    def of(cls, what, rejects, total):
+        """The error of a read of ``what`` that found ``total`` and rejected ``rejects``."""
+        return cls(format_rejects(what, rejects, total), rejects, what, total)
+
     def command_line_message(self):
         """Names ``--lenient``, the flag that goes on without the bad files, not ``strict=False``."""
         if self.total is None:

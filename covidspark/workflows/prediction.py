@@ -76,10 +76,9 @@ def predict(config):
         result = read_images(spark, config.images, strict=False, labelled=False)
         rejects = [(r.path, r.reason) for r in result.rejects.collect()]
         if rejects and not config.lenient:
-            from covidspark.data.reading import IngestError, format_rejects
+            from covidspark.data.reading import IngestError
 
-            raise IngestError(format_rejects(config.images, rejects, result.total), rejects,
-                              config.images, result.total)
+            raise IngestError.of(config.images, rejects, result.total)
         images, total = result.images, result.accepted
     else:
         images, _, _, rejects = steps.read_input(spark, config, [])

@@ -5,10 +5,15 @@ listing every bad file or row; a lenient one returns an :class:`IngestResult`
 whose ``rejects`` table holds them, with ``accepted + rejected == total``.
 """
 import dataclasses
+from functools import reduce
 
 from covidspark.errors import InputError
 
 REJECT_SCHEMA = "path string, reason string"
+
+
+# How a workflow's caller (``run_train(spark, TrainConfig(...))``) goes on without them.
+WORKFLOW_ADVICE = "lenient=True skips them and reports them with the result, under rejected"
 
 
 class IngestError(InputError):
@@ -25,9 +30,20 @@ class IngestError(InputError):
         self.total = total
 
     @classmethod
-    def of(cls, what, rejects, total):
-        """The error of a read of ``what`` that found ``total`` and rejected ``rejects``."""
-        return cls(format_rejects(what, rejects, total), rejects, what, total)
+    def of(cls, what, rejects, total, instead=None):
+        """The error of a read of ``what`` that found ``total`` and rejected ``rejects``.
+
+        ``instead`` says how the caller's user goes on without the bad files
+        (default: ``read_images``' own ``strict=False``).
+        """
+        advice = {} if instead is None else {"instead": instead}
+        return cls(format_rejects(what, rejects, total, **advice), rejects, what, total)
+
+    def in_a_workflow(self):
+        """This error worded for a workflow's caller, who passes ``lenient=True``."""
+        if self.total is None:
+            return self
+        return IngestError.of(self.what, self.rejects, self.total, instead=WORKFLOW_ADVICE)
 
     def command_line_message(self):
         """Names ``--lenient``, the flag that goes on without the bad files, not ``strict=False``."""
@@ -69,3 +85,22 @@ def format_rejects(what, rejects, total, limit=20, instead="strict=False returns
     more = f"\n  ... and {len(rejects) - limit} more" if len(rejects) > limit else ""
     return (f"{what}: {len(rejects)} of {total} file(s) or row(s) rejected "
             f"({instead}):\n  {lines}{more}")
+
+
+def union_reads(results):
+    """Union of several :func:`~covidspark.data.reading.read_images` results.
+
+    DataFrames from strict reads, :class:`IngestResult` from lenient ones (their
+    counts added up).
+    """
+    def union_all(frames):
+        return reduce(lambda a, b: a.unionByName(b), frames)
+
+    if len(results) == 1:
+        return results[0]
+    if isinstance(results[0], IngestResult):
+        return IngestResult(images=union_all([r.images for r in results]),
+                            rejects=union_all([r.rejects for r in results]),
+                            total=sum(r.total for r in results),
+                            rejected=sum(r.rejected for r in results))
+    return union_all(results)

@@ -76,9 +76,9 @@ def predict(config):
         result = read_images(spark, config.images, strict=False, labelled=False)
         rejects = [(r.path, r.reason) for r in result.rejects.collect()]
         if rejects and not config.lenient:
-            from covidspark.data.reading import IngestError
+            from covidspark.data.rejects import WORKFLOW_ADVICE, IngestError
 
-            raise IngestError.of(config.images, rejects, result.total)
+            raise IngestError.of(config.images, rejects, result.total, instead=WORKFLOW_ADVICE)
         images, total = result.images, result.accepted
     else:
         images, _, _, rejects = steps.read_input(spark, config, [])

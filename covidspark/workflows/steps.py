@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 import time
-from functools import reduce
 
 from covidspark.errors import InputError
 from covidspark.runtime.connect import set_job_description
@@ -31,6 +30,7 @@ def read_input(spark, config, notes, labelled=True, stored_ids=None, inspect_lab
     images outside ``inspect_labels`` (classes the task drops).
     """
     from covidspark.data.reading import read_images
+    from covidspark.data.rejects import IngestError, union_reads
     from covidspark.ml.pipelines import ALL_LABELS
 
     # A label outside the three classes is a bad row like any other: named in the
@@ -38,20 +38,25 @@ def read_input(spark, config, notes, labelled=True, stored_ids=None, inspect_lab
     read = dict(patients=config.patients, strict=not config.lenient,
                 known_labels=ALL_LABELS if labelled else None, stored_ids=stored_ids,
                 inspect_labels=inspect_labels)
-    if config.synthetic:
-        per_class, seed = config.synthetic_per_class, config.seed
-        data_dir = synthetic_data(spark, config)
-        notes.append(SYNTHETIC_NOTE)
-        description = f"synthetic ({per_class} per class, seed {seed}) at {data_dir}"
-        images = read_images(spark, data_dir, **read)
-    elif config.data:
-        refuse_overlapping_folders(spark, config.data)
-        description = ", ".join(config.data)
-        images = union([read_images(spark, d, label_map=config.label_map, **read)
-                        for d in config.data])
-    else:
-        description = config.manifest
-        images = read_images(spark, manifest=config.manifest, label_map=config.label_map, **read)
+    try:
+        if config.synthetic:
+            per_class, seed = config.synthetic_per_class, config.seed
+            data_dir = synthetic_data(spark, config)
+            notes.append(SYNTHETIC_NOTE)
+            description = f"synthetic ({per_class} per class, seed {seed}) at {data_dir}"
+            images = read_images(spark, data_dir, **read)
+        elif config.data:
+            refuse_overlapping_folders(spark, config.data)
+            description = ", ".join(config.data)
+            images = union_reads([read_images(spark, d, label_map=config.label_map, **read)
+                                  for d in config.data])
+        else:
+            description = config.manifest
+            images = read_images(spark, manifest=config.manifest, label_map=config.label_map,
+                                 **read)
+    except IngestError as error:
+        # The read's error names its own strict=False; this caller passed lenient.
+        raise error.in_a_workflow() from None
     rejects = []
     if config.lenient:
         rejects = [(r.path, r.reason) for r in images.rejects.collect()]
@@ -134,20 +139,6 @@ def synthetic_data(spark, config):
     files.write_text(join(target, STAMP), stamp)
     logger.info("Copied the synthetic set to %s", target)
     return target
-
-
-def union(results):
-    """Union of several :func:`read_images` results (IngestResults when lenient)."""
-    from covidspark.data.reading import IngestResult
-
-    if len(results) == 1:
-        return results[0]
-    if isinstance(results[0], IngestResult):
-        return IngestResult(
-            images=reduce(lambda a, b: a.unionByName(b), [r.images for r in results]),
-            rejects=reduce(lambda a, b: a.unionByName(b), [r.rejects for r in results]),
-            total=sum(r.total for r in results), rejected=sum(r.rejected for r in results))
-    return reduce(lambda a, b: a.unionByName(b), results)
 
 
 def prepare_images(spark, config, task, notes, duplicates="group"):

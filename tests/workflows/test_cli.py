@@ -163,7 +163,8 @@ def test_a_strict_read_s_error_names_the_flag_that_goes_on_without_the_bad_files
         (tmp_path / name).write_bytes(png_bytes(gradient(32, 32) // 2 + 40 * i))
     assert main(["train", "--data", str(tmp_path), "--weights", "random",
                  "--out", str(tmp_path / "run")]) == 2
-    error = [r for r in caplog.records if r.levelno == logging.ERROR][-1].getMessage()
+    error = main_error = [r for r in caplog.records
+                          if r.levelno == logging.ERROR][-1].getMessage()
     assert "1 of 3 file(s) or row(s) rejected (--lenient skips them" in error
     assert "strict=False" not in error and "_b.png: Spark's file sources skip" in error
     # The Python API still names its own argument.
@@ -171,3 +172,27 @@ def test_a_strict_read_s_error_names_the_flag_that_goes_on_without_the_bad_files
 
     with pytest.raises(IngestError, match=r"\(strict=False returns them as a table\)"):
         read_images(spark, str(tmp_path))
+    # A workflow's caller passes lenient=True, not strict=False, and still gets
+    # the file, the reason and the count; lenient=True then goes on without it.
+    from covidspark.workflows import steps, train
+
+    config = TrainConfig(data=[str(tmp_path)], weights="random", out=str(tmp_path / "api"))
+    with pytest.raises(IngestError) as raised:
+        train(config)
+    error = str(raised.value)
+    assert "1 of 3 file(s) or row(s) rejected (lenient=True skips them" in error
+    assert "strict=False" not in error and "_b.png: Spark's file sources skip" in error
+    assert raised.value.command_line_message() == main_error
+    config.lenient = True
+    lenient = steps.read_input(spark, config, [])
+    assert lenient[0].count() == 2
+    assert [p.rsplit("/", 2)[1:] for p, _ in lenient[3]] == [["covid", "_b.png"]]
+    # Two folders' lenient reads add up: their images, their rejects.
+    other = tmp_path.with_name(tmp_path.name + "-more")
+    for i, name in enumerate(["normal/d.png", "normal/_e.png", "covid/.f.png"]):
+        (other / name).parent.mkdir(parents=True, exist_ok=True)
+        (other / name).write_bytes(png_bytes(gradient(32, 32) // 3 + 30 * i))
+    config.data.append(str(other))
+    images, _, _, rejects = steps.read_input(spark, config, [])
+    assert images.count() == 3
+    assert sorted(p.rsplit("/", 1)[1] for p, _ in rejects) == [".f.png", "_b.png", "_e.png"]

@@ -310,19 +310,28 @@ def persist_compact(spark, df, vector_col, width=None):
     from covidspark.runtime.connect import default_parallelism
 
     cores, level = default_parallelism(spark), StorageLevel.MEMORY_AND_DISK
+    # Rows in an order of their own (hashed to partitions, sorted within them), not
+    # the scan's: a fit's path (L-BFGS's sums, a forest's samples) follows the row
+    # order, so the scan's partitioning (cluster size, file sizes) would change the model.
+    keys = [c for c in ("image_id", "path") if c in df.columns]
+
+    def spread(n):
+        return df.repartition(n, *keys).sortWithinPartitions(*keys) if keys else df.repartition(n)
+
     if width is not None:  # sized before persisting: this count prunes vector_col
         rows = df.count()
         needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
-        df = df.repartition(min(cores, needed)).persist(level)
+        df = spread(min(cores, needed)).persist(level)
         df.count()
         return df, rows
-    df = df.repartition(cores).persist(level)
+    df = spread(cores).persist(level)
     rows = df.count()
     first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
     width = first[0].size if first is not None else 0
     needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
     if needed < cores:
-        compact = df.coalesce(needed).persist(level)
+        compact = df.coalesce(needed)
+        compact = (compact.sortWithinPartitions(*keys) if keys else compact).persist(level)
         compact.count()
         df.unpersist()
         df = compact

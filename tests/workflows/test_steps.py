@@ -46,3 +46,51 @@ def test_features_of_a_known_width_persist_once_in_the_partitions_they_need(spar
     assert n == 40 and spread.rdd.getNumPartitions() == 2
     assert sorted(r.i for r in spread.collect()) == list(range(40))
     spread.unpersist()
+
+
+def test_a_fit_s_rows_come_in_one_order_whatever_the_scan_s_partitions(spark, monkeypatch):
+    """A cluster of another size, or other file sizes, partitions the image scan otherwise;
+    the persisted rows, and so the model fitted on them, must not depend on it."""
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.linalg import Vectors, VectorUDT
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    from covidspark.workflows import steps
+
+    # More features than rows and no regularisation: as with ResNet50's 2,048 features
+    # for a few hundred X-rays, L-BFGS's path follows the order of the sums.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 120))
+    y = (x[:, 0] + 0.5 * rng.normal(size=60) > 0).astype(float)
+    rows = [(f"{rng.integers(1 << 60):016x}", f"file:/x/{i}.png", float(y[i]), Vectors.dense(x[i]))
+            for i in range(60)]
+    schema = StructType([StructField("image_id", StringType()), StructField("path", StringType()),
+                         StructField("label", DoubleType()), StructField("features", VectorUDT())])
+    scans = [spark.createDataFrame(rows, schema).repartition(n) for n in (7, 3)]
+
+    def persisted(df, width=None):
+        out, _ = steps.persist_compact(spark, df, "features", width=width)
+        return out
+
+    fits = []
+    for scan in scans:
+        for width in (None, 120):  # the features' path and the baseline pixels' path
+            df = persisted(scan, width)
+            assert df.rdd.getNumPartitions() == 1
+            # The reference order: sorted by id, then path, whatever came in.
+            assert [r.image_id for r in df.collect()] == sorted(r[0] for r in rows)
+            fits.append(LogisticRegression().fit(df).coefficients.toArray())
+            df.unpersist()
+    assert all(np.array_equal(fits[0], f) for f in fits[1:])
+
+    # Spread over the cores (a set too large for one partition), each partition's rows
+    # are still in one order.
+    monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 8 * 1024)
+    orders = []
+    for scan in scans:
+        df = persisted(scan)
+        assert df.rdd.getNumPartitions() == 2
+        orders.append(df.rdd.glom().map(lambda part: [r.image_id for r in part]).collect())
+        assert all(part == sorted(part) for part in orders[-1])
+        df.unpersist()
+    assert orders[0] == orders[1]

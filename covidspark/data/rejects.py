@@ -12,7 +12,7 @@ from covidspark.errors import InputError
 REJECT_SCHEMA = "path string, reason string"
 
 
-# How a workflow's caller (``run_train(spark, TrainConfig(...))``) goes on without them.
+# How a workflow's caller (``train(TrainConfig(...))`` and the others) goes on without them.
 WORKFLOW_ADVICE = "lenient=True skips them and reports them with the result, under rejected"
 
 

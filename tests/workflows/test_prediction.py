@@ -22,9 +22,12 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     images = tmp_path / "incoming"
     shutil.copytree(fixture_dir, images / "batch-1")
     (images / "batch-1" / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    with pytest.raises(IngestError, match="broken.png"):
+    with pytest.raises(IngestError, match="broken.png") as raised:
         run_command(["predict", "--model-dir", model, "--images", str(images), "--out",
               str(tmp_path / "p.csv")])
+    # In PredictConfig's words, and in the command line's.
+    assert "rejected (lenient=True skips them" in str(raised.value)
+    assert "rejected (--lenient skips them" in raised.value.command_line_message()
     result = run_command(["predict", "--model-dir", model, "--images", str(images), "--lenient",
                    "--out", str(tmp_path / "p.csv"), "--heatmaps", str(tmp_path / "heat")])
     assert result["images"] == 18 and [p.rsplit("/", 1)[-1] for p, _ in result["rejected"]] == \

@@ -315,23 +315,22 @@ def persist_compact(spark, df, vector_col, width=None):
     # order, so the scan's partitioning (cluster size, file sizes) would change the model.
     keys = [c for c in ("image_id", "path") if c in df.columns]
 
-    def spread(n):
-        return df.repartition(n, *keys).sortWithinPartitions(*keys) if keys else df.repartition(n)
+    def in_order(frame):
+        return frame.sortWithinPartitions(*keys) if keys else frame
 
     if width is not None:  # sized before persisting: this count prunes vector_col
         rows = df.count()
         needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
-        df = spread(min(cores, needed)).persist(level)
+        df = in_order(df.repartition(min(cores, needed), *keys)).persist(level)
         df.count()
         return df, rows
-    df = spread(cores).persist(level)
+    df = in_order(df.repartition(cores, *keys)).persist(level)
     rows = df.count()
     first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
     width = first[0].size if first is not None else 0
     needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
     if needed < cores:
-        compact = df.coalesce(needed)
-        compact = (compact.sortWithinPartitions(*keys) if keys else compact).persist(level)
+        compact = in_order(df.coalesce(needed)).persist(level)
         compact.count()
         df.unpersist()
         df = compact

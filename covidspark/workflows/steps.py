@@ -257,6 +257,7 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
     ``total``, the rows of ``split`` when the caller knows them, spares a count
     (over the images' bytes, when ``split`` carries them) for the progress line.
     """
+    from covidspark.models.registry import get_backbone
     from covidspark.runtime.progress import Progress
 
     label = f"featurize with {featurizer.getModelName()}"
@@ -275,7 +276,10 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
                         stats["computed"], stats["reused"])
         else:
             features = featurizer.transform(split).drop("content")
-        features, n_images = persist_compact(spark, features, featurizer.getOutputCol())
+        # The backbone's width and the rows known: one shuffle into the fit's partitions.
+        width = get_backbone(featurizer.getModelName()).feature_dim
+        features, n_images = persist_compact(spark, features, featurizer.getOutputCol(),
+                                             width, total)
     seconds = time.time() - t0
     logger.info("Featurized %d images in %.1f s (%.1f images/s)",
                 n_images, seconds, n_images / max(seconds, 1e-9))
@@ -290,51 +294,47 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
 COMPACT_PARTITION_BYTES = 64 * 2**20
 
 
-def persist_compact(spark, df, vector_col, width=None):
-    """``df`` persisted in as few partitions as its size needs, counted: ``(df, rows)``.
+def persist_compact(spark, df, vector_col, width=None, rows=None):
+    """``df`` persisted in the partitions its size needs, on any cluster: ``(df, rows)``.
 
     Classifiers read their features once per iteration (LR: one Spark job each,
     a task per partition): in the ingest scan's dozens of partitions a fit is
-    mostly task scheduling (624 images: 139 LR jobs of 49 tasks, 21.9 s). The rows
-    are spread over the cores (featurizing keeps its upstream partitions), then,
-    if ``vector_col``'s float64 values need fewer partitions than cores
-    (:data:`COMPACT_PARTITION_BYTES` each), coalesced from that cache. A known
-    ``width`` (the baseline's pixels) gives one cache in the partitions it needs,
-    none dropped (dropping one waits, in Spark's CacheManager, for caches being built).
+    mostly task scheduling (624 images: 139 LR jobs of 49 tasks, 21.9 s). The
+    rows go to as many partitions as ``vector_col``'s float64 values need
+    (:data:`COMPACT_PARTITION_BYTES` each), hashed there by image id and sorted
+    by id and path within them. Both the count and the order are the data's own,
+    not the scan's or the cluster's: a fit's path (L-BFGS's sums, a forest's
+    samples) follows them, so a laptop and a cluster of any size fit on the same
+    partitions, row for row.
+
+    ``width`` (values per vector), with ``rows`` where the caller knows them, puts
+    the rows there in one shuffle and one cache, none dropped (dropping one waits,
+    in Spark's CacheManager, for caches being built). Without ``rows`` they are
+    counted first (pass ``width`` alone for a narrow ``df``: the count prunes
+    ``vector_col``). Without ``width``, ``df`` is cached where it is, counted and
+    measured first.
     """
     import math
 
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from covidspark.runtime.connect import default_parallelism
-
-    cores, level = default_parallelism(spark), StorageLevel.MEMORY_AND_DISK
-    # Rows in an order of their own (hashed to partitions, sorted within them), not
-    # the scan's: a fit's path (L-BFGS's sums, a forest's samples) follows the row
-    # order, so the scan's partitioning (cluster size, file sizes) would change the model.
-    keys = [c for c in ("image_id", "path") if c in df.columns]
-
-    def in_order(frame):
-        return frame.sortWithinPartitions(*keys) if keys else frame
-
-    if width is not None:  # sized before persisting: this count prunes vector_col
+    level, staged = StorageLevel.MEMORY_AND_DISK, None
+    if width is None:
+        df = staged = df.persist(level)
         rows = df.count()
-        needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
-        df = in_order(df.repartition(min(cores, needed), *keys)).persist(level)
-        df.count()
-        return df, rows
-    df = in_order(df.repartition(cores, *keys)).persist(level)
-    rows = df.count()
-    first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
-    width = first[0].size if first is not None else 0
+        first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
+        width = first[0].size if first is not None else 0
+    elif rows is None:
+        rows = df.count()
     needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
-    if needed < cores:
-        compact = in_order(df.coalesce(needed)).persist(level)
-        compact.count()
-        df.unpersist()
-        df = compact
-    return df, rows
+    keys = [c for c in ("image_id", "path") if c in df.columns]
+    spread = df.repartition(needed, *keys)
+    compact = (spread.sortWithinPartitions(*keys) if keys else spread).persist(level)
+    rows = compact.count()
+    if staged is not None:
+        staged.unpersist()
+    return compact, rows
 
 
 def baseline_pixels(spark, split):

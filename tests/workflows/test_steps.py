@@ -19,27 +19,30 @@ def test_features_persist_in_as_few_partitions_as_their_size_needs(spark, monkey
     assert sorted(r.i for r in small.collect()) == list(range(40))  # nothing lost or repeated
     small.unpersist()
 
-    # 64 KB partitions: 80 KB needs two, as many as local[2]'s cores (never more).
-    monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 64 * 1024)
+    # 32 KB partitions: 80 KB needs three, one more than local[2]'s cores. The count
+    # follows the data, not the cluster.
+    monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 32 * 1024)
     spread, n = steps.persist_compact(spark, df, "features")
-    assert n == 40 and spread.rdd.getNumPartitions() == 2
+    assert n == 40 and spread.rdd.getNumPartitions() == 3
     assert sorted(r.i for r in spread.collect()) == list(range(40))
     spread.unpersist()
 
 
 def test_features_of_a_known_width_persist_once_in_the_partitions_they_need(spark, monkeypatch):
-    """The baseline's path: no intermediate cache (dropping one waits for every cache being built)."""
+    """The baseline's and the featurizer's path: no intermediate cache (dropping one waits
+    for every cache being built)."""
     from covidspark.workflows import steps
 
     df = spark.range(40).selectExpr("id AS i", "array_repeat(CAST(id AS DOUBLE), 256) AS v")
     df = df.repartition(7)
     before = spark.sparkContext._jsc.getPersistentRDDs().size()
 
-    small, n = steps.persist_compact(spark, df, "v", width=256)
-    assert n == 40 and small.rdd.getNumPartitions() == 1
-    assert sorted(r.i for r in small.collect()) == list(range(40))
-    assert spark.sparkContext._jsc.getPersistentRDDs().size() == before + 1  # one cache, kept
-    small.unpersist()
+    for rows in (None, 40):  # counted here, or known to the caller
+        small, n = steps.persist_compact(spark, df, "v", width=256, rows=rows)
+        assert n == 40 and small.rdd.getNumPartitions() == 1
+        assert sorted(r.i for r in small.collect()) == list(range(40))
+        assert spark.sparkContext._jsc.getPersistentRDDs().size() == before + 1  # one cache, kept
+        small.unpersist()
 
     monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 64 * 1024)  # 80 KB: two partitions
     spread, n = steps.persist_compact(spark, df, "v", width=256)
@@ -83,14 +86,24 @@ def test_a_fit_s_rows_come_in_one_order_whatever_the_scan_s_partitions(spark, mo
             df.unpersist()
     assert all(np.array_equal(fits[0], f) for f in fits[1:])
 
-    # Spread over the cores (a set too large for one partition), each partition's rows
-    # are still in one order.
-    monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 8 * 1024)
-    orders = []
+    # A set too large for one partition: the same rows in the same partitions, each in
+    # one order, whatever the scan and however many cores the cluster has (its cores are
+    # what Spark's defaultParallelism says; the rows must not follow them).
+    from pyspark.ml.classification import RandomForestClassifier
+
+    from covidspark.runtime import connect
+
+    monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 20 * 1024)  # 57.6 KB: 3 partitions
+    layouts, forests = [], []
     for scan in scans:
-        df = persisted(scan)
-        assert df.rdd.getNumPartitions() == 2
-        orders.append(df.rdd.glom().map(lambda part: [r.image_id for r in part]).collect())
-        assert all(part == sorted(part) for part in orders[-1])
-        df.unpersist()
-    assert orders[0] == orders[1]
+        for cores in (2, 16):
+            monkeypatch.setattr(connect, "default_parallelism", lambda _spark, n=cores: n)
+            df = persisted(scan)
+            layouts.append(df.rdd.glom().map(lambda part: [r.image_id for r in part]).collect())
+            assert len(layouts[-1]) == 3 and all(part == sorted(part) for part in layouts[-1])
+            # A forest draws its bootstrap samples partition by partition, row by row.
+            forest = RandomForestClassifier(numTrees=5, seed=1).fit(df)
+            forests.append(forest.toDebugString.split("\n", 1)[1])  # the trees, not the uid
+            df.unpersist()
+    assert all(layout == layouts[0] for layout in layouts[1:])
+    assert all(forest == forests[0] for forest in forests[1:])

@@ -294,47 +294,35 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
 COMPACT_PARTITION_BYTES = 64 * 2**20
 
 
-def persist_compact(spark, df, vector_col, width=None, rows=None):
+def persist_compact(spark, df, vector_col, width, rows=None):
     """``df`` persisted in the partitions its size needs, on any cluster: ``(df, rows)``.
 
     Classifiers read their features once per iteration (LR: one Spark job each,
     a task per partition): in the ingest scan's dozens of partitions a fit is
     mostly task scheduling (624 images: 139 LR jobs of 49 tasks, 21.9 s). The
-    rows go to as many partitions as ``vector_col``'s float64 values need
+    rows go to as many partitions as ``width`` float64 values each need
     (:data:`COMPACT_PARTITION_BYTES` each), hashed there by image id and sorted
-    by id and path within them. Both the count and the order are the data's own,
-    not the scan's or the cluster's: a fit's path (L-BFGS's sums, a forest's
-    samples) follows them, so a laptop and a cluster of any size fit on the same
-    partitions, row for row.
+    by id and path within them, in one shuffle and one cache, none dropped
+    (dropping one waits, in Spark's CacheManager, for caches being built). Both
+    the count and the order are the data's own, not the scan's or the cluster's:
+    a fit's path (L-BFGS's sums, a forest's samples) follows them, so a laptop
+    and a cluster of any size fit on the same partitions, row for row.
 
-    ``width`` (values per vector), with ``rows`` where the caller knows them, puts
-    the rows there in one shuffle and one cache, none dropped (dropping one waits,
-    in Spark's CacheManager, for caches being built). Without ``rows`` they are
-    counted first (pass ``width`` alone for a narrow ``df``: the count prunes
-    ``vector_col``). Without ``width``, ``df`` is cached where it is, counted and
-    measured first.
+    Without ``rows``, ``df`` is counted first: pass them where that count would
+    compute the vectors (the featurizer's output).
     """
     import math
 
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
-    level, staged = StorageLevel.MEMORY_AND_DISK, None
-    if width is None:
-        df = staged = df.persist(level)
-        rows = df.count()
-        first = df.select(vector_col).where(F.col(vector_col).isNotNull()).first() if rows else None
-        width = first[0].size if first is not None else 0
-    elif rows is None:
+    if rows is None:
         rows = df.count()
     needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
     keys = [c for c in ("image_id", "path") if c in df.columns]
     spread = df.repartition(needed, *keys)
-    compact = (spread.sortWithinPartitions(*keys) if keys else spread).persist(level)
-    rows = compact.count()
-    if staged is not None:
-        staged.unpersist()
-    return compact, rows
+    compact = (spread.sortWithinPartitions(*keys) if keys else spread)
+    compact = compact.persist(StorageLevel.MEMORY_AND_DISK)
+    return compact, compact.count()
 
 
 def baseline_pixels(spark, split):

@@ -2,37 +2,12 @@
 import numpy as np
 
 
-def test_features_persist_in_as_few_partitions_as_their_size_needs(spark, monkeypatch):
-    from pyspark.ml.linalg import Vectors, VectorUDT
-    from pyspark.sql.types import IntegerType, StructField, StructType
-
+def test_features_persist_once_in_as_few_partitions_as_their_size_needs(spark, monkeypatch):
+    """One cache, none dropped (dropping one waits for every cache being built), in the
+    partitions the vectors' bytes need, not the cores'."""
     from covidspark.workflows import steps
 
-    schema = StructType([StructField("i", IntegerType()), StructField("features", VectorUDT())])
-    # 40 rows, 256 float64 values wide (80 KB): most of them without a vector, which must
-    # not make the set look empty.
-    rows = [(i, None if i < 36 else Vectors.dense(np.full(256, float(i)))) for i in range(40)]
-    df = spark.createDataFrame(rows, schema).repartition(7)
-
-    small, n = steps.persist_compact(spark, df, "features")
-    assert n == 40 and small.rdd.getNumPartitions() == 1
-    assert sorted(r.i for r in small.collect()) == list(range(40))  # nothing lost or repeated
-    small.unpersist()
-
-    # 32 KB partitions: 80 KB needs three, one more than local[2]'s cores. The count
-    # follows the data, not the cluster.
-    monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 32 * 1024)
-    spread, n = steps.persist_compact(spark, df, "features")
-    assert n == 40 and spread.rdd.getNumPartitions() == 3
-    assert sorted(r.i for r in spread.collect()) == list(range(40))
-    spread.unpersist()
-
-
-def test_features_of_a_known_width_persist_once_in_the_partitions_they_need(spark, monkeypatch):
-    """The baseline's and the featurizer's path: no intermediate cache (dropping one waits
-    for every cache being built)."""
-    from covidspark.workflows import steps
-
+    # 40 rows, 256 float64 values wide: 80 KB.
     df = spark.range(40).selectExpr("id AS i", "array_repeat(CAST(id AS DOUBLE), 256) AS v")
     df = df.repartition(7)
     before = spark.sparkContext._jsc.getPersistentRDDs().size()
@@ -40,13 +15,14 @@ def test_features_of_a_known_width_persist_once_in_the_partitions_they_need(spar
     for rows in (None, 40):  # counted here, or known to the caller
         small, n = steps.persist_compact(spark, df, "v", width=256, rows=rows)
         assert n == 40 and small.rdd.getNumPartitions() == 1
-        assert sorted(r.i for r in small.collect()) == list(range(40))
+        assert sorted(r.i for r in small.collect()) == list(range(40))  # nothing lost or repeated
         assert spark.sparkContext._jsc.getPersistentRDDs().size() == before + 1  # one cache, kept
         small.unpersist()
 
-    monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 64 * 1024)  # 80 KB: two partitions
+    # 32 KB partitions: 80 KB needs three, one more than local[2]'s cores.
+    monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 32 * 1024)
     spread, n = steps.persist_compact(spark, df, "v", width=256)
-    assert n == 40 and spread.rdd.getNumPartitions() == 2
+    assert n == 40 and spread.rdd.getNumPartitions() == 3
     assert sorted(r.i for r in spread.collect()) == list(range(40))
     spread.unpersist()
 
@@ -71,14 +47,14 @@ def test_a_fit_s_rows_come_in_one_order_whatever_the_scan_s_partitions(spark, mo
                          StructField("label", DoubleType()), StructField("features", VectorUDT())])
     scans = [spark.createDataFrame(rows, schema).repartition(n) for n in (7, 3)]
 
-    def persisted(df, width=None):
-        out, _ = steps.persist_compact(spark, df, "features", width=width)
+    def persisted(df, known_rows=None):
+        out, _ = steps.persist_compact(spark, df, "features", width=120, rows=known_rows)
         return out
 
     fits = []
     for scan in scans:
-        for width in (None, 120):  # the features' path and the baseline pixels' path
-            df = persisted(scan, width)
+        for known_rows in (60, None):  # the features' path and the baseline pixels' path
+            df = persisted(scan, known_rows)
             assert df.rdd.getNumPartitions() == 1
             # The reference order: sorted by id, then path, whatever came in.
             assert [r.image_id for r in df.collect()] == sorted(r[0] for r in rows)

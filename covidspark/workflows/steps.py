@@ -278,8 +278,7 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
             features = featurizer.transform(split).drop("content")
         # The backbone's width and the rows known: one shuffle into the fit's partitions.
         width = get_backbone(featurizer.getModelName()).feature_dim
-        features, n_images = persist_compact(spark, features, featurizer.getOutputCol(),
-                                             width, total)
+        features, n_images = persist_compact(features, width, total)
     seconds = time.time() - t0
     logger.info("Featurized %d images in %.1f s (%.1f images/s)",
                 n_images, seconds, n_images / max(seconds, 1e-9))
@@ -294,13 +293,13 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
 COMPACT_PARTITION_BYTES = 64 * 2**20
 
 
-def persist_compact(spark, df, vector_col, width, rows=None):
-    """``df`` persisted in the partitions its size needs, on any cluster: ``(df, rows)``.
+def persist_compact(df, width, rows=None):
+    """``df`` persisted in the partitions its vectors need, on any cluster: ``(df, rows)``.
 
     Classifiers read their features once per iteration (LR: one Spark job each,
     a task per partition): in the ingest scan's dozens of partitions a fit is
     mostly task scheduling (624 images: 139 LR jobs of 49 tasks, 21.9 s). The
-    rows go to as many partitions as ``width`` float64 values each need
+    rows go to as many partitions as their vectors of ``width`` float64 values need
     (:data:`COMPACT_PARTITION_BYTES` each), hashed there by image id and sorted
     by id and path within them, in one shuffle and one cache, none dropped
     (dropping one waits, in Spark's CacheManager, for caches being built). Both
@@ -320,7 +319,7 @@ def persist_compact(spark, df, vector_col, width, rows=None):
     needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
     keys = [c for c in ("image_id", "path") if c in df.columns]
     spread = df.repartition(needed, *keys)
-    compact = (spread.sortWithinPartitions(*keys) if keys else spread)
+    compact = spread.sortWithinPartitions(*keys) if keys else spread
     compact = compact.persist(StorageLevel.MEMORY_AND_DISK)
     return compact, compact.count()
 
@@ -342,7 +341,7 @@ def baseline_pixels(spark, split):
         pixels = split.withColumn("pixels", array_to_vector(F.col("info.thumbnail")))
     else:
         pixels = PixelFeaturizer().transform(split)
-    pixels, _ = persist_compact(spark, pixels.drop("content"), "pixels", width=BASELINE_SIZE**2)
+    pixels, _ = persist_compact(pixels.drop("content"), width=BASELINE_SIZE**2)
     return pixels
 
 

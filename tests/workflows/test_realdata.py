@@ -55,7 +55,7 @@ def test_binary_lr_on_real_xrays(spark, tmp_path):
     # Stored as the train job stores them: LR then runs a job per iteration over one
     # partition, not over the image scan's dozens.
     features, _ = persist_compact(
-        spark, featurizer.transform(stratified_split(data, 0.2, seed=0)).drop("content"), "features",
+        featurizer.transform(stratified_split(data, 0.2, seed=0)).drop("content"),
         width=2048, rows=160)
     train, test = features.filter("split = 'train'"), features.filter("split = 'test'")
     model = build_head("binary", "lr").fit(train)

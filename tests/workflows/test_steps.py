@@ -13,7 +13,7 @@ def test_features_persist_once_in_as_few_partitions_as_their_size_needs(spark, m
     before = spark.sparkContext._jsc.getPersistentRDDs().size()
 
     for rows in (None, 40):  # counted here, or known to the caller
-        small, n = steps.persist_compact(spark, df, "v", width=256, rows=rows)
+        small, n = steps.persist_compact(df, width=256, rows=rows)
         assert n == 40 and small.rdd.getNumPartitions() == 1
         assert sorted(r.i for r in small.collect()) == list(range(40))  # nothing lost or repeated
         assert spark.sparkContext._jsc.getPersistentRDDs().size() == before + 1  # one cache, kept
@@ -21,7 +21,7 @@ def test_features_persist_once_in_as_few_partitions_as_their_size_needs(spark, m
 
     # 32 KB partitions: 80 KB needs three, one more than local[2]'s cores.
     monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 32 * 1024)
-    spread, n = steps.persist_compact(spark, df, "v", width=256)
+    spread, n = steps.persist_compact(df, width=256)
     assert n == 40 and spread.rdd.getNumPartitions() == 3
     assert sorted(r.i for r in spread.collect()) == list(range(40))
     spread.unpersist()
@@ -48,7 +48,7 @@ def test_a_fit_s_rows_come_in_one_order_whatever_the_scan_s_partitions(spark, mo
     scans = [spark.createDataFrame(rows, schema).repartition(n) for n in (7, 3)]
 
     def persisted(df, known_rows=None):
-        out, _ = steps.persist_compact(spark, df, "features", width=120, rows=known_rows)
+        out, _ = steps.persist_compact(df, width=120, rows=known_rows)
         return out
 
     fits = []

@@ -255,7 +255,8 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
     """Featurize once and persist: ``(features, store stats or None, seconds)``.
 
     ``total``, the rows of ``split`` when the caller knows them, spares a count
-    (over the images' bytes, when ``split`` carries them) for the progress line.
+    (over the images' bytes, when ``split`` carries them) for the progress line,
+    and sizes the fit's partitions (:func:`persist_compact`) before featurizing.
     """
     from covidspark.models.registry import get_backbone
     from covidspark.runtime.progress import Progress

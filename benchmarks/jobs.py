@@ -14,6 +14,10 @@ JVM), one run, JSON out. For each data set:
   Parquet and model files: an upper bound on the image bytes).
 - ``spark_jobs``: Spark jobs each arm ran. On a few hundred images a train job's
   time beyond featurizing is mostly per-job cost (an LR iteration is a job).
+- ``cpu_s`` (Linux): CPU seconds each arm used, by role: this driver, the
+  JVM's JIT compilers (``jvm_jit``), the rest of the JVM, the Python workers;
+  ``cores_busy`` is their sum over the arm's seconds. At the machine's core
+  count an arm is CPU-bound, and only less CPU work makes it faster there.
 - ``--train-runs N``: the train job again, N - 1 more times in the same JVM
   (``train_again``): what a notebook's later runs on a warm cluster cost, beside
   the first run that every ``spark-submit`` pays.
@@ -38,7 +42,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit_json  # noqa: E402
+from common import cpu_seconds_by_role, emit_json  # noqa: E402
 
 
 def hadoop_bytes_read(spark, scheme="file"):
@@ -66,12 +70,19 @@ class Counters:
         from covidspark.data.decoding import counted_decodes
 
         return (counted_decodes(self.decode_dir), hadoop_bytes_read(self.spark), time.time(),
-                spark_jobs_started(self.spark))
+                spark_jobs_started(self.spark), cpu_seconds_by_role())
 
     def since(self, start):
-        decodes, read, now, jobs = self.snapshot()
-        return {"decodes": decodes - start[0], "bytes_read": read - start[1],
-                "seconds": round(now - start[2], 2), "spark_jobs": jobs - start[3]}
+        decodes, read, now, jobs, cpu = self.snapshot()
+        seconds = now - start[2]
+        counted = {"decodes": decodes - start[0], "bytes_read": read - start[1],
+                   "seconds": round(seconds, 2), "spark_jobs": jobs - start[3]}
+        if cpu is not None:
+            used = {role: round(cpu[role] - start[4][role], 2) for role in cpu}
+            # Near os.cpu_count(): the arm kept every core busy, and only less CPU
+            # work (not overlap) makes it faster on this machine.
+            counted["cpu_s"] = {**used, "cores_busy": round(sum(used.values()) / seconds, 2)}
+        return counted
 
 
 def image_bytes(spark, images):
@@ -144,7 +155,8 @@ def train_vs_featurize(spark, counters, config, tmp, train_runs=1):
         later = train_job(spark, counters,
                           dataclasses.replace(config, out=f"{config.out}-{run + 1}"))
         again.append({"seconds": later["seconds"], "spark_jobs": later["spark_jobs"],
-                      "steps_s": later["steps_s"], "train_vs_featurize_only": ratio(later)})
+                      "steps_s": later["steps_s"], "train_vs_featurize_only": ratio(later),
+                      **({"cpu_s": later["cpu_s"]} if "cpu_s" in later else {})})
     source = (dict(manifest=config.manifest) if config.manifest else dict(path=config.data[0]))
     size = image_bytes(spark, read_images(spark, validate=False, label_map=config.label_map,
                                           **source))

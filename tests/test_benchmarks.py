@@ -1,0 +1,42 @@
+"""The benchmarks' own accounting: CPU seconds by role (``benchmarks/common.py``)."""
+import os
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/task"),
+                                reason="reads Linux's /proc")
+
+
+def test_python_workers_cpu_is_what_the_workers_themselves_measured(spark):
+    from common import cpu_seconds_by_role
+
+    def burn(seconds):
+        """Busy-loop for ``seconds`` of this process's CPU; return what it measured."""
+        import time
+
+        start = time.process_time()
+        while time.process_time() - start < seconds:
+            pass
+        return time.process_time() - start
+
+    before = cpu_seconds_by_role()
+    # Two tasks, each burning 0.6 s in a Python worker under this session's JVM.
+    reported = (spark.sparkContext.parallelize([0.6, 0.6], 2)
+                .map(burn).collect())
+    after = cpu_seconds_by_role()
+    used = {role: after[role] - before[role] for role in before}
+    # The workers' own clocks are the reference: every second they report is
+    # counted as theirs (plus start-up and pickling), none as the driver's.
+    assert used["python_workers"] >= 0.9 * sum(reported), (used, reported)
+    assert used["python_workers"] < sum(reported) + 5.0, (used, reported)
+    assert used["driver"] < 0.5 * sum(reported), used
+    assert all(value >= 0 for value in used.values()), used
+    # The JVM's compiler threads are found by name: a JVM that has run Spark jobs
+    # has compiled something, so a reading of zero means the names did not match.
+    assert after["jvm_jit"] > 0, after
+    assert after["jvm_other"] > after["jvm_jit"] * 0.1, after

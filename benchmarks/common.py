@@ -33,39 +33,37 @@ def cpu_seconds_by_role():
     """CPU seconds used so far by this process and the processes under it, by role.
 
     Read from Linux's ``/proc``; ``None`` elsewhere. Roles: ``driver`` (this
-    Python process), ``jvm_jit`` (the JVM's C1 and C2 compiler threads),
-    ``jvm_other`` (the rest of the JVM: Spark's scheduler, executor task
-    threads, the collector), ``python_workers`` (Python processes under the JVM:
-    pyspark's daemon and workers, also those that have exited) and ``other``.
-    Take two readings and subtract: only differences mean anything.
+    Python process), ``jvm_jit`` (the JVM's live C1 and C2 compiler threads; one
+    the JVM stops takes its seconds into ``jvm_other``, which on 2 cores, one
+    thread of each, does not happen), ``jvm_other`` (the rest of the JVM:
+    Spark's scheduler, executor task threads, the collector),
+    ``python_workers`` (Python processes under the JVM: pyspark's daemon and
+    workers, also those that have exited) and ``other``. Take two readings and
+    subtract: only differences mean anything.
     """
     if not os.path.isdir("/proc/self/task"):
         return None
-    tick = os.sysconf("SC_CLK_TCK")
     procs = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                raw = f.read()
-        except OSError:  # it exited while we looked
-            continue
-        name, fields = raw[raw.index("(") + 1:raw.rindex(")")], raw.rsplit(")", 1)[1].split()
-        procs[int(pid)] = (int(fields[1]), name, [int(v) / tick for v in fields[11:15]])
+        stat = _read_stat(f"/proc/{pid}/stat")
+        if stat is not None:  # None: it exited while we looked
+            procs[int(pid)] = stat
     roles = dict.fromkeys(("driver", "jvm_jit", "jvm_other", "python_workers", "other"), 0.0)
     me = os.getpid()
-    for pid, (parent, name, (user, system, child_user, child_system)) in procs.items():
-        above = []  # the names of the processes between this one and the driver
-        while parent in procs and parent != me and pid != me:
-            above.append(procs[parent][1])
-            parent = procs[parent][0]
-        if pid != me and parent != me:
-            continue  # not under this process
-        own, reaped = user + system, child_user + child_system
+    for pid, (name, parent, own, reaped) in procs.items():
         if pid == me:
             roles["driver"] += own
             roles["other"] += reaped
-        elif name == "java":
-            jit = _thread_seconds(pid, JIT_THREADS, tick)
+            continue
+        above = []  # the names of the processes between this one and the driver
+        while parent in procs and parent != me:
+            above.append(procs[parent][0])
+            parent = procs[parent][1]
+        if parent != me:
+            continue  # not under this process
+        if name == "java":
+            jit = sum(stat[2] for stat in map(_read_stat, _thread_stats(pid))
+                      if stat is not None and stat[0].startswith(JIT_THREADS))
             roles["jvm_jit"] += jit
             roles["jvm_other"] += own - jit
             roles["python_workers"] += reaped  # a Python daemon that exited
@@ -76,16 +74,20 @@ def cpu_seconds_by_role():
     return roles
 
 
-def _thread_seconds(pid, names, tick):
-    """CPU seconds of ``pid``'s live threads whose names start with one of ``names``."""
-    seconds = 0.0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        if raw[raw.index("(") + 1:raw.rindex(")")].startswith(names):
-            fields = raw.rsplit(")", 1)[1].split()
-            seconds += (int(fields[11]) + int(fields[12])) / tick
-    return seconds
+def _thread_stats(pid):
+    return [f"/proc/{pid}/task/{tid}/stat" for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+def _read_stat(path):
+    """``(name, parent pid, own CPU seconds, reaped children's CPU seconds)`` of a
+    ``/proc`` stat file, or None when the process or thread has gone."""
+    try:
+        with open(path) as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # The name is in parentheses and may hold spaces and parentheses itself.
+    name, fields = raw[raw.index("(") + 1:raw.rindex(")")], raw.rsplit(")", 1)[1].split()
+    user, system, child_user, child_system = (int(v) / os.sysconf("SC_CLK_TCK")
+                                              for v in fields[11:15])
+    return name, int(fields[1]), user + system, child_user + child_system

@@ -64,8 +64,8 @@ def master(spark):
         return None
 
 
-def default_parallelism(spark):
-    """Cores Spark schedules tasks on (``defaultParallelism``; 2 where Connect hides it)."""
+def default_parallelism(spark, hidden=2):
+    """Cores Spark schedules tasks on (``defaultParallelism``; ``hidden`` where Connect hides it)."""
     if not is_connect(spark):
         return spark.sparkContext.defaultParallelism
     for key in ("spark.default.parallelism",):
@@ -75,7 +75,7 @@ def default_parallelism(spark):
             value = None
         if value:
             return int(value)
-    return 2
+    return hidden
 
 
 # session key -> {name shipped: identity of the file shipped under it}

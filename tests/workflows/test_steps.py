@@ -83,3 +83,34 @@ def test_a_fit_s_rows_come_in_one_order_whatever_the_scan_s_partitions(spark, mo
             df.unpersist()
     assert all(layout == layouts[0] for layout in layouts[1:])
     assert all(forest == forests[0] for forest in forests[1:])
+
+
+def test_the_narrow_table_has_a_partition_per_core_and_its_bytes_come_back(
+        spark, fixture_dir, monkeypatch):
+    """The checks, duplicate search and split query the narrow table about ten times:
+    in the scan's partitions each query paid for dozens of tasks. Coalescing must lose,
+    repeat or mismatch no row, and where Connect hides the cores nothing is coalesced."""
+    import hashlib
+
+    from covidspark.data.reading import read_images
+    from covidspark.runtime import connect
+    from covidspark.workflows import steps
+
+    images = read_images(spark, fixture_dir).repartition(7)  # a scan of many partitions
+    expected = sorted((r.path, r.image_id, r.label) for r in images.collect())
+    assert len(expected) == 18
+
+    narrow, with_content = steps.without_content(images)
+    assert "content" not in narrow.columns
+    assert narrow.rdd.getNumPartitions() == spark.sparkContext.defaultParallelism == 2
+    assert sorted((r.path, r.image_id, r.label) for r in narrow.collect()) == expected
+    # Each row's bytes are its own: the id is the sha256 of the bytes (hashlib, not ours).
+    back = with_content(narrow.filter("label != 'normal'")).collect()
+    assert len(back) == 12
+    assert all(hashlib.sha256(bytes(r.content)).hexdigest() == r.image_id for r in back)
+    narrow.unpersist()
+
+    monkeypatch.setattr(connect, "default_parallelism", lambda _spark, hidden=2: hidden)
+    kept, _ = steps.without_content(images)
+    assert kept.rdd.getNumPartitions() == 7
+    kept.unpersist()

@@ -91,3 +91,29 @@ def _read_stat(path):
     user, system, child_user, child_system = (int(v) / os.sysconf("SC_CLK_TCK")
                                               for v in fields[11:15])
     return name, int(fields[1]), user + system, child_user + child_system
+
+
+def python_worker_pids():
+    """PIDs of pyspark's Python daemons and workers on this machine (Linux ``/proc``)."""
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:  # it exited while we looked
+            continue
+        if b"pyspark.daemon" in cmdline or b"pyspark.worker" in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def status_kb(pid, field):
+    """A ``/proc/PID/status`` field in kB (``VmRSS``, ``VmHWM``); 0 once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

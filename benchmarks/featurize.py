@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from common import emit_json
+from common import emit_json, python_worker_pids, status_kb
 
 
 def image_paths(data, limit):
@@ -87,17 +87,8 @@ def timed_count(frame):
 
 
 def worker_peak_rss_mb():
-    """Largest peak RSS (VmHWM) of the live Python workers (forked from pyspark.daemon)."""
-    peaks = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"pyspark.daemon" not in f.read():
-                    continue
-            with open(f"/proc/{pid}/status") as f:
-                peaks += [int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM")]
-        except OSError:
-            continue
+    """Largest peak RSS (VmHWM) of the live Python workers, in MB."""
+    peaks = [kb / 1024 for kb in (status_kb(pid, "VmHWM") for pid in python_worker_pids()) if kb]
     return max(peaks) if peaks else None
 
 

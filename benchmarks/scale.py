@@ -30,36 +30,9 @@ import time
 
 import numpy as np
 
-from common import emit_json
+from common import emit_json, python_worker_pids, status_kb
 
 BAD_KINDS = ("empty", "truncated", "text", "gif", "bmp", "too-many-pixels", "unknown-label")
-
-
-def _status_kb(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _python_workers():
-    """PIDs of pyspark's Python daemon and workers on this machine."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if b"pyspark.daemon" in cmdline or b"pyspark.worker" in cmdline:
-            pids.append(int(entry))
-    return pids
 
 
 class RssSampler:
@@ -72,10 +45,10 @@ class RssSampler:
 
     def _run(self):
         while not self._stop.is_set():
-            self.driver = max(self.driver, _status_kb(os.getpid(), "VmRSS") / 1024)
-            for pid in _python_workers():
+            self.driver = max(self.driver, status_kb(os.getpid(), "VmRSS") / 1024)
+            for pid in python_worker_pids():
                 self.workers[pid] = max(self.workers.get(pid, 0.0),
-                                        _status_kb(pid, "VmRSS") / 1024)
+                                        status_kb(pid, "VmRSS") / 1024)
             self._stop.wait(self.interval)
 
     def __enter__(self):

@@ -1,4 +1,4 @@
-"""The benchmarks' own accounting: CPU seconds by role (``benchmarks/common.py``)."""
+"""The benchmarks' own accounting (`benchmarks/common.py`): CPU by role, the workers' memory."""
 import os
 import sys
 
@@ -40,3 +40,20 @@ def test_python_workers_cpu_is_what_the_workers_themselves_measured(spark):
     # has compiled something, so a reading of zero means the names did not match.
     assert after["jvm_jit"] > 0, after
     assert after["jvm_other"] > after["jvm_jit"] * 0.1, after
+
+
+def test_the_python_workers_are_found_and_their_memory_read(spark):
+    import resource
+
+    from common import python_worker_pids, status_kb
+
+    # The workers' own pids are the reference: each task reports the process it ran in.
+    ran_in = set(spark.sparkContext.parallelize(range(4), 2)
+                 .map(lambda _: __import__("os").getpid()).collect())
+    found = python_worker_pids()
+    assert ran_in and ran_in <= set(found), (ran_in, found)
+    assert os.getpid() not in found  # the driver is not a worker
+    # The peak RSS the kernel reports to getrusage (kB on Linux) is the process's VmHWM.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert abs(status_kb(os.getpid(), "VmHWM") - peak) <= 0.05 * peak
+    assert status_kb(2 ** 22 + 7, "VmRSS") == 0  # no such process: nothing, not an error

@@ -82,6 +82,17 @@ def _components(rows, group_cols):
     return {row["path"]: membership.get(row["path"], row["path"]) for row in rows}
 
 
+def _units_by_key(rows, group_cols, key):
+    """``{path: unit}``: the components of :func:`_components`, each named by its smallest
+    ``key``, so the seeded order of the units does not depend on the rows' paths."""
+    component_of = _components(rows, group_cols)
+    name = {}
+    for row in rows:
+        component = component_of[row["path"]]
+        name[component] = min(name.get(component, row[key]), row[key])
+    return {path: name[component] for path, component in component_of.items()}
+
+
 def _stable_hash(seed, text):
     import hashlib
 
@@ -108,14 +119,19 @@ def _assign(components, targets, seed):
 
 
 def grouped_split(df, fractions=(0.8, 0.0, 0.2), seed=0, label_col="label",
-                  group_cols=("patient_id", "dup_group"), k_folds=None, row_col="path"):
+                  group_cols=("patient_id", "dup_group"), k_folds=None, row_col="path",
+                  key_col="image_id"):
     """Split by label strata, never separating a patient or a duplicate group.
 
     Rows that share a patient id or a duplicate group (any non-null value of
     any of ``group_cols``) form one unit, which goes wholly to one split (and,
     with ``k_folds``, one fold). Units are stratified by their majority label and
     assigned greedily in a seeded order so that each split gets its fraction of
-    every label's images as closely as whole units allow.
+    every label's images as closely as whole units allow. A unit's place in that
+    order is a seeded hash of its smallest ``key_col`` value: with ``image_id``
+    (the sha256 of the bytes) the split follows the images' contents, not where
+    they are stored, so a copy of the set on S3, DBFS or a laptop splits alike.
+    Rows with the same ``key_col`` (identical files) are one unit.
 
     Parameters
     ----------
@@ -130,6 +146,12 @@ def grouped_split(df, fractions=(0.8, 0.0, 0.2), seed=0, label_col="label",
     k_folds : int, optional
         Also add ``fold`` (0 to k-1) to the training rows, for ``CrossValidator``'s
         ``foldCol``; other rows get null.
+    row_col : str
+        A column unique per row (the assignment is joined back on it).
+    key_col : str
+        The rows' identity across copies of the set. Where ``df`` lacks it the
+        units are ordered by ``row_col`` instead, and the split then depends on
+        the paths (the same files elsewhere split otherwise).
 
     Returns
     -------
@@ -150,11 +172,17 @@ def grouped_split(df, fractions=(0.8, 0.0, 0.2), seed=0, label_col="label",
     if k_folds is not None and k_folds < 2:
         raise InputError(f"k_folds must be >= 2. Received: {k_folds}")
     present = [c for c in group_cols if c in df.columns]
-    rows = [r.asDict() for r in df.select(row_col, label_col, *present).collect()]
+    key = key_col if key_col in df.columns and key_col != row_col else row_col
+    keys = [key] if key != row_col else []
+    rows = [r.asDict() for r in df.select(row_col, label_col, *present, *keys).collect()]
     if len({r[row_col] for r in rows}) != len(rows):
         raise ValueError(f"grouped_split: column {row_col!r} must be unique per row")
+    missing = [r[row_col] for r in rows if r[key] is None]
+    if missing:
+        raise InputError(f"grouped_split: {len(missing)} row(s) without {key!r}, e.g. "
+                         f"{missing[0]!r}; every row needs one (read_images sets image_id)")
     rows = [{**r, "path": r[row_col]} for r in rows]
-    component_of = _components(rows, present)
+    component_of = _units_by_key(rows, [*present, *keys], key)
     members = {}
     for r in rows:
         members.setdefault(component_of[r["path"]], []).append(r[label_col])

@@ -85,3 +85,54 @@ def test_grouped_split_fractions_are_close_for_singletons(spark):
     assert summary["images"]["test"] == {"covid": 10, "normal": 20}
     with pytest.raises(ValueError, match="summing to 1"):
         grouped_split(df, (0.8, 0.1, 0.2))
+
+
+def test_a_copy_of_the_set_elsewhere_splits_alike(spark):
+    """The same files on S3, DBFS or a laptop: the same split, image for image.
+
+    Each image is named by its bytes' sha256 (``image_id``); the split must follow it,
+    not the path. Before, units were ordered by their paths, and ozturk read from a
+    second folder shared only 28 of its 124 test images with the first.
+    """
+    import hashlib
+
+    from covidspark.data.splits import grouped_split
+
+    rows = []
+    for p in range(60):
+        label = ("covid", "normal")[p % 2]
+        for k in range(1 + p % 3):
+            image_id = hashlib.sha256(f"pixels {p} {k}".encode()).hexdigest()
+            rows.append((f"images/{label}/{p}-{k}.png", image_id, label, f"pat-{p}"))
+
+    def split(root):
+        df = spark.createDataFrame([(f"{root}/{path}", *rest) for path, *rest in rows],
+                                   "path string, image_id string, label string, patient_id string")
+        out, _ = grouped_split(df, (0.7, 0.1, 0.2), seed=4, k_folds=3)
+        return {r.image_id: (r.split, r.fold) for r in out.collect()}
+
+    here = split("file:/work/shared/data/set")
+    assert here == split("s3a://bucket/copies/set") == split("dbfs:/Volumes/main/x/set")
+    assert {s for s, _ in here.values()} == {"train", "validation", "test"}
+    # The seed still decides: another seed, another split.
+    df = spark.createDataFrame([(f"/x/{path}", *rest) for path, *rest in rows],
+                               "path string, image_id string, label string, patient_id string")
+    other, _ = grouped_split(df, (0.7, 0.1, 0.2), seed=5)
+    assert {r.image_id: r.split for r in other.collect()} != {k: s for k, (s, _) in here.items()}
+
+
+def test_identical_files_are_one_unit_and_a_missing_id_is_named(spark):
+    from covidspark.data.splits import grouped_split
+
+    # 30 singletons and one file stored twice (no duplicate groups: duplicates ignored).
+    rows = [(f"/a/{i}.png", f"id-{i:02d}", ("covid", "normal")[i % 2]) for i in range(30)]
+    rows.append(("/b/copy-of-7.png", "id-07", "normal"))
+    schema = "path string, image_id string, label string"
+    for seed in range(8):
+        out, summary = grouped_split(spark.createDataFrame(rows, schema), (0.5, 0.0, 0.5), seed)
+        sides = {r.path: r.split for r in out.collect()}
+        assert sides["/a/7.png"] == sides["/b/copy-of-7.png"], seed
+        assert summary["units"] == 30
+    rows[3] = ("/a/3.png", None, "normal")
+    with pytest.raises(ValueError, match=r"1 row\(s\) without 'image_id', e.g. '/a/3.png'"):
+        grouped_split(spark.createDataFrame(rows, schema), (0.5, 0.0, 0.5))

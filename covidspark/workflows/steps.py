@@ -203,7 +203,7 @@ def without_content(images):
         return images, lambda df: df
     narrow = images.drop("content")
     # A task per core, not per scan partition: about ten small queries read this
-    # table (0.15-0.5 s each over ozturk's 36 partitions on 2 cores, 40-70 ms over
+    # table (0.15-0.5 s each over ozturk's 36 partitions on 2 cores, 40-170 ms over
     # 2). Where Connect hides the cores the scan's partitions stay: this table's
     # first query reads every byte of the ingest table back, and must not in 2 tasks.
     cores = default_parallelism(images.sparkSession, hidden=None)

@@ -65,7 +65,7 @@ def master(spark):
 
 
 def default_parallelism(spark, hidden=2):
-    """Cores Spark schedules tasks on: ``defaultParallelism`` (``hidden`` where Connect hides it)."""
+    """The cores Spark schedules on: ``defaultParallelism`` (``hidden`` where Connect hides it)."""
     if not is_connect(spark):
         return spark.sparkContext.defaultParallelism
     for key in ("spark.default.parallelism",):

@@ -96,13 +96,15 @@ def test_the_narrow_table_has_a_partition_per_core_and_its_bytes_come_back(
     from covidspark.runtime import connect
     from covidspark.workflows import steps
 
-    images = read_images(spark, fixture_dir).repartition(7)  # a scan of many partitions
+    cores = spark.sparkContext.defaultParallelism
+    scan = cores + 5  # a scan of more partitions than cores
+    images = read_images(spark, fixture_dir).repartition(scan)
     expected = sorted((r.path, r.image_id, r.label) for r in images.collect())
     assert len(expected) == 18
 
     narrow, with_content = steps.without_content(images)
     assert "content" not in narrow.columns
-    assert narrow.rdd.getNumPartitions() == spark.sparkContext.defaultParallelism == 2
+    assert narrow.rdd.getNumPartitions() == cores
     assert sorted((r.path, r.image_id, r.label) for r in narrow.collect()) == expected
     # Each row's bytes are its own: the id is the sha256 of the bytes (hashlib, not ours).
     back = with_content(narrow.filter("label != 'normal'")).collect()
@@ -112,5 +114,5 @@ def test_the_narrow_table_has_a_partition_per_core_and_its_bytes_come_back(
 
     monkeypatch.setattr(connect, "default_parallelism", lambda _spark, hidden=2: hidden)
     kept, _ = steps.without_content(images)
-    assert kept.rdd.getNumPartitions() == 7
+    assert kept.rdd.getNumPartitions() == scan
     kept.unpersist()

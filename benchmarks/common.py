@@ -33,10 +33,11 @@ def cpu_seconds_by_role():
     """CPU seconds used so far by this process and the processes under it, by role.
 
     Read from Linux's ``/proc``; ``None`` elsewhere. Roles: ``driver`` (this
-    Python process), ``jvm_jit`` (the JVM's live C1 and C2 compiler threads; one
-    the JVM stops takes its seconds into ``jvm_other``, which on 2 cores, one
-    thread of each, does not happen), ``jvm_other`` (the rest of the JVM:
-    Spark's scheduler, executor task threads, the collector),
+    Python process), ``jvm_jit`` (the JVM's live C1 and C2 compiler threads),
+    ``jvm_other`` (the rest of the JVM: Spark's scheduler, executor task
+    threads, the collector; and the seconds of compiler threads the JVM has
+    stopped, so between two readings ``jvm_jit`` can even fall: the JVM's sum is
+    exact, its split an approximation; CI saw -0.43 s once, on 2 cores),
     ``python_workers`` (Python processes under the JVM: pyspark's daemon and
     workers, also those that have exited) and ``other``. Take two readings and
     subtract: only differences mean anything.

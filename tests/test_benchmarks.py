@@ -35,7 +35,10 @@ def test_python_workers_cpu_is_what_the_workers_themselves_measured(spark):
     assert used["python_workers"] >= 0.9 * sum(reported), (used, reported)
     assert used["python_workers"] < sum(reported) + 5.0, (used, reported)
     assert used["driver"] < 0.5 * sum(reported), used
-    assert all(value >= 0 for value in used.values()), used
+    # A compiler thread the JVM stops moves its seconds from jvm_jit to jvm_other
+    # (seen once in CI: jvm_jit -0.43), so only the JVM's total must not fall.
+    assert all(used[role] >= 0 for role in ("driver", "python_workers", "other")), used
+    assert used["jvm_jit"] + used["jvm_other"] >= 0, used
     # The JVM's compiler threads are found by name: a JVM that has run Spark jobs
     # has compiled something, so a reading of zero means the names did not match.
     assert after["jvm_jit"] > 0, after

@@ -78,7 +78,10 @@ def inspect_images(df, content_col="content", path_col="path", max_pixels=DEFAUL
     def inspect(contents: pd.Series, paths: pd.Series) -> pd.DataFrame:
         rows = [not_inspected if data is None else inspect_image(data, name, max_pixels)
                 for data, name in zip(contents, paths)]
-        return pd.DataFrame(rows, columns=list(INFO_FIELDS))
+        # Object columns: with a None among them pandas would infer float64 for the
+        # integers, and a 64-bit hash through a double keeps only its top 53 bits
+        # (ozturk's binary task paired two images 4 bits apart, at "distance 2").
+        return pd.DataFrame(rows, columns=list(INFO_FIELDS), dtype=object)
 
     return df.withColumn(info_col, inspect(F.col(content_col), F.col(path_col)))
 

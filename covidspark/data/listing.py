@@ -5,14 +5,18 @@ and names it treats as hidden (``_x.png``, ``.x.png``, anything under ``_old/``)
 Both are chest X-rays a user meant to read. :func:`binary_files` puts the empty
 ones back, so that validation rejects them by name; :func:`hidden_images` finds
 the hidden ones with a plain listing, so that a read reports them instead of
-losing them.
+losing them. :func:`binary_files_under` reads only some folders of a listed
+tree, and :func:`load_manifest_files` loads a manifest's files one by one,
+each missing one a reject.
 """
 import fnmatch
 import posixpath
 import re
 
 from covidspark.data.decoding import IMAGE_EXTENSIONS
-from covidspark.data.uris import as_path_column, hidden_from_spark, normalise_uri
+from covidspark.data.uris import (as_path_column, hidden_from_spark, literal, normalise_uri,
+                                  not_found_path)
+from covidspark.errors import InputError
 
 # What Windows leaves in a folder of pictures: not images, and never the user's data.
 WINDOWS_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini")
@@ -32,8 +36,14 @@ def binary_files(spark, reader, paths):
     (pyspark.sql.DataFrame, list of str)
         The rows, and every path among them (listed once, on the driver).
     """
-    from pyspark.sql import functions as F
+    files, listing, empty = list_binary_files(spark, reader, paths)
+    return with_empty_files(spark, files, empty), listing
 
+
+def list_binary_files(spark, reader, paths):
+    """:func:`binary_files` in two halves: ``(rows, listing, empty)``, the zero-byte
+    files not yet among the rows (:func:`with_empty_files` adds them).
+    """
     from covidspark.runtime.connect import default_parallelism
     from covidspark.runtime.session import temporary_conf
 
@@ -44,12 +54,38 @@ def binary_files(spark, reader, paths):
         files = reader.load(paths).select("path", "content")
         listed = {as_path_column(p) for p in files.inputFiles()}
     read = {r.path for r in files.select("path").collect()}  # column pruning: no bytes read
-    skipped = sorted(listed - read)
-    if not skipped:
-        return files, sorted(read)
-    empty = spark.createDataFrame([(p,) for p in skipped], "path string").withColumn(
+    return files, sorted(read | listed), sorted(listed - read)
+
+
+def with_empty_files(spark, files, empty):
+    """``files`` and a row with empty ``content`` for each path in ``empty``."""
+    from pyspark.sql import functions as F
+
+    if not empty:
+        return files
+    rows = spark.createDataFrame([(p,) for p in empty], "path string").withColumn(
         "content", F.lit(bytearray()).cast("binary"))
-    return files.unionByName(empty), sorted(read | set(skipped))
+    return files.unionByName(rows)
+
+
+def binary_files_under(spark, reader, folders, empty):
+    """``binaryFile`` rows of the files under ``folders`` only, zero-byte ones included.
+
+    A filter on the rows of a whole tree would come too late: Spark's scan reads
+    every listed file's bytes before any filter sees its path. Loading only these
+    folders lists them a second time, which costs far less than reading the rest.
+
+    Parameters
+    ----------
+    folders : list of str
+        Folders spelled as the ``path`` column spells them (``file:/data/covid``).
+    empty : list of str
+        The zero-byte files :func:`list_binary_files` found; those under ``folders``
+        are added back.
+    """
+    under = tuple(f.rstrip("/") + "/" for f in folders)
+    files = reader.load([literal(f) for f in folders]).select("path", "content")
+    return with_empty_files(spark, files, [p for p in empty if p.startswith(under)])
 
 
 def hidden_images(files, root_uri, listed, pattern=None):
@@ -113,3 +149,56 @@ def _glob_matches(pattern, name):
         return fnmatch.fnmatchcase(name, pattern)
     head, options, tail = alternatives.groups()
     return any(_glob_matches(head + option + tail, name) for option in options.split(","))
+
+
+#: Spark names one missing path per failed load, and each retry lists every file again.
+MAX_MISSING_RETRIES = 10
+
+
+def unlisted_reason(path, listed):
+    """Why a manifest row's existing file is not among the files Spark listed."""
+    if hidden_from_spark(path):
+        return HIDDEN_FILE_REASON
+    return (f"not among the files Spark listed for this path (it spells them "
+            f"{next(iter(listed), '-')!r}, ...)")
+
+
+def load_manifest_files(spark, manifest, rows, first_line):
+    """``binary_files`` for a manifest's rows, each row's file loaded literally.
+
+    A file that is not there fails Spark's whole load. Local files were checked
+    before; a missing remote one (S3, HDFS, DBFS) becomes the row's ``file not
+    found`` reject and the load is tried again without it, up to
+    :data:`MAX_MISSING_RETRIES` times; past that one error names them all.
+
+    Returns
+    -------
+    (pyspark.sql.DataFrame, list of str, list of tuple, list of tuple)
+        As ``binary_files``, the rows whose files exist, and the
+        ``(path, reason, counted=False)`` rejects of the rows whose files do not.
+    """
+    from pyspark.errors import AnalysisException
+
+    by_spelling = {literal(r[0]): r for r in rows}
+    missing = []
+    while True:
+        try:
+            files, listing = binary_files(spark, spark.read.format("binaryFile"),
+                                          list(by_spelling))
+            break
+        except AnalysisException as error:
+            row = by_spelling.pop(not_found_path(error), None)
+            if row is None:  # another failure, or a path we did not give: not the user's row
+                raise
+            missing.append(row)
+            if len(missing) > MAX_MISSING_RETRIES:
+                raise InputError(
+                    f"{manifest}: more than {MAX_MISSING_RETRIES} rows name files that do "
+                    f"not exist (Spark reports one a load), among them: "
+                    + "; ".join(f"line {line}: {path}" for line, path in
+                                sorted((first_line[r[0]], r[0]) for r in missing))) from None
+            if not by_spelling:
+                files, listing = None, []
+                break
+    return (files, listing, list(by_spelling.values()),
+            [(r[0], f"line {first_line[r[0]]}: file not found", False) for r in missing])

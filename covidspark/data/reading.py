@@ -19,13 +19,13 @@ import os
 import posixpath
 
 from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS
-from covidspark.data.listing import (HIDDEN_FILE_REASON, binary_files, hidden_images,
-                                     operating_system_file)
+from covidspark.data.listing import (binary_files_under, hidden_images, list_binary_files,
+                                     load_manifest_files, operating_system_file, unlisted_reason,
+                                     with_empty_files)
 # What a read returns or raises for bad rows; imported from here by callers.
 from covidspark.data.rejects import (REJECT_SCHEMA, IngestError, IngestResult,  # noqa: F401
                                      format_rejects)
-from covidspark.data.uris import (hidden_from_spark, literal, normalise_uri, not_found_path,
-                                  strip_file_scheme)
+from covidspark.data.uris import normalise_uri, strip_file_scheme
 from covidspark.errors import InputError, InputNotFoundError
 from covidspark.runtime.filesystem import Files, has_scheme, join, on_this_machine
 
@@ -103,10 +103,12 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         They decoded when they were stored, so they are read and hashed but not
         decoded again, and their ``content`` and ``info`` facts are null.
     inspect_labels : sequence of str, optional
-        With ``validate``: decode-check only images with these labels (a task's
-        classes); the others are listed, hashed and counted, with null
-        ``content`` and ``info`` facts, and a broken one among them is not
-        reported (the task drops them unread). Default: every image.
+        Read (and with ``validate`` decode-check) only images with these labels,
+        a task's classes. The others are listed and counted, but their bytes are
+        never read: null ``image_id``, ``content`` (and ``info`` facts), and a
+        broken (or, on S3 or HDFS, missing) file among them is not reported (the
+        task drops them unread). Under a glob ``path`` they are read and hashed,
+        not decoded. Default: every image.
 
     Returns
     -------
@@ -131,11 +133,11 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         raise InputError("Give exactly one of path (a class-folder tree) or manifest (a CSV).")
     if path is not None:
         candidates, n_candidates, rejects = _class_folder_candidates(
-            spark, path, label_map, source, pattern, path_filter, labelled)
+            spark, path, label_map, source, pattern, path_filter, labelled, inspect_labels)
         what = path
     else:
-        candidates, n_candidates, rejects = _manifest_candidates(spark, manifest, label_map,
-                                                                 source, base_dir)
+        candidates, n_candidates, rejects = _manifest_candidates(
+            spark, manifest, label_map, source, base_dir, inspect_labels)
         what = manifest if isinstance(manifest, str) else f"manifest table ({base_dir})"
     if patients is not None:
         candidates = _attach_patients(spark, candidates, patients)
@@ -174,12 +176,14 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
                         total, len(reject_rows))
 
 
-def _class_folder_candidates(spark, root, label_map, source, pattern, path_filter, labelled=True):
+def _class_folder_candidates(spark, root, label_map, source, pattern, path_filter, labelled=True,
+                             read_labels=None):
     """Rows to validate, their number, and the ``(path, reason, counted)`` rejects
     found from paths alone.
 
     ``counted`` says whether the rejected path is among the rows (and so counted
-    in their number) or was set aside before.
+    in their number) or was set aside before. Images of class folders whose
+    label is not in ``read_labels`` are rows without bytes (:func:`_with_unread`).
     """
     from pyspark.sql import functions as F
 
@@ -194,7 +198,7 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
     reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
     if pattern:
         reader = reader.option("pathGlobFilter", pattern)
-    files, listing = binary_files(spark, reader, root_uri)
+    files, listing, empty = list_binary_files(spark, reader, root_uri)
     prefix = normalise_uri(root_uri).rstrip("/") + "/"
     # A glob's folders are Spark's to expand: only a plain folder is listed again.
     hidden = {} if is_glob else dict(hidden_images(files_layer, root_uri, listing, pattern))
@@ -232,13 +236,25 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}"
             + ("; expected <root>/<label>/<image>." if labelled else ".")
         )
+    source = source or posixpath.basename(strip_file_scheme(root).rstrip("/")) or "images"
+    unread = []
+    if read_labels is not None and labelled and not is_glob:
+        def label_of(p):
+            return labels[p[len(prefix):].split("/", 1)[0]]
+
+        unread = [(p, label_of(p), None, source) for p in keep if label_of(p) not in read_labels]
+        if unread:
+            files = binary_files_under(spark, reader, sorted(
+                prefix + f for f, label in labels.items() if label in read_labels), empty)
+            keep = [p for p in keep if label_of(p) in read_labels]
+    if not unread:
+        files = with_empty_files(spark, files, empty)
     kept = spark.createDataFrame([(p,) for p in keep], "path string")
     if labelled:
         label = F.create_map(*[F.lit(x) for pair in labels.items() for x in pair])[
             F.split(F.substring("path", len(prefix) + 1, 1 << 20), "/").getItem(0)]
     else:
         label = F.lit(None).cast("string")
-    source = source or posixpath.basename(strip_file_scheme(root).rstrip("/")) or "images"
     candidates = files.join(F.broadcast(kept), on="path", how="inner").select(
         F.sha2("content", 256).alias("image_id"),
         "path",
@@ -247,7 +263,7 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
         F.lit(source).alias("source"),
         "content",
     )
-    return candidates, len(keep), rejects
+    return _with_unread(spark, candidates, unread), len(keep) + len(unread), rejects
 
 
 def _no_folder_mapped(root, listing, prefix, label_map):
@@ -285,7 +301,8 @@ def _resolve(files, base, relative):
     return normalise_uri(files.qualify(join(base, relative)))
 
 
-def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
+def _manifest_candidates(spark, manifest, label_map, source, base_dir=None, read_labels=None):
+    """As :func:`_class_folder_candidates`, for a manifest's rows."""
     from pyspark.sql import functions as F
 
     files_layer = Files(spark)
@@ -329,16 +346,21 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
         if rejects:
             return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
         raise InputError(f"{manifest}: no rows")
-    files, listing, rows, missing = _load_manifest_files(spark, manifest, rows, first_line)
+    unread = [] if read_labels is None else [r for r in rows if r[1] not in read_labels]
+    if unread:
+        rows = [r for r in rows if r[1] in read_labels]
+    if not rows:
+        return _with_unread(spark, None, unread), len(unread), rejects
+    files, listing, rows, missing = load_manifest_files(spark, manifest, rows, first_line)
     rejects += missing
     # Every row's file was listed (a missing one fails the listing), so a row is lost
     # only if Spark hides its name or spells its path differently: say which.
     listed = set(listing)
-    rejects += [(r[0], f"line {first_line[r[0]]}: {_unlisted_reason(r[0], listed)}", False)
+    rejects += [(r[0], f"line {first_line[r[0]]}: {unlisted_reason(r[0], listed)}", False)
                 for r in rows if r[0] not in listed]
     rows = [r for r in rows if r[0] in listed]
     if not rows:
-        return spark.createDataFrame([], _EMPTY_SCHEMA), 0, rejects
+        return _with_unread(spark, None, unread), len(unread), rejects
     meta = spark.createDataFrame(rows, "path string, label string, patient_id string, "
                                        "source string")
     # The rows are broadcast, so the bytes stay in the scan's partitions: joined the
@@ -346,60 +368,21 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None):
     candidates = files.join(F.broadcast(meta), on="path", how="inner").select(
         F.sha2("content", 256).alias("image_id"), "path", "label", "patient_id", "source",
         "content")
-    return candidates, len(rows), rejects
+    return _with_unread(spark, candidates, unread), len(rows) + len(unread), rejects
 
 
-#: Spark names one missing path per failed load, and each retry lists every file again.
-MAX_MISSING_RETRIES = 10
+def _with_unread(spark, candidates, unread):
+    """``candidates`` and a row per ``(path, label, patient_id, source)`` in ``unread``.
 
-
-def _unlisted_reason(path, listed):
-    """Why a manifest row's existing file is not among the files Spark listed."""
-    if hidden_from_spark(path):
-        return HIDDEN_FILE_REASON
-    return (f"not among the files Spark listed for this path (it spells them "
-            f"{next(iter(listed), '-')!r}, ...)")
-
-
-def _load_manifest_files(spark, manifest, rows, first_line):
-    """``binary_files`` for a manifest's rows, each row's file loaded literally.
-
-    A file that is not there fails Spark's whole load. Local files were checked
-    before; a missing remote one (S3, HDFS, DBFS) becomes the row's ``file not
-    found`` reject and the load is tried again without it, up to
-    :data:`MAX_MISSING_RETRIES` times; past that one error names them all.
-
-    Returns
-    -------
-    (pyspark.sql.DataFrame, list of str, list of tuple, list of tuple)
-        As ``binary_files``, the rows whose files exist, and the
-        ``(path, reason, counted=False)`` rejects of the rows whose files do not.
+    An unread row (an image of a class the task drops) has no bytes and no
+    ``image_id``: it is counted, never hashed or decoded.
     """
-    from pyspark.errors import AnalysisException
-
-    by_spelling = {literal(r[0]): r for r in rows}
-    missing = []
-    while True:
-        try:
-            files, listing = binary_files(spark, spark.read.format("binaryFile"),
-                                          list(by_spelling))
-            break
-        except AnalysisException as error:
-            row = by_spelling.pop(not_found_path(error), None)
-            if row is None:  # another failure, or a path we did not give: not the user's row
-                raise
-            missing.append(row)
-            if len(missing) > MAX_MISSING_RETRIES:
-                raise InputError(
-                    f"{manifest}: more than {MAX_MISSING_RETRIES} rows name files that do "
-                    f"not exist (Spark reports one a load), among them: "
-                    + "; ".join(f"line {line}: {path}" for line, path in
-                                sorted((first_line[r[0]], r[0]) for r in missing))) from None
-            if not by_spelling:
-                files, listing = None, []
-                break
-    return (files, listing, list(by_spelling.values()),
-            [(r[0], f"line {first_line[r[0]]}: file not found", False) for r in missing])
+    if not unread:
+        return candidates if candidates is not None else spark.createDataFrame([], _EMPTY_SCHEMA)
+    # One partition: a cluster's default parallelism would make hundreds of tiny ones,
+    # a task each in every later scan of the ingest table.
+    rows = spark.createDataFrame([(None, *r, None) for r in unread], _EMPTY_SCHEMA).coalesce(1)
+    return rows if candidates is None else candidates.unionByName(rows)
 
 
 _EMPTY_SCHEMA = ("image_id string, path string, label string, patient_id string, "

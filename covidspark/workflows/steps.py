@@ -26,8 +26,8 @@ def read_input(spark, config, notes, labelled=True, stored_ids=None, inspect_lab
 
     ``rejects`` lists ``(path, reason)``; it is empty unless ``config.lenient``
     (a strict read raises :class:`~covidspark.data.rejects.IngestError` instead).
-    ``stored_ids`` (image ids a feature store holds) are not decoded again, nor
-    images outside ``inspect_labels`` (classes the task drops).
+    ``stored_ids`` (image ids a feature store holds) are not decoded again;
+    images outside ``inspect_labels`` (classes the task drops) are not even read.
     """
     from covidspark.data.reading import read_images
     from covidspark.data.rejects import IngestError, union_reads

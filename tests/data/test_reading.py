@@ -56,6 +56,29 @@ def test_the_ingest_pass_records_what_pillow_sees_from_one_decode(images_df):
         assert len(info.phash) == 16 and info.phash64 == hex_to_signed64(info.phash)
 
 
+def test_rows_the_pass_does_not_decode_leave_the_others_hashes_exact(spark, fixture_dir):
+    """A batch that mixes decoded images with rows it does not decode (no bytes, a
+    broken file): the 64-bit hashes stay exact. Pandas made such a column float64,
+    and every hash lost its low bits on the way to Spark's long."""
+    from covidspark.data.ingest import inspect_images
+
+    folder = os.path.join(fixture_dir, "normal")
+    names = sorted(os.listdir(folder))
+    rows = [(name, open(os.path.join(folder, name), "rb").read()) for name in names]
+    rows[1:1] = [("no bytes", None), ("broken.png", b"not an image")]
+    df = spark.createDataFrame(rows, "path string, content binary").coalesce(1)
+    info = {r.path: r.info for r in inspect_images(df).select("path", "info").collect()}
+    for name in names:
+        assert info[name].error is None, name
+        # Independent of covidspark's conversion: the hex digest read as a signed long.
+        expected = int.from_bytes(bytes.fromhex(info[name].phash), "big", signed=True)
+        assert info[name].phash64 == expected, name
+        with Image.open(os.path.join(folder, name)) as image:
+            assert (info[name].width, info[name].height) == image.size, name
+    assert info["no bytes"].phash64 is None and info["no bytes"].error is None
+    assert info["broken.png"].phash64 is None and info["broken.png"].error
+
+
 def test_images_a_feature_store_holds_are_hashed_but_not_decoded(spark, fixture_dir, tmp_path):
     """``stored_ids``: those images were decoded when stored; only the others are now."""
     root = tmp_path / "tree"
@@ -83,24 +106,58 @@ def test_images_a_feature_store_holds_are_hashed_but_not_decoded(spark, fixture_
         read_images(spark, str(root))
 
 
-def test_classes_a_task_drops_are_counted_but_not_decoded(spark, fixture_dir, tmp_path):
-    """``inspect_labels``: a binary task neither decodes nor holds the pneumonia images."""
+def _bytes_read_from_local_files(spark):
+    """Bytes this JVM has read through Hadoop's ``file:`` filesystem so far."""
+    statistics = spark._jvm.org.apache.hadoop.fs.FileSystem.getAllStatistics()
+    return sum(s.getBytesRead() for s in statistics if s.getScheme() == "file")
+
+
+@classic_only("counts the bytes the executors read through the JVM's Hadoop statistics")
+@pytest.mark.parametrize("layout", ["folders", "manifest"])
+def test_classes_a_task_drops_are_counted_but_never_read(spark, fixture_dir, tmp_path, layout):
+    """``inspect_labels``: a binary task neither reads, decodes nor holds the pneumonia images."""
     root = tmp_path / "tree"
-    for label in ("covid", "normal", "pneumonia"):
-        shutil.copytree(os.path.join(fixture_dir, label), root / label)
+    for label, folder in (("covid", "COVID 19"), ("normal", "normal"),
+                          ("pneumonia", "pneumonia")):
+        shutil.copytree(os.path.join(fixture_dir, label), root / folder)
     (root / "pneumonia" / "truncated.png").write_bytes(_png(_gradient(256, 256))[:300])
-    images = read_images(spark, str(root), inspect_labels=("covid", "normal"))
-    rows = images.select("path", "label", "content", "info").collect()
-    on_disk = {label: len(os.listdir(root / label)) for label in ("covid", "normal", "pneumonia")}
-    assert {label: sum(r.label == label for r in rows) for label in on_disk} == on_disk
+    (root / "normal" / "empty.png").write_bytes(b"")  # Spark's scan skips it; it must not
+    label_map = {"COVID 19": "covid", "normal": "normal", "pneumonia": "pneumonia"}
+    on_disk = {label_map[f]: sorted(os.listdir(root / f)) for f in label_map}
+    task_bytes = sum(os.path.getsize(root / f / n) for f in ("COVID 19", "normal")
+                     for n in os.listdir(root / f))
+    if layout == "folders":
+        source = dict(path=str(root))
+    else:
+        manifest = tmp_path / "m.csv"
+        with open(manifest, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label"])
+            writer.writerows([f"tree/{folder}/{n}", folder] for folder in label_map
+                             for n in os.listdir(root / folder))
+        source = dict(manifest=str(manifest))
+    before = _bytes_read_from_local_files(spark)
+    read = read_images(spark, label_map=label_map, inspect_labels=("covid", "normal"),
+                       strict=False, **source)
+    rows = read.images.select("image_id", "path", "label", "content", "info").collect()
+    # Each task image read once, by the scan; not one byte of the pneumonia files.
+    assert _bytes_read_from_local_files(spark) - before == task_bytes
+    # Every image is a row but the empty one, a reject (read: it has no bytes).
+    assert {label: sorted(r.path.rsplit("/", 1)[-1] for r in rows if r.label == label)
+            for label in on_disk} == {label: [n for n in names if n != "empty.png"]
+                                      for label, names in on_disk.items()}
+    assert [r.path.rsplit("/", 1)[-1] for r in read.rejects.collect()] == ["empty.png"]
+    assert read.total == sum(map(len, on_disk.values()))
     for r in rows:
         if r.label == "pneumonia":
-            assert r.content is None and r.info.width is None, r.path
+            assert r.image_id is None and r.content is None and r.info.width is None, r.path
         else:
-            assert r.content is not None and r.info.width > 0, r.path
+            data = (root / local_path(r.path).split("/tree/", 1)[1]).read_bytes()
+            assert r.image_id == hashlib.sha256(data).hexdigest(), r.path
+            assert bytes(r.content) == data and r.info.width > 0, r.path
     # Inspecting every class finds the broken pneumonia file.
     with pytest.raises(IngestError, match="truncated.png"):
-        read_images(spark, str(root))
+        read_images(spark, label_map=label_map, **source)
 
 
 def test_label_map_renames_folders(spark, fixture_dir, tmp_path):
@@ -293,7 +350,7 @@ def test_a_remote_manifest_row_whose_file_is_missing_is_rejected_not_fatal(spark
     # On S3 or HDFS covidspark cannot stat every row beforehand, and Spark fails the
     # whole load on the first missing path. viewfs:// is a real non-local Hadoop
     # filesystem (a mount of this folder), so the read takes that path here.
-    from covidspark.data.reading import MAX_MISSING_RETRIES
+    from covidspark.data.listing import MAX_MISSING_RETRIES
 
     mount = f"xrays{os.getpid()}{tmp_path.name}".replace("_", "")
     spark.sparkContext._jsc.hadoopConfiguration().set(

@@ -160,6 +160,22 @@ def test_classes_a_task_drops_are_counted_but_never_read(spark, fixture_dir, tmp
         read_images(spark, label_map=label_map, **source)
 
 
+def test_a_task_whose_classes_are_all_missing_is_named_not_a_spark_error(spark, fixture_dir,
+                                                                         tmp_path):
+    """Only a dropped class on disk: nothing to read; the task's own check names the class."""
+    from covidspark.ml.pipelines import prepare_task
+
+    root = tmp_path / "tree"
+    shutil.copytree(os.path.join(fixture_dir, "pneumonia"), root / "pneumonia")
+    images = read_images(spark, str(root), inspect_labels=("covid", "normal"))
+    rows = images.select("image_id", "label", "content").collect()
+    assert len(rows) == len(os.listdir(root / "pneumonia"))
+    assert all(r.label == "pneumonia" and r.image_id is None and r.content is None
+               for r in rows)
+    with pytest.raises(InputError, match=r"none labelled \['normal', 'covid'\]"):
+        prepare_task(images, "binary")
+
+
 def test_label_map_renames_folders(spark, fixture_dir, tmp_path):
     root = tmp_path / "ozturk-like"
     for folder, label in [("Covid-19", "covid"), ("No_findings", "normal")]:

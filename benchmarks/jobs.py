@@ -87,6 +87,19 @@ class Counters:
         return counted
 
 
+def task_images(spark, config, labels):
+    """``config``'s images without validation; only those labelled ``labels`` are read.
+
+    The others are rows without bytes (``read_images(..., inspect_labels=...)``),
+    as the train job leaves the classes its task drops.
+    """
+    from covidspark.data.reading import read_images
+
+    source = (dict(manifest=config.manifest) if config.manifest else dict(path=config.data[0]))
+    return read_images(spark, validate=False, label_map=config.label_map,
+                       inspect_labels=labels, **source)
+
+
 def image_bytes(spark, images):
     from pyspark.sql import functions as F
 
@@ -97,14 +110,10 @@ def featurize_only(spark, counters, config, task_labels, tmp):
     """The featurizer alone on the task's images: read, decode, forward, write."""
     from pyspark.sql import functions as F
 
-    from covidspark.data.reading import read_images
     from covidspark.workflows import steps
 
-    source = (dict(manifest=config.manifest) if config.manifest else dict(path=config.data[0]))
-    # The task's images only, as the train job reads them: the others' bytes are not read.
-    images = read_images(spark, validate=False, label_map=config.label_map,
-                         inspect_labels=task_labels, **source)
-    images = images.filter(F.col("label").isin(list(task_labels)))
+    images = task_images(spark, config, task_labels).filter(
+        F.col("label").isin(list(task_labels)))
     featurizer, _ = steps.make_featurizer(config, [])
     # Warm both Python workers first (interpreter, engine, model load or conversion):
     # the train job after this arm runs on warm workers, so this arm must too.
@@ -148,7 +157,6 @@ def train_vs_featurize(spark, counters, config, tmp, train_runs=1):
     """
     import dataclasses
 
-    from covidspark.data.reading import read_images
     from covidspark.ml.pipelines import task_labels
 
     only = featurize_only(spark, counters, config, task_labels(config.task), tmp)
@@ -164,10 +172,8 @@ def train_vs_featurize(spark, counters, config, tmp, train_runs=1):
         again.append({"seconds": later["seconds"], "spark_jobs": later["spark_jobs"],
                       "steps_s": later["steps_s"], "train_vs_featurize_only": ratio(later),
                       **({"cpu_s": later["cpu_s"]} if "cpu_s" in later else {})})
-    source = (dict(manifest=config.manifest) if config.manifest else dict(path=config.data[0]))
     # The task's images: those the job must read (the others' bytes are null here).
-    size = image_bytes(spark, read_images(spark, validate=False, label_map=config.label_map,
-                                          inspect_labels=task_labels(config.task), **source))
+    size = image_bytes(spark, task_images(spark, config, task_labels(config.task)))
     return {"featurize_only": only, "train": job, "image_bytes": size,
             "train_bytes_read_per_image_size": round(job["bytes_read"] / size, 3),
             "train_vs_featurize_only": ratio(job),

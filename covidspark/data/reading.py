@@ -19,6 +19,7 @@ import os
 import posixpath
 
 from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS
+from covidspark.data.known_files import identified
 from covidspark.data.listing import (binary_files_under, hidden_images, list_binary_files,
                                      load_manifest_files, operating_system_file, unlisted_reason,
                                      with_empty_files)
@@ -46,7 +47,7 @@ def read_bytes(path):
 def read_images(spark, path=None, manifest=None, label_map=None, source=None, pattern=None,
                 path_filter=None, patients=None, strict=True, validate=True,
                 max_pixels=DEFAULT_MAX_PIXELS, base_dir=None, known_labels=None, labelled=True,
-                stored_ids=None, inspect_labels=None):
+                stored_ids=None, inspect_labels=None, known_files=None):
     """Read labelled chest X-rays into a DataFrame.
 
     Parameters
@@ -109,6 +110,15 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         broken (or, on S3 or HDFS, missing) file among them is not reported (the
         task drops them unread). Under a glob ``path`` they are read and hashed,
         not decoded. Default: every image.
+    known_files : covidspark.data.known_files.KnownFiles, optional
+        Files whose id is known from an earlier read (a feature store's
+        :meth:`~covidspark.ml.feature_store.FeatureStore.known_files`): listed
+        with the same path, size and modification time, they are not read;
+        they take that id, with null ``content`` (and ``info`` facts). Only
+        for images a feature store holds (give their ids in ``stored_ids``
+        too): such a row is not checked, and only the store has its features.
+        The files the read had to read are in ``known_files.unknown``, for
+        the caller to record.
 
     Returns
     -------
@@ -133,11 +143,12 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         raise InputError("Give exactly one of path (a class-folder tree) or manifest (a CSV).")
     if path is not None:
         candidates, n_candidates, rejects = _class_folder_candidates(
-            spark, path, label_map, source, pattern, path_filter, labelled, inspect_labels)
+            spark, path, label_map, source, pattern, path_filter, labelled, inspect_labels,
+            known_files)
         what = path
     else:
         candidates, n_candidates, rejects = _manifest_candidates(
-            spark, manifest, label_map, source, base_dir, inspect_labels)
+            spark, manifest, label_map, source, base_dir, inspect_labels, known_files)
         what = manifest if isinstance(manifest, str) else f"manifest table ({base_dir})"
     if patients is not None:
         candidates = _attach_patients(spark, candidates, patients)
@@ -177,13 +188,14 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
 
 
 def _class_folder_candidates(spark, root, label_map, source, pattern, path_filter, labelled=True,
-                             read_labels=None):
+                             read_labels=None, known=None):
     """Rows to validate, their number, and the ``(path, reason, counted)`` rejects
     found from paths alone.
 
     ``counted`` says whether the rejected path is among the rows (and so counted
     in their number) or was set aside before. Images of class folders whose
-    label is not in ``read_labels`` are rows without bytes (:func:`_with_unread`).
+    label is not in ``read_labels`` are rows without bytes (:func:`_with_unread`),
+    and so are the files ``known`` knows (:func:`~covidspark.data.known_files.identified`).
     """
     from pyspark.sql import functions as F
 
@@ -198,7 +210,7 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
     reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
     if pattern:
         reader = reader.option("pathGlobFilter", pattern)
-    files, listing, empty = list_binary_files(spark, reader, root_uri)
+    files, listing, empty, facts = list_binary_files(spark, reader, root_uri)
     prefix = normalise_uri(root_uri).rstrip("/") + "/"
     # A glob's folders are Spark's to expand: only a plain folder is listed again.
     hidden = {} if is_glob else dict(hidden_images(files_layer, root_uri, listing, pattern))
@@ -249,6 +261,7 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
             keep = [p for p in keep if label_of(p) in read_labels]
     if not unread:
         files = with_empty_files(spark, files, empty)
+    files = identified(spark, reader, files, facts, keep, known)
     kept = spark.createDataFrame([(p,) for p in keep], "path string")
     if labelled:
         label = F.create_map(*[F.lit(x) for pair in labels.items() for x in pair])[
@@ -256,7 +269,7 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
     else:
         label = F.lit(None).cast("string")
     candidates = files.join(F.broadcast(kept), on="path", how="inner").select(
-        F.sha2("content", 256).alias("image_id"),
+        "image_id",
         "path",
         label.alias("label"),
         F.lit(None).cast("string").alias("patient_id"),
@@ -301,7 +314,8 @@ def _resolve(files, base, relative):
     return normalise_uri(files.qualify(join(base, relative)))
 
 
-def _manifest_candidates(spark, manifest, label_map, source, base_dir=None, read_labels=None):
+def _manifest_candidates(spark, manifest, label_map, source, base_dir=None, read_labels=None,
+                         known=None):
     """As :func:`_class_folder_candidates`, for a manifest's rows."""
     from pyspark.sql import functions as F
 
@@ -351,7 +365,7 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None, read
         rows = [r for r in rows if r[1] in read_labels]
     if not rows:
         return _with_unread(spark, None, unread), len(unread), rejects
-    files, listing, rows, missing = load_manifest_files(spark, manifest, rows, first_line)
+    files, listing, facts, rows, missing = load_manifest_files(spark, manifest, rows, first_line)
     rejects += missing
     # Every row's file was listed (a missing one fails the listing), so a row is lost
     # only if Spark hides its name or spells its path differently: say which.
@@ -363,11 +377,12 @@ def _manifest_candidates(spark, manifest, label_map, source, base_dir=None, read
         return _with_unread(spark, None, unread), len(unread), rejects
     meta = spark.createDataFrame(rows, "path string, label string, patient_id string, "
                                        "source string")
+    files = identified(spark, spark.read.format("binaryFile"), files, facts,
+                       [r[0] for r in rows], known)
     # The rows are broadcast, so the bytes stay in the scan's partitions: joined the
     # other way round (the manifest's rows kept), Spark shuffled every image's bytes.
     candidates = files.join(F.broadcast(meta), on="path", how="inner").select(
-        F.sha2("content", 256).alias("image_id"), "path", "label", "patient_id", "source",
-        "content")
+        "image_id", "path", "label", "patient_id", "source", "content")
     return _with_unread(spark, candidates, unread), len(rows) + len(unread), rejects
 
 

@@ -10,10 +10,15 @@ Layout, on any Hadoop file system (local, HDFS, S3, DBFS, Volumes)::
     <store>/<signature key>/signature.json
     <store>/<signature key>/run-<id>/part-*.parquet     written by Spark
     <store>/<signature key>/run-<id>/_COMMITTED         written last, by the driver
+    <store>/<signature key>/files/run-<id>/...          the files read, committed alike
 
 A run's rows are read only once its ``_COMMITTED`` marker exists, so a job
 killed while writing leaves a directory that is ignored (and can be deleted);
 the rerun computes exactly the images that no committed run holds.
+
+``files`` records each file read (path, size, modification time, image id), so
+a rerun knows the stored images' ids from its listing and reads only the files
+that are new or changed (:mod:`covidspark.data.known_files`).
 """
 import hashlib
 import json
@@ -32,6 +37,9 @@ COMMITTED = "_COMMITTED"
 DEFAULT_CHUNK_SIZE = 2000
 # Images per featurize task, at most: enough batches to amortise a task's start.
 IMAGES_PER_TASK = 128
+# The files a signature's runs read, for reruns to skip (FeatureStore.known_files).
+FILES = "files"
+FILES_SCHEMA = "path string, length long, modified_ms long, image_id string"
 
 
 def signature_key(signature):
@@ -78,9 +86,9 @@ class FeatureStore:
         """Folder holding the features of one signature."""
         return f"{self.path}/{signature_key(signature)}"
 
-    def committed_runs(self, signature):
-        """Run folders whose writes completed."""
-        return [d for d in self._list_dirs(self.location(signature))
+    def committed_runs(self, signature, under=None):
+        """Run folders whose writes completed (of the features, or of the folder ``under``)."""
+        return [d for d in self._list_dirs(under or self.location(signature))
                 if d.rsplit("/", 1)[-1].startswith("run-") and self._exists(f"{d}/{COMMITTED}")]
 
     def incomplete_runs(self, signature):
@@ -104,6 +112,63 @@ class FeatureStore:
         """
         existing = self.read(featurizer.featureSignature(), featurizer.getOutputCol())
         return None if existing is None else existing.select("image_id")
+
+    def known_files(self, featurizer):
+        """The files whose features ``featurizer`` has stored, known without reading them.
+
+        For :func:`covidspark.data.reading.read_images` (``known_files``, with
+        :meth:`stored_ids`): a file listed with the path, size and modification
+        time it had when it was read is not read again.
+
+        Returns
+        -------
+        covidspark.data.known_files.KnownFiles
+            Empty when the store has no files recorded for this featurizer.
+        """
+        from covidspark.data.known_files import KnownFiles
+
+        signature = featurizer.featureSignature()
+        runs = self.committed_runs(signature, under=f"{self.location(signature)}/{FILES}")
+        stored = self.stored_ids(featurizer)
+        if not runs or stored is None:
+            return KnownFiles()
+        # Only ids whose features are committed: a file recorded by a run whose
+        # features were deleted since is read (and featurized) again.
+        recorded = self.spark.read.parquet(*runs).join(stored, on="image_id", how="left_semi")
+        return KnownFiles((r.path, r.length, r.modified_ms, r.image_id)
+                          for r in recorded.collect())
+
+    def remember_files(self, featurizer, images, known):
+        """Record the files ``read_images`` read for ``known``, once their features are stored.
+
+        Parameters
+        ----------
+        featurizer : covidspark.ml.featurizer.DeepImageFeaturizer
+        images : pyspark.sql.DataFrame
+            The read's accepted rows (``path``, ``image_id``).
+        known : covidspark.data.known_files.KnownFiles
+            The one given to the read: its ``unknown`` files are recorded.
+
+        Returns
+        -------
+        int
+            Files recorded (one committed folder; none when the read knew them all).
+        """
+        from pyspark.sql import functions as F
+
+        if not known.unknown:
+            return 0
+        ids = images.filter(F.col("image_id").isNotNull()).select("path", "image_id").collect()
+        entries = [(r.path, *known.unknown[r.path], r.image_id) for r in ids
+                   if r.path in known.unknown]
+        if not entries:
+            return 0
+        signature = featurizer.featureSignature()
+        run = f"{self.location(signature)}/{FILES}/run-{uuid.uuid4().hex[:12]}"
+        (self.spark.createDataFrame(entries, FILES_SCHEMA).coalesce(1)
+         .write.mode("error").parquet(run))
+        self._write_text(f"{run}/{COMMITTED}", json.dumps({"files": len(entries)}))
+        return len(entries)
 
     def featurize(self, images, featurizer, chunk_size=DEFAULT_CHUNK_SIZE):
         """Features of every row of ``images``, computing only images the store lacks.

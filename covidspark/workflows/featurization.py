@@ -22,6 +22,9 @@ class FeaturizeResult:
     location : str
         The store's folder for this featurizer.
     seconds : float
+    files_not_read : int
+        Stored images whose files were not read: listed with the size and
+        modification time they had when they were stored.
     """
 
     images: int
@@ -30,11 +33,13 @@ class FeaturizeResult:
     rejected: list
     location: str
     seconds: float
+    files_not_read: int = 0
 
     def summary(self):
         """The text ``covidspark featurize`` prints."""
         return (f"{self.images} images: {self.computed} computed, {self.reused} reused "
-                f"({self.seconds:.1f} s); {len(self.rejected)} rejected\n"
+                f"({self.seconds:.1f} s); {len(self.rejected)} rejected; "
+                f"{self.files_not_read} stored files not read (same size and time)\n"
                 f"features: {self.location}")
 
 
@@ -59,15 +64,19 @@ def featurize(config):
     started = time.time()
     featurizer, _ = steps.make_featurizer(config, notes)
     store = FeatureStore(spark, config.features)
-    # Images the store holds decoded when they were stored: the ingest pass reads
-    # and hashes them (the id is the bytes' sha256) but decodes only the new ones.
+    # Images the store holds decoded when they were stored, so the ingest pass
+    # decodes only the new ones; files listed as they were then are not even read.
+    known = store.known_files(featurizer)
     images, _, _, rejects = steps.read_input(spark, config, notes,
-                                             stored_ids=store.stored_ids(featurizer))
+                                             stored_ids=store.stored_ids(featurizer),
+                                             known_files=known)
     with Progress(f"featurize with {featurizer.getModelName()}", None,
                   featurizer.imagesFeaturized):
         _, stats = store.featurize(
             images, featurizer, chunk_size=config.chunk_size or DEFAULT_CHUNK_SIZE)
+    not_read = len(known.not_read)
+    store.remember_files(featurizer, images, known)
     return FeaturizeResult(images=stats["images"], computed=stats["computed"],
                            reused=stats["reused"], rejected=rejects,
                            location=os.fspath(stats["location"]),
-                           seconds=time.time() - started)
+                           seconds=time.time() - started, files_not_read=not_read)

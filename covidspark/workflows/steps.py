@@ -21,13 +21,15 @@ RANDOM_WEIGHTS_NOTE = ("Features come from RANDOMLY INITIALISED (seeded) network
                        "pretrained ImageNet weights.")
 
 
-def read_input(spark, config, notes, labelled=True, stored_ids=None, inspect_labels=None):
+def read_input(spark, config, notes, labelled=True, stored_ids=None, inspect_labels=None,
+               known_files=None):
     """The images a config names: ``(images, description, synthetic?, rejects)``.
 
     ``rejects`` lists ``(path, reason)``; it is empty unless ``config.lenient``
     (a strict read raises :class:`~covidspark.data.rejects.IngestError` instead).
     ``stored_ids`` (image ids a feature store holds) are not decoded again;
-    images outside ``inspect_labels`` (classes the task drops) are not even read.
+    images outside ``inspect_labels`` (classes the task drops) are not even read,
+    nor are ``known_files`` (:class:`~covidspark.data.known_files.KnownFiles`).
     """
     from covidspark.data.reading import read_images
     from covidspark.data.rejects import IngestError, union_reads
@@ -37,7 +39,7 @@ def read_input(spark, config, notes, labelled=True, stored_ids=None, inspect_lab
     # strict error, or listed among the rejects with --lenient.
     read = dict(patients=config.patients, strict=not config.lenient,
                 known_labels=ALL_LABELS if labelled else None, stored_ids=stored_ids,
-                inspect_labels=inspect_labels)
+                inspect_labels=inspect_labels, known_files=known_files)
     try:
         if config.synthetic:
             per_class, seed = config.synthetic_per_class, config.seed

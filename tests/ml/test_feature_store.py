@@ -1,8 +1,11 @@
 """The feature store: computes only missing images; ignores runs killed mid-write."""
+import csv
 import json
 import os
+import shutil
 
 import numpy as np
+import pytest
 
 from conftest import classic_only
 from covidspark.ml.featurizer import DeepImageFeaturizer
@@ -108,3 +111,50 @@ def test_featurize_then_train_from_the_store(spark, fixture_dir, tmp_path):
     run = json.loads((out / "metrics.json").read_text())
     assert run["feature_store"]["computed"] == 0 and run["feature_store"]["reused"] == 18
     assert run["counts"]["total"] == 18
+
+
+@pytest.mark.parametrize("layout", ["folders", "manifest"])
+def test_a_rerun_reads_only_the_files_it_has_not_stored(spark, fixture_dir, tmp_path, layout):
+    """Stored files listed with the size and time they had are not read; the rest are."""
+    from PIL import Image
+
+    from covidspark.workflows.config import FeaturizeConfig
+    from covidspark.workflows.featurization import featurize
+
+    root = tmp_path / "tree"
+    shutil.copytree(fixture_dir, root)
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.parent != root)
+    pngs = [p for p in paths if p.suffix == ".png"]
+    stale, changed, added = paths[0], pngs[3], root / "normal" / "added.png"
+
+    def config():
+        if layout == "folders":
+            return FeaturizeConfig(data=[str(root)], weights="random", features=store)
+        manifest = tmp_path / "m.csv"
+        with open(manifest, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label"])
+            writer.writerows([p.relative_to(tmp_path).as_posix(), p.parent.name]
+                             for p in sorted({*paths, *root.glob("normal/added.png")}))
+        return FeaturizeConfig(manifest=str(manifest), weights="random", features=store)
+
+    def new_image(source, target):
+        with Image.open(source) as image:
+            image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target, format="PNG")
+
+    store = str(tmp_path / "store")
+    first = featurize(config())
+    assert (first.computed, first.files_not_read) == (18, 0)
+    # Garbage of the same size, with its old modification time: a read of it would
+    # fail the strict run (not an image), so it must come from the store unread.
+    status = stale.stat()
+    stale.write_bytes(b"\0" * status.st_size)
+    os.utime(stale, ns=(status.st_atime_ns, status.st_mtime_ns))
+    new_image(changed, changed.with_name("tmp.png"))
+    os.replace(changed.with_name("tmp.png"), changed)  # same path, new bytes, new time
+    new_image(pngs[1], added)
+    second = featurize(config())
+    assert (second.images, second.computed, second.reused) == (19, 2, 17)
+    assert second.files_not_read == 17 and second.rejected == []
+    third = featurize(config())  # what the second run read, it recorded
+    assert (third.computed, third.files_not_read) == (0, 19)

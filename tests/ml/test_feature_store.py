@@ -125,7 +125,8 @@ def test_a_rerun_reads_only_the_files_it_has_not_stored(spark, fixture_dir, tmp_
     shutil.copytree(fixture_dir, root)
     paths = sorted(p for p in root.rglob("*") if p.is_file() and p.parent != root)
     pngs = [p for p in paths if p.suffix == ".png"]
-    stale, changed, added = paths[0], pngs[3], root / "normal" / "added.png"
+    # The added file's space: it is loaded by name, as Spark spells its path.
+    stale, changed, added = paths[0], pngs[3], root / "normal" / "added copy.png"
 
     def config():
         if layout == "folders":
@@ -135,7 +136,7 @@ def test_a_rerun_reads_only_the_files_it_has_not_stored(spark, fixture_dir, tmp_
             writer = csv.writer(f)
             writer.writerow(["path", "label"])
             writer.writerows([p.relative_to(tmp_path).as_posix(), p.parent.name]
-                             for p in sorted({*paths, *root.glob("normal/added.png")}))
+                             for p in sorted({*paths, *root.glob("normal/added*.png")}))
         return FeaturizeConfig(manifest=str(manifest), weights="random", features=store)
 
     def new_image(source, target):

@@ -97,12 +97,9 @@ def identified(spark, reader, files, facts, wanted, known=None):
     # leaving the known files out means listing only the others.
     to_read = sorted(p for p in wanted if p not in ids and p in facts)
     new_empty = sorted(p for p in wanted if p not in facts)
-    if to_read:
-        rows, _, _ = binary_files(spark, reader, [literal(p) for p in to_read])
-        rows = with_empty_files(spark, rows.select("path", "content"), new_empty)
-    else:
-        rows = with_empty_files(spark, spark.createDataFrame([], "path string, content binary"),
-                                new_empty)
+    rows = (binary_files(spark, reader, [literal(p) for p in to_read])[0] if to_read
+            else spark.createDataFrame([], "path string, content binary"))
+    rows = with_empty_files(spark, rows, new_empty)
     unread = spark.createDataFrame(sorted(ids.items()), "path string, image_id string")
     # One partition: a cluster's default parallelism would make hundreds of tiny ones.
     unread = unread.coalesce(1).withColumn("content", F.lit(None).cast("binary"))

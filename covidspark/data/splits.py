@@ -15,20 +15,27 @@ def stratified_split(df, test_fraction=0.2, seed=0, label_col="label", key_col="
                      row_col="path", split_col="split"):
     """Add a ``split`` column (``"train"`` / ``"test"``), stratified by label.
 
+    Rows with the same ``key_col`` and label (identical files, when the key is
+    ``image_id``) are one unit and land on one side: a copy of a training image
+    in the test set would be a test image the model has seen. Each label's
+    fraction counts its units.
+
     Parameters
     ----------
     df : pyspark.sql.DataFrame
     test_fraction : float
-        Fraction of each class that goes to ``"test"`` (rounded per class; a class
-        with two or more rows always keeps at least one row on each side).
+        Fraction of each class's units that goes to ``"test"`` (rounded per class;
+        a class with two or more units always keeps at least one on each side).
     seed : int
         Same seed, same split.
     label_col : str
         Column to stratify by.
     key_col : str
-        Column hashed to order rows (``image_id``, so identical files sort together).
+        Column hashed to order the units (``image_id``: the split follows the
+        files' contents, not their paths). A row whose key is null is a unit
+        of its own.
     row_col : str
-        A column that is unique per row (used to join the assignment back).
+        A column that is unique per row.
     split_col : str
         Name of the added column.
 
@@ -45,18 +52,25 @@ def stratified_split(df, test_fraction=0.2, seed=0, label_col="label", key_col="
     for col in (label_col, key_col, row_col):
         if col not in df.columns:
             raise InputError(f"stratified_split: column {col!r} not in {df.columns}")
-    by_label = Window.partitionBy(label_col)
-    order = Window.partitionBy(label_col).orderBy(F.xxhash64(F.lit(seed), key_col), row_col)
-    n = F.count(F.lit(1)).over(by_label)
+    # A null label is a stratum too, and a join on a null would drop its rows.
+    stratum = F.coalesce(F.col(label_col).cast("string"), F.lit("\u0000"))
+    units = df.select(stratum.alias("_stratum"),
+                      F.coalesce(F.col(key_col), F.col(row_col)).alias("_unit")).distinct()
+    by_stratum = Window.partitionBy("_stratum")
+    order = by_stratum.orderBy(F.xxhash64(F.lit(seed), "_unit"), "_unit")
+    n = F.count(F.lit(1)).over(by_stratum)
     n_train = F.round(n * (1.0 - test_fraction))
-    # Keep one row on each side whenever the class has two or more.
+    # Keep one unit on each side whenever the class has two or more.
     n_train = F.when(n >= 2, F.least(F.greatest(n_train, F.lit(1)), n - 1)).otherwise(n)
     assignment = (
-        df.select(row_col, label_col, key_col)
-        .withColumn("_rank", F.row_number().over(order))
-        .select(row_col, F.when(F.col("_rank") <= n_train, "train").otherwise("test").alias(split_col))
+        units.withColumn("_rank", F.row_number().over(order))
+        .select("_stratum", "_unit",
+                F.when(F.col("_rank") <= n_train, "train").otherwise("test").alias(split_col))
     )
-    return df.join(F.broadcast(assignment), on=row_col, how="inner")
+    keyed = df.withColumn("_stratum", stratum).withColumn(
+        "_unit", F.coalesce(F.col(key_col), F.col(row_col)))
+    return (keyed.join(F.broadcast(assignment), on=["_stratum", "_unit"], how="inner")
+            .drop("_stratum", "_unit"))
 
 
 SPLITS = ("train", "validation", "test")
@@ -275,7 +289,7 @@ def split_images(images, test_fraction=0.2, validation_fraction=0.0, seed=0, k_f
         info["method"] = (f"stratified by label, grouped by {by} ({summary['units']} units), "
                           f"seeded" + (f", {k_folds} folds" if k_folds else ""))
         return split.drop("split_unit"), info
-    info["method"] = "stratified by label, seeded hash of image_id"
+    info["method"] = "stratified by label, identical files one unit, seeded hash of image_id"
     return stratified_split(images, test_fraction, seed), info
 
 

@@ -21,6 +21,28 @@ def test_split_is_stratified_exact_and_loses_nothing(spark):
     assert test == {"covid": 3, "normal": 10, "pneumonia": 1}
 
 
+def test_identical_files_stay_on_one_side_of_the_plain_split(spark):
+    """``--duplicates keep`` or ``ignore``: copies of a file are one unit, never parted."""
+    rows = []
+    for label in ("covid", "normal"):
+        for i in range(40):  # 40 distinct files a class; a quarter stored twice or three times
+            copies = 1 + (i % 4 == 0) + (i % 8 == 0)
+            rows += [(f"/{label}/{i}-copy{c}.png", f"id-{label}-{i}", label) for c in range(copies)]
+    rows.append(("/normal/unread.png", None, "normal"))  # no id: a unit of its own
+    df = spark.createDataFrame(rows, "path string, image_id string, label string")
+    for seed in range(10):
+        out = stratified_split(df, 0.25, seed).collect()
+        assert sorted(r.path for r in out) == sorted(r[0] for r in rows)
+        sides = {}
+        for r in out:
+            sides.setdefault(r.image_id or r.path, set()).add((r.label, r.split))
+        assert all(len(s) == 1 for s in sides.values()), seed
+        # Units, not rows: covid 40 -> 10 test; normal 41 -> round(41 * 0.75) = 31 train.
+        test_units = Counter(label for s in sides.values() for label, split in s
+                             if split == "test")
+        assert test_units == {"covid": 10, "normal": 10}, seed
+
+
 def test_split_is_deterministic_by_seed(spark):
     df = _table(spark, {"covid": 40, "normal": 40})
 

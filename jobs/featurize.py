@@ -3,8 +3,9 @@
     spark-submit jobs/featurize.py --data DIR --model ResNet50 --weights imagenet \
         --features STORE
 
-A rerun computes only the images the store lacks; the train jobs read the store
-with --features STORE. Run with --help for every flag.
+A rerun computes only the images the store lacks, and reads only the files it
+has not read before (same path, size and modification time); the train jobs
+read the store with --features STORE. Run with --help for every flag.
 """
 import sys
 

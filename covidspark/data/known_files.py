@@ -39,9 +39,6 @@ class KnownFiles:
                     for path, length, modified, image_id in entries}
         self.unknown, self.not_read = {}, set()
 
-    def __len__(self):
-        return len(self.ids)
-
     def id_of(self, path, fact):
         """The image id of ``path`` listed with ``fact`` ``(length, modified_ms)``, or None."""
         return self.ids.get((path, *fact))
@@ -81,13 +78,15 @@ def identified(spark, reader, files, facts, wanted, known=None):
 
     if known is None:
         return hashed(files)
-    wanted, ids = set(wanted), {}
-    for path in wanted:
+    ids, to_read, new_empty = {}, [], []
+    for path in sorted(set(wanted)):
         fact = facts.get(path)
         image_id = None if fact is None else known.id_of(path, fact)
-        if image_id is None:
-            if fact is not None:
-                known.unknown[path] = fact
+        if fact is None:
+            new_empty.append(path)
+        elif image_id is None:
+            known.unknown[path] = fact
+            to_read.append(path)
         else:
             ids[path] = image_id
     known.not_read.update(ids)
@@ -95,8 +94,6 @@ def identified(spark, reader, files, facts, wanted, known=None):
         return hashed(files)
     # Spark's scan reads every file it lists before any filter sees the path:
     # leaving the known files out means listing only the others.
-    to_read = sorted(p for p in wanted if p not in ids and p in facts)
-    new_empty = sorted(p for p in wanted if p not in facts)
     rows = (binary_files(spark, reader, [literal(p) for p in to_read])[0] if to_read
             else spark.createDataFrame([], "path string, content binary"))
     rows = with_empty_files(spark, rows, new_empty)

@@ -53,9 +53,10 @@ def stratified_split(df, test_fraction=0.2, seed=0, label_col="label", key_col="
         if col not in df.columns:
             raise InputError(f"stratified_split: column {col!r} not in {df.columns}")
     # A null label is a stratum too, and a join on a null would drop its rows.
-    stratum = F.coalesce(F.col(label_col).cast("string"), F.lit("\u0000"))
-    units = df.select(stratum.alias("_stratum"),
-                      F.coalesce(F.col(key_col), F.col(row_col)).alias("_unit")).distinct()
+    keyed = (df.withColumn("_stratum", F.coalesce(F.col(label_col).cast("string"),
+                                                  F.lit("\u0000")))
+             .withColumn("_unit", F.coalesce(F.col(key_col), F.col(row_col))))
+    units = keyed.select("_stratum", "_unit").distinct()
     by_stratum = Window.partitionBy("_stratum")
     order = by_stratum.orderBy(F.xxhash64(F.lit(seed), "_unit"), "_unit")
     n = F.count(F.lit(1)).over(by_stratum)
@@ -67,8 +68,6 @@ def stratified_split(df, test_fraction=0.2, seed=0, label_col="label", key_col="
         .select("_stratum", "_unit",
                 F.when(F.col("_rank") <= n_train, "train").otherwise("test").alias(split_col))
     )
-    keyed = df.withColumn("_stratum", stratum).withColumn(
-        "_unit", F.coalesce(F.col(key_col), F.col(row_col)))
     return (keyed.join(F.broadcast(assignment), on=["_stratum", "_unit"], how="inner")
             .drop("_stratum", "_unit"))
 

@@ -86,15 +86,18 @@ class FeatureStore:
         """Folder holding the features of one signature."""
         return f"{self.path}/{signature_key(signature)}"
 
-    def committed_runs(self, signature, under=None):
-        """Run folders whose writes completed (of the features, or of the folder ``under``)."""
-        return [d for d in self._list_dirs(under or self.location(signature))
-                if d.rsplit("/", 1)[-1].startswith("run-") and self._exists(f"{d}/{COMMITTED}")]
+    def committed_runs(self, signature):
+        """Run folders whose writes completed."""
+        return self._runs(self.location(signature), committed=True)
 
     def incomplete_runs(self, signature):
         """Run folders without a commit marker (a job killed while writing)."""
-        return [d for d in self._list_dirs(self.location(signature))
-                if d.rsplit("/", 1)[-1].startswith("run-") and not self._exists(f"{d}/{COMMITTED}")]
+        return self._runs(self.location(signature), committed=False)
+
+    def _runs(self, folder, committed):
+        """The ``run-*`` folders under ``folder`` with (or without) their commit marker."""
+        return [d for d in self._list_dirs(folder) if d.rsplit("/", 1)[-1].startswith("run-")
+                and self._exists(f"{d}/{COMMITTED}") == committed]
 
     def read(self, signature, features_col="features"):
         """All committed features of ``signature``: ``image_id, <features_col>``, one row per image."""
@@ -128,7 +131,7 @@ class FeatureStore:
         from covidspark.data.known_files import KnownFiles
 
         signature = featurizer.featureSignature()
-        runs = self.committed_runs(signature, under=f"{self.location(signature)}/{FILES}")
+        runs = self._runs(f"{self.location(signature)}/{FILES}", committed=True)
         stored = self.stored_ids(featurizer)
         if not runs or stored is None:
             return KnownFiles()

@@ -42,7 +42,7 @@ def get_spark(app_name="covidspark", master=None, conf=None):
         e.g. ``"local[2]"`` or ``"spark://host:7077"``. By default the master
         given to ``spark-submit`` is used, or ``local[*]``.
     conf : dict, optional
-        Extra Spark settings (override :data:`DEFAULT_CONF`).
+        Extra Spark settings (override :data:`DEFAULT_CONF` and submitted ones).
 
     Returns
     -------
@@ -56,6 +56,11 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     ``PYSPARK_PYTHON``) apply only when the master is ``local``: on a cluster
     the workers' Python and the partition count are the cluster's settings, and
     this machine's interpreter path means nothing on another node.
+
+    covidspark's settings are defaults: any given to Spark itself
+    (``spark-submit --conf``, ``spark-defaults.conf``, ``PYSPARK_SUBMIT_ARGS``)
+    wins (:func:`submitted_settings`), and only ``conf`` overrides those.
+    Spark's console bar is off while stderr is not a terminal (a log file).
     """
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -74,20 +79,63 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
-    settings = dict(DEFAULT_CONF)
+    defaults = dict(DEFAULT_CONF)
     # Applied when the SparkContext starts (Spark >= 3.5): spark-submit's default is INFO.
-    settings["spark.log.level"] = os.environ.get("COVIDSPARK_SPARK_LOG_LEVEL", "WARN")
+    defaults["spark.log.level"] = "WARN"
+    if local:
+        # A laptop-sized default; 200 shuffle partitions of a few rows each is overhead.
+        defaults["spark.sql.shuffle.partitions"] = LOCAL_SHUFFLE_PARTITIONS
+    launch = {}
+    if not _is_terminal(sys.stderr):
+        # Spark's bar redraws itself with carriage returns: in a log file (an EMR
+        # step's stderr, CI) it is line after line of noise beside covidspark's progress.
+        defaults["spark.ui.showConsoleProgress"] = "false"
+        if own_jvm:
+            # pyspark starts its JVM as a shell, which turns the bar on unless told.
+            launch["spark.ui.showConsoleProgress"] = "false"
     if not verbose() and own_jvm and "SPARK_SUBMIT_OPTS" not in os.environ:
         # A JVM this call starts logs at WARN from its first line (not only once the
         # context is up); one started by spark-submit got it from `spark-env --write`.
-        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
-    if local:
-        # A laptop-sized default; 200 shuffle partitions of a few rows each is overhead.
-        settings["spark.sql.shuffle.partitions"] = LOCAL_SHUFFLE_PARTITIONS
+        launch["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
+    # covidspark's defaults yield to what the user gave Spark itself (pyspark's
+    # convention): spark-submit's --conf, spark-defaults.conf, PYSPARK_SUBMIT_ARGS.
+    submitted = submitted_settings(launch)
+    settings = {key: value for key, value in defaults.items() if key not in submitted}
+    kept = sorted(set(defaults) & set(submitted))
+    if kept:
+        logger.info("Spark settings as submitted, not covidspark's defaults: %s",
+                    ", ".join(f"{key}={submitted[key]}" for key in kept))
+    if os.environ.get("COVIDSPARK_SPARK_LOG_LEVEL"):
+        settings["spark.log.level"] = os.environ["COVIDSPARK_SPARK_LOG_LEVEL"]
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def submitted_settings(launch=None):
+    """The Spark settings this process's JVM was given: ``{key: value}``.
+
+    spark-submit's ``--conf`` flags, ``spark-defaults.conf`` and
+    ``PYSPARK_SUBMIT_ARGS`` reach the driver JVM as system properties, which a
+    new ``SparkConf`` loads. Without a running JVM this starts one (the gateway
+    pyspark would start anyway), given ``launch``: settings that must be there
+    from the JVM's first line. A launch setting counts as submitted only where
+    the user's own overrode it (``PYSPARK_SUBMIT_ARGS`` comes after it).
+    """
+    from pyspark import SparkConf, SparkContext
+
+    launch = launch or {}
+    SparkContext._ensure_initialized(
+        conf=SparkConf(loadDefaults=False).setAll(launch.items()) if launch else None)
+    return {key: value for key, value in SparkConf().getAll() if launch.get(key) != value}
+
+
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
 
 
 def connect_url():

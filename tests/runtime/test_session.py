@@ -27,26 +27,69 @@ def test_master_comes_from_the_argument_then_pyspark_submit_args(monkeypatch):
     assert resolve_master() == "local[*]"
 
 
+# Prints the session's settings as JSON after one stage of 1.5 s (Spark draws
+# its console bar for a stage that runs over 0.5 s).
+PROBE = (
+    "import json, time\n"
+    "from covidspark.runtime.session import get_spark, resolve_master\n"
+    "master = resolve_master()\n"
+    "spark = get_spark('probe')\n"
+    "spark.sparkContext.parallelize(range(2), 2).map(lambda x: time.sleep(1.5) or x).count()\n"
+    "conf = spark.sparkContext.getConf()\n"
+    "print('PROBE ' + json.dumps({'resolved': master, 'master': spark.sparkContext.master,\n"
+    "    'partitions': spark.conf.get('spark.sql.shuffle.partitions'),\n"
+    "    'reuse': conf.get('spark.python.worker.reuse'),\n"
+    "    'log_level': conf.get('spark.log.level')}))\n"
+    "spark.stop()\n")
+
+
+def run_probe(tmp_path, command, submit_args=None):
+    """The probe's settings and its stderr, run by ``command`` (stderr a pipe, not a terminal)."""
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYSPARK_SUBMIT_ARGS", "COVIDSPARK_SPARK_LOG_LEVEL", "COVIDSPARK_VERBOSE")}
+    env["PYSPARK_PYTHON"] = sys.executable
+    if submit_args:
+        env["PYSPARK_SUBMIT_ARGS"] = submit_args
+    done = subprocess.run([*command, str(script)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("PROBE "))
+    return json.loads(line[len("PROBE "):]), done.stderr
+
+
 @pytest.mark.subprocess
 def test_under_spark_submit_the_master_is_the_one_submitted(tmp_path):
     """spark-submit's JVM holds --master; get_spark reads it there before choosing defaults."""
-    script = tmp_path / "probe.py"
-    script.write_text(
-        "import json, os\n"
-        "from covidspark.runtime.session import get_spark, resolve_master\n"
-        "master = resolve_master()\n"
-        "spark = get_spark('probe')\n"
-        "print('PROBE ' + json.dumps({'resolved': master, 'master': spark.sparkContext.master,\n"
-        "    'partitions': spark.conf.get('spark.sql.shuffle.partitions')}))\n"
-        "spark.stop()\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"}
-    env["PYSPARK_PYTHON"] = sys.executable
-    done = subprocess.run([venv_bin("spark-submit"), "--master", "local[1]", str(script)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(line for line in done.stdout.splitlines() if line.startswith("PROBE "))
-    probe = json.loads(line[len("PROBE "):])
-    assert probe == {"resolved": "local[1]", "master": "local[1]", "partitions": "8"}
+    probe, stderr = run_probe(tmp_path, [venv_bin("spark-submit"), "--master", "local[1]"])
+    assert probe == {"resolved": "local[1]", "master": "local[1]", "partitions": "8",
+                     "reuse": "true", "log_level": "WARN"}
+    assert "[Stage " not in stderr
+
+
+@pytest.mark.subprocess
+def test_settings_given_to_spark_submit_win_over_covidspark_defaults(tmp_path):
+    """--conf (and spark-defaults.conf) are the user's word; covidspark's are only defaults."""
+    probe, _ = run_probe(tmp_path, [
+        venv_bin("spark-submit"), "--master", "local[1]",
+        "--conf", "spark.sql.shuffle.partitions=50", "--conf", "spark.python.worker.reuse=false",
+        "--conf", "spark.log.level=ERROR"])
+    assert probe == {"resolved": "local[1]", "master": "local[1]", "partitions": "50",
+                     "reuse": "false", "log_level": "ERROR"}
+
+
+@pytest.mark.subprocess
+def test_spark_console_bar_stays_out_of_a_log_unless_asked_for(tmp_path):
+    """pyspark starts its JVM as a shell, which draws Spark's bar on stderr, file or not."""
+    probe, stderr = run_probe(tmp_path, [sys.executable], "--master local[2] pyspark-shell")
+    assert probe["partitions"] == "8" and probe["master"] == "local[2]"
+    assert "[Stage " not in stderr
+    probe, stderr = run_probe(tmp_path, [sys.executable], (
+        "--master local[2] --conf spark.ui.showConsoleProgress=true "
+        "--conf spark.sql.shuffle.partitions=3 pyspark-shell"))
+    assert probe["partitions"] == "3"
+    assert "[Stage " in stderr
 
 
 def test_a_temporary_setting_is_restored_also_after_an_error(spark):

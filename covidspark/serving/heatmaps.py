@@ -61,6 +61,7 @@ def ship_model(spark, model_dir):
     import tempfile
     import zipfile
 
+    from covidspark.evaluation.seen_images import FOLDER as TRAINING_IMAGES
     from covidspark.runtime.connect import ship_file
     from covidspark.runtime.filesystem import Files
 
@@ -68,7 +69,9 @@ def ship_model(spark, model_dir):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
         for relative, data in files.read_tree(model_dir):
-            if not relative.rsplit("/", 1)[-1].startswith((".", "_SUCCESS")):
+            # The training images' hashes are the driver's (evaluate), not a worker's.
+            if (not relative.rsplit("/", 1)[-1].startswith((".", "_SUCCESS"))
+                    and relative.split("/", 1)[0] != TRAINING_IMAGES):
                 z.writestr(relative, data)
     data = buffer.getvalue()
     folder = tempfile.mkdtemp(prefix="covidspark-model-")

@@ -325,16 +325,23 @@ class EvaluateConfig(InputConfig):
         Bootstrap resamples of the 95 % intervals (0: none).
     out : str
         Report folder.
+    seen : str
+        ``"report"``: count and name the images that are copies of the model's
+        own training or validation images (same sha256, or perceptual hash
+        within 2 bits), with a caution; ``"drop"``: evaluate without them.
     """
 
     model_dir: Optional[str] = None
     bootstrap: int = 1000
     out: Optional[str] = None
+    seen: str = "report"
 
     def validate(self):
         super().validate()
         if not self.model_dir:
             raise InputError("--model-dir (the saved model folder, <run>/model) is required")
+        if self.seen not in ("report", "drop"):
+            raise InputError(f"--seen must be report or drop. Received: {self.seen!r}")
         if not self.out:
             raise InputError("--out (the report folder) is required")
         return self

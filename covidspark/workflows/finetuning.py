@@ -30,6 +30,7 @@ def finetune(config):
     covidspark.workflows.TrainResult
     """
     from covidspark.evaluation.plots import write_learning_curves
+    from covidspark.evaluation.seen_images import remember_training_images
     from covidspark.finetune.trainer import ImageClassifierTrainer, recipe_params
     from covidspark.ml import experiment, pipelines
     from covidspark.runtime.session import get_spark
@@ -61,6 +62,7 @@ def finetune(config):
     model_dir = fit["model_dir"]
     if result["threshold"] is not None:  # stored in the model: save it again
         model.write().overwrite().save(model_dir)
+    remember_training_images(split, model_dir)
     if config.baseline:
         pixels = steps.baseline_pixels(spark, split)
         experiment.with_verdict(f"{config.model} fine-tuned", result,

@@ -3,6 +3,7 @@ import dataclasses
 import logging
 import os
 
+from covidspark.evaluation.seen_images import listed
 from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
 
@@ -33,7 +34,9 @@ class EvaluateResult:
         """The text ``covidspark evaluate`` prints."""
         from covidspark.evaluation.reports import format_table
 
-        return (format_table(self.metrics) + f"\n\nmetrics: {steps.shown(self.metrics_path)}"
+        said = (self.run.get("seen_in_training") or {}).get("caution")
+        return (format_table(self.metrics) + (f"\n\n{said}" if said else "")
+                + f"\n\nmetrics: {steps.shown(self.metrics_path)}"
                 f"\nreport:  {steps.shown(self.report_path)}")
 
 
@@ -66,6 +69,7 @@ def evaluate_model(config):
     notes = []
     images, facts, with_content = steps.prepare_images(spark, config, task, notes,
                                                        duplicates="ignore")
+    images, seen = _without_seen(spark, images, config, notes)
     images = with_content(images)
     set_job_description(spark, 
         f"evaluate {os.path.basename(config.model_dir.rstrip('/'))}")
@@ -78,6 +82,38 @@ def evaluate_model(config):
            "weights": steps.weights_facts(featurizer.getWeights(), featurizer.resolvedWeights()),
            **facts, "split": {"method": f"all images, model from {config.model_dir}"},
            "counts": {"train": 0, "test": metrics["n"], "total": metrics["n"]},
-           "metrics": metrics, "environment": steps.environment(spark), "warnings": notes}
+           "metrics": metrics, "seen_in_training": listed(seen),
+           "environment": steps.environment(spark), "warnings": notes}
     metrics_path, report_path = write_report(run, out, files)
     return EvaluateResult(run=run, metrics_path=metrics_path, report_path=report_path)
+
+
+def _without_seen(spark, images, config, notes):
+    """``images`` less the copies of the model's training images if ``--seen drop``; what was found.
+
+    The caution about copies joins ``notes``, the run's warnings (report.md's top).
+    """
+    from pyspark.sql import functions as F
+
+    from covidspark.errors import InputError
+    from covidspark.evaluation.seen_images import caution, seen_in_training
+
+    set_job_description(spark, "look for the model's training images")
+    seen = seen_in_training(spark, images, config.model_dir)
+    if not seen["checked"]:
+        if config.seen == "drop":
+            raise InputError(f"--seen drop: {seen['reason']}")
+        logger.info("Copies of the model's training images not looked for: %s", seen["reason"])
+        return images, seen
+    said = caution(seen, config.seen)
+    if said:
+        logger.warning(said)
+        notes.append(said)
+    if config.seen == "drop" and seen["copies"]:
+        if len(seen["copies"]) == seen["evaluated"]:
+            raise InputError(f"--seen drop: every one of the {seen['evaluated']} images is a copy "
+                             f"of the model's training or validation images; nothing is left "
+                             f"to evaluate")
+        copies = spark.createDataFrame([(c["path"],) for c in seen["copies"]], "path string")
+        images = images.join(F.broadcast(copies), on="path", how="left_anti")
+    return images, {**seen, "policy": config.seen, "caution": said}

@@ -97,6 +97,7 @@ def train(config):
 
     from pyspark.ml import PipelineModel
 
+    from covidspark.evaluation.seen_images import remember_training_images
     from covidspark.ml import experiment
     from covidspark.ml.pipelines import task_labels
     from covidspark.runtime.filesystem import join
@@ -143,6 +144,7 @@ def train(config):
     model_dir = join(out, "model")
     with watch.step("save the model"):
         PipelineModel(stages=[featurizer, *head.stages]).write().overwrite().save(model_dir)
+        remember_training_images(split, model_dir)
     run = {
         "task": config.task,
         "labels": list(task_labels(config.task)),

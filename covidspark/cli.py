@@ -273,9 +273,8 @@ def build_parser():
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: none)")
     p.add_argument("--out", default=None, help="report folder (required)")
     p.add_argument("--seen", choices=["report", "drop"], default="report",
-                   help="images that are copies of the model's own training or validation "
-                        "images (same sha256, or perceptual hash within 2 bits): report counts "
-                        "and names them with a caution; drop evaluates without them")
+                   help="copies of the model's own training images (sha256, or perceptual "
+                        "hash within 2 bits): report names them; drop evaluates without them")
     p.set_defaults(func=_run("evaluate_model", "EvaluateConfig"))
 
     p = sub.add_parser("serve", help="serve a saved model: REST API and upload page",

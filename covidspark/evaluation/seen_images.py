@@ -28,7 +28,7 @@ _SCHEMA = "image_id string, path string, label string, phash64 bigint"
 
 
 def _hashed(images):
-    """``image_id, path, label, phash64`` of ``images`` (a null hash where it has no ingest facts)."""
+    """``image_id, path, label, phash64`` of ``images`` (a null hash without ingest facts)."""
     from pyspark.sql import functions as F
 
     from covidspark.data.ingest import has_info

@@ -7,6 +7,7 @@ one re-encoded as JPEG, images of ``b`` (the model's test side) and images of a
 third synthetic set; only the three from ``a`` are copies.
 """
 import json
+import os
 import shutil
 import zipfile
 
@@ -109,3 +110,45 @@ def test_the_hashes_stay_on_the_driver(spark, sets):
         names = z.namelist()
     assert any(n.startswith("metadata/") for n in names)
     assert not any(n.startswith("training_images") for n in names)
+
+
+@pytest.mark.realdata
+def test_ozturk_holds_a_downscaled_copy_of_each_full_resolution_image(spark, tmp_path):
+    """On the real sets: ozturk/ is every original downscaled and re-encoded as JPEG, and
+    ozturk-fullres/ 120 of the originals unchanged; each manifest names the original's sha256.
+
+    A model "trained" on all of ozturk-fullres must find exactly the ozturk rows whose
+    original is one of those 120 files.
+    """
+    import csv
+
+    from pyspark.sql import functions as F
+
+    from conftest import SHARED_DATA, require_path
+    from covidspark.data.reading import read_images
+    from covidspark.evaluation.seen_images import remember_training_images, seen_in_training
+
+    fullres = os.path.join(SHARED_DATA, "ozturk-fullres")
+    ozturk = os.path.join(SHARED_DATA, "ozturk")
+    require_path(os.path.join(fullres, "manifest.csv"))
+
+    def originals(folder):
+        with open(os.path.join(folder, "manifest.csv")) as f:
+            return {os.path.join(folder, r["path"]): r["original_sha256"] for r in csv.DictReader(f)}
+
+    training = read_images(spark, fullres).withColumn("split", F.lit("train"))
+    model = str(tmp_path / "model")
+    remember_training_images(training, model)
+    seen = seen_in_training(spark, read_images(spark, os.path.join(ozturk, "images")), model)
+
+    trained_on = set(originals(fullres).values())
+    expected = {p for p, original in originals(os.path.join(ozturk)).items()
+                if original in trained_on}
+    assert len(trained_on) == 120 and len(expected) == 120
+    assert {local(c["path"]) for c in seen["copies"]} == expected
+    # Each copy is matched to its own original, not only to some training image.
+    fullres_original = originals(fullres)
+    ozturk_original = originals(ozturk)
+    assert all(fullres_original[local(c["training_path"])] == ozturk_original[local(c["path"])]
+               for c in seen["copies"])
+    assert seen["exact"] == 0  # re-encoded, never the same bytes

@@ -37,7 +37,7 @@ def _hashed(images):
     return images.select("image_id", "path", "label", phash.alias("phash64"))
 
 
-def remember_training_images(split, model_dir, split_col="split"):
+def remember_training_images(split, model_dir, labels=None, split_col="split"):
     """Save the ids and hashes of ``split``'s training and validation rows inside ``model_dir``.
 
     Parameters
@@ -47,12 +47,18 @@ def remember_training_images(split, model_dir, split_col="split"):
         ``split_col`` and, from the ingest pass, ``info.phash64``.
     model_dir : str
         The saved model's folder (any URI Spark writes).
+    labels : sequence of str, optional
+        The model's classes, where ``split`` holds more (compare's binary models
+        fit on the normal and COVID rows of a 3-class split).
     """
     from pyspark.sql import functions as F
 
     from covidspark.runtime.filesystem import join
 
-    seen = _hashed(split.filter(F.col(split_col).isin("train", "validation")))
+    fitted = F.col(split_col).isin("train", "validation")
+    if labels is not None:
+        fitted = fitted & F.col("label").isin(*labels)
+    seen = _hashed(split.filter(fitted))
     seen.coalesce(1).write.mode("overwrite").parquet(join(model_dir, FOLDER))
 
 

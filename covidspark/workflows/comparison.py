@@ -89,6 +89,7 @@ def compare(config):
     from covidspark.evaluation.reports import comparison_markdown, write_json, write_report
     from covidspark.evaluation.seen_images import remember_training_images
     from covidspark.ml import experiment
+    from covidspark.ml.pipelines import task_labels
     from covidspark.runtime.filesystem import join
     from covidspark.runtime.session import get_spark
 
@@ -135,7 +136,7 @@ def compare(config):
                 run_dir = join(out, task, f"{model_name}-{classifier}")
                 PipelineModel(stages=[featurizer, *head.stages]).write().overwrite().save(
                     join(run_dir, "model"))
-                remember_training_images(split, join(run_dir, "model"))
+                remember_training_images(split, join(run_dir, "model"), task_labels(task))
                 run = {"task": task, "classifier": classifier, "model": model_name,
                        "weights": steps.weights_facts(config.weights, resolved),
                        **facts, "split": split_info, **result, "warnings": notes}

@@ -3,7 +3,6 @@ import dataclasses
 import logging
 import os
 
-from covidspark.evaluation.seen_images import listed
 from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
 
@@ -57,6 +56,7 @@ def evaluate_model(config):
     """
     from covidspark.evaluation.reports import write_report
     from covidspark.evaluation.scoring import evaluate
+    from covidspark.evaluation.seen_images import listed
     from covidspark.ml.pipelines import TASKS
     from covidspark.runtime.session import get_spark
 

@@ -3,8 +3,11 @@ feature store (in this process, on the suite's Spark session)."""
 import json
 
 import numpy as np
+import pandas as pd
 
 from conftest import run_command
+
+LABELS = {"binary": ("normal", "covid"), "3class": ("normal", "covid", "pneumonia")}
 
 
 def test_compare_grid_from_one_feature_store(fixture_dir, tmp_path):
@@ -30,6 +33,12 @@ def test_compare_grid_from_one_feature_store(fixture_dir, tmp_path):
         for r in runs:
             assert (out / r["report"]).exists()
             assert (out / task / f"{r['model']}-{r['classifier']}" / "model").is_dir()
+            # The images each model was fitted on, for evaluate: the task's, less its test side.
+            seen = pd.read_parquet(out / task / f"{r['model']}-{r['classifier']}" / "model"
+                                   / "training_images")
+            assert len(seen) == 18 - len(set(LABELS[task]) ^ set(LABELS["3class"])) * 6 - n_test
+            assert set(seen["label"]) == set(LABELS[task])
+            assert seen["image_id"].is_unique and seen["phash64"].notna().all()
     table = (out / "comparison.md").read_text()
     assert "| ResNet50 + dt |" in table and "| SmallCNN + dt |" in table
     assert table.count("baseline: LR on 32x32 pixels") == 2

@@ -85,6 +85,8 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     if local:
         # A laptop-sized default; 200 shuffle partitions of a few rows each is overhead.
         defaults["spark.sql.shuffle.partitions"] = LOCAL_SHUFFLE_PARTITIONS
+    # Settings that act only on the JVM's start (spark.driver.memory) must be there
+    # when this call starts it: the caller's conf goes with the launch.
     launch = {}
     if not _is_terminal(sys.stderr):
         # Spark's bar redraws itself with carriage returns: in a log file (an EMR
@@ -97,6 +99,8 @@ def get_spark(app_name="covidspark", master=None, conf=None):
         # A JVM this call starts logs at WARN from its first line (not only once the
         # context is up); one started by spark-submit got it from `spark-env --write`.
         launch["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
+    if own_jvm:
+        launch.update(conf or {})
     # covidspark's defaults yield to what the user gave Spark itself (pyspark's
     # convention): spark-submit's --conf, spark-defaults.conf, PYSPARK_SUBMIT_ARGS.
     submitted = submitted_settings(launch)

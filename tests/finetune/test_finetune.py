@@ -14,10 +14,11 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.special
 
-from conftest import REPO_ROOT, require_module, standalone_cluster, venv_bin
+from conftest import REPO_ROOT, local_path, require_module, standalone_cluster, venv_bin
 
 pytestmark = [require_module("torch"), pytest.mark.subprocess]
 
@@ -273,6 +274,9 @@ def test_the_finetune_job_trains_on_two_executors_of_a_standalone_cluster(tmp_pa
     assert [h["epoch"] for h in run["finetuning"]["history"]] == [1, 2]
     assert "learning_curves.png" in run["plots"] and (out / "learning_curves.png").exists()
     assert run["metrics"]["n"] == run["counts"]["test"] > 0
+    # The images it was fitted on, kept with the model for evaluate (--seen).
+    seen = pd.read_parquet(os.path.join(local_path(run["model_dir"]), "training_images"))
+    assert len(seen) == run["counts"]["train"] + run["counts"].get("validation", 0) > 0
     assert run["baseline"]["verdict"]
     report = (out / "report.md").read_text()
     assert "## Fine-tuning" in report and "NOT pretrained" in report

@@ -36,6 +36,8 @@ PROBE = (
     "spark = get_spark('probe')\n"
     "spark.sparkContext.parallelize(range(2), 2).map(lambda x: time.sleep(1.5) or x).count()\n"
     "conf = spark.sparkContext.getConf()\n"
+    "heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20\n"
+    "print('HEAP_MB %d' % heap)\n"
     "print('PROBE ' + json.dumps({'resolved': master, 'master': spark.sparkContext.master,\n"
     "    'partitions': spark.conf.get('spark.sql.shuffle.partitions'),\n"
     "    'reuse': conf.get('spark.python.worker.reuse'),\n"
@@ -43,10 +45,10 @@ PROBE = (
     "spark.stop()\n")
 
 
-def run_probe(tmp_path, command, submit_args=None):
+def run_probe(tmp_path, command, submit_args=None, get_spark_args="'probe'"):
     """The probe's settings and its stderr, run by ``command`` (stderr a pipe, not a terminal)."""
     script = tmp_path / "probe.py"
-    script.write_text(PROBE)
+    script.write_text(PROBE.replace("get_spark('probe')", f"get_spark({get_spark_args})"))
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYSPARK_SUBMIT_ARGS", "COVIDSPARK_SPARK_LOG_LEVEL", "COVIDSPARK_VERBOSE")}
     env["PYSPARK_PYTHON"] = sys.executable
@@ -56,13 +58,15 @@ def run_probe(tmp_path, command, submit_args=None):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("PROBE "))
-    return json.loads(line[len("PROBE "):]), done.stderr
+    heap = next(line for line in done.stdout.splitlines() if line.startswith("HEAP_MB "))
+    return {**json.loads(line[len("PROBE "):]), "heap_mb": int(heap.split()[1])}, done.stderr
 
 
 @pytest.mark.subprocess
 def test_under_spark_submit_the_master_is_the_one_submitted(tmp_path):
     """spark-submit's JVM holds --master; get_spark reads it there before choosing defaults."""
     probe, stderr = run_probe(tmp_path, [venv_bin("spark-submit"), "--master", "local[1]"])
+    del probe["heap_mb"]
     assert probe == {"resolved": "local[1]", "master": "local[1]", "partitions": "8",
                      "reuse": "true", "log_level": "WARN"}
     assert "[Stage " not in stderr
@@ -75,6 +79,7 @@ def test_settings_given_to_spark_submit_win_over_covidspark_defaults(tmp_path):
         venv_bin("spark-submit"), "--master", "local[1]",
         "--conf", "spark.sql.shuffle.partitions=50", "--conf", "spark.python.worker.reuse=false",
         "--conf", "spark.log.level=ERROR"])
+    del probe["heap_mb"]
     assert probe == {"resolved": "local[1]", "master": "local[1]", "partitions": "50",
                      "reuse": "false", "log_level": "ERROR"}
 
@@ -85,11 +90,22 @@ def test_spark_console_bar_stays_out_of_a_log_unless_asked_for(tmp_path):
     probe, stderr = run_probe(tmp_path, [sys.executable], "--master local[2] pyspark-shell")
     assert probe["partitions"] == "8" and probe["master"] == "local[2]"
     assert "[Stage " not in stderr
+    assert probe["heap_mb"] < 1100  # Spark's 1 GB default
     probe, stderr = run_probe(tmp_path, [sys.executable], (
         "--master local[2] --conf spark.ui.showConsoleProgress=true "
         "--conf spark.sql.shuffle.partitions=3 pyspark-shell"))
     assert probe["partitions"] == "3"
     assert "[Stage " in stderr
+
+
+@pytest.mark.subprocess
+def test_the_callers_conf_reaches_the_jvm_it_starts(tmp_path):
+    """spark.driver.memory acts only when the JVM starts: get_spark's conf goes with its launch."""
+    probe, _ = run_probe(tmp_path, [sys.executable], "--master local[1] pyspark-shell",
+                         "'probe', conf={'spark.driver.memory': '1536m', "
+                         "'spark.sql.shuffle.partitions': '5'}")
+    assert probe["partitions"] == "5"
+    assert 1300 < probe["heap_mb"] <= 1536
 
 
 def test_a_temporary_setting_is_restored_also_after_an_error(spark):

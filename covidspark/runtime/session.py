@@ -37,7 +37,7 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     Parameters
     ----------
     app_name : str
-        Application name shown in the Spark UI.
+        Application name shown in the Spark UI (``spark-submit --name`` wins).
     master : str, optional
         e.g. ``"local[2]"`` or ``"spark://host:7077"``. By default the master
         given to ``spark-submit`` is used, or ``local[*]``.
@@ -76,10 +76,7 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     local = is_local_master(resolve_master(master))
     if local:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name)
-    if master:
-        builder = builder.master(master)
-    defaults = dict(DEFAULT_CONF)
+    defaults = dict(DEFAULT_CONF, **{"spark.app.name": app_name})
     # Applied when the SparkContext starts (Spark >= 3.5): spark-submit's default is INFO.
     defaults["spark.log.level"] = "WARN"
     if local:
@@ -104,6 +101,8 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     # covidspark's defaults yield to what the user gave Spark itself (pyspark's
     # convention): spark-submit's --conf, spark-defaults.conf, PYSPARK_SUBMIT_ARGS.
     submitted = submitted_settings(launch)
+    if submitted.get("spark.app.name") in _default_app_names(sys.argv):
+        del submitted["spark.app.name"]  # spark-submit's name when --name gave none
     settings = {key: value for key, value in defaults.items() if key not in submitted}
     kept = sorted(set(defaults) & set(submitted))
     if kept:
@@ -112,9 +111,16 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     if os.environ.get("COVIDSPARK_SPARK_LOG_LEVEL"):
         settings["spark.log.level"] = os.environ["COVIDSPARK_SPARK_LOG_LEVEL"]
     settings.update(conf or {})
+    builder = SparkSession.builder.master(master) if master else SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def _default_app_names(argv):
+    """The names spark-submit gives an application without ``--name``: its script's, the shell's."""
+    return {os.path.basename(argv[0]) if argv and argv[0] else None, "PySparkShell",
+            "pyspark-shell"}
 
 
 def submitted_settings(launch=None):

@@ -39,6 +39,7 @@ PROBE = (
     "heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20\n"
     "print('HEAP_MB %d' % heap)\n"
     "print('PROBE ' + json.dumps({'resolved': master, 'master': spark.sparkContext.master,\n"
+    "    'app': spark.sparkContext.appName,\n"
     "    'partitions': spark.conf.get('spark.sql.shuffle.partitions'),\n"
     "    'reuse': conf.get('spark.python.worker.reuse'),\n"
     "    'log_level': conf.get('spark.log.level')}))\n"
@@ -67,8 +68,8 @@ def test_under_spark_submit_the_master_is_the_one_submitted(tmp_path):
     """spark-submit's JVM holds --master; get_spark reads it there before choosing defaults."""
     probe, stderr = run_probe(tmp_path, [venv_bin("spark-submit"), "--master", "local[1]"])
     del probe["heap_mb"]
-    assert probe == {"resolved": "local[1]", "master": "local[1]", "partitions": "8",
-                     "reuse": "true", "log_level": "WARN"}
+    assert probe == {"resolved": "local[1]", "master": "local[1]", "app": "probe",
+                     "partitions": "8", "reuse": "true", "log_level": "WARN"}
     assert "[Stage " not in stderr
 
 
@@ -78,9 +79,10 @@ def test_settings_given_to_spark_submit_win_over_covidspark_defaults(tmp_path):
     probe, _ = run_probe(tmp_path, [
         venv_bin("spark-submit"), "--master", "local[1]",
         "--conf", "spark.sql.shuffle.partitions=50", "--conf", "spark.python.worker.reuse=false",
-        "--conf", "spark.log.level=ERROR"])
+        "--conf", "spark.log.level=ERROR", "--name", "nightly-xrays"])
     del probe["heap_mb"]
-    assert probe == {"resolved": "local[1]", "master": "local[1]", "partitions": "50",
+    assert probe == {"resolved": "local[1]", "master": "local[1]", "app": "nightly-xrays",
+                     "partitions": "50",
                      "reuse": "false", "log_level": "ERROR"}
 
 
@@ -88,7 +90,7 @@ def test_settings_given_to_spark_submit_win_over_covidspark_defaults(tmp_path):
 def test_spark_console_bar_stays_out_of_a_log_unless_asked_for(tmp_path):
     """pyspark starts its JVM as a shell, which draws Spark's bar on stderr, file or not."""
     probe, stderr = run_probe(tmp_path, [sys.executable], "--master local[2] pyspark-shell")
-    assert probe["partitions"] == "8" and probe["master"] == "local[2]"
+    assert (probe["partitions"], probe["master"], probe["app"]) == ("8", "local[2]", "probe")
     assert "[Stage " not in stderr
     assert probe["heap_mb"] < 1100  # Spark's 1 GB default
     probe, stderr = run_probe(tmp_path, [sys.executable], (

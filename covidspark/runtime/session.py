@@ -82,8 +82,6 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     if local:
         # A laptop-sized default; 200 shuffle partitions of a few rows each is overhead.
         defaults["spark.sql.shuffle.partitions"] = LOCAL_SHUFFLE_PARTITIONS
-    # Settings that act only on the JVM's start (spark.driver.memory) must be there
-    # when this call starts it: the caller's conf goes with the launch.
     launch = {}
     if not _is_terminal(sys.stderr):
         # Spark's bar redraws itself with carriage returns: in a log file (an EMR
@@ -97,12 +95,14 @@ def get_spark(app_name="covidspark", master=None, conf=None):
         # context is up); one started by spark-submit got it from `spark-env --write`.
         launch["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
     if own_jvm:
+        # Settings that act only when the JVM starts (spark.driver.memory) must be
+        # there when this call starts it: the caller's conf goes with the launch.
         launch.update(conf or {})
     # covidspark's defaults yield to what the user gave Spark itself (pyspark's
     # convention): spark-submit's --conf, spark-defaults.conf, PYSPARK_SUBMIT_ARGS.
     submitted = submitted_settings(launch)
-    if submitted.get("spark.app.name") in _default_app_names(sys.argv):
-        del submitted["spark.app.name"]  # spark-submit's name when --name gave none
+    if submitted.get("spark.app.name", "") in _default_app_names(sys.argv):
+        submitted.pop("spark.app.name", None)  # spark-submit's name when --name gave none
     settings = {key: value for key, value in defaults.items() if key not in submitted}
     kept = sorted(set(defaults) & set(submitted))
     if kept:
@@ -119,8 +119,7 @@ def get_spark(app_name="covidspark", master=None, conf=None):
 
 def _default_app_names(argv):
     """The names spark-submit gives an application without ``--name``: its script's, the shell's."""
-    return {os.path.basename(argv[0]) if argv and argv[0] else None, "PySparkShell",
-            "pyspark-shell"}
+    return {os.path.basename(argv[0]) if argv else "", "", "PySparkShell", "pyspark-shell"}
 
 
 def submitted_settings(launch=None):

@@ -82,8 +82,7 @@ def test_settings_given_to_spark_submit_win_over_covidspark_defaults(tmp_path):
         "--conf", "spark.log.level=ERROR", "--name", "nightly-xrays"])
     del probe["heap_mb"]
     assert probe == {"resolved": "local[1]", "master": "local[1]", "app": "nightly-xrays",
-                     "partitions": "50",
-                     "reuse": "false", "log_level": "ERROR"}
+                     "partitions": "50", "reuse": "false", "log_level": "ERROR"}
 
 
 @pytest.mark.subprocess

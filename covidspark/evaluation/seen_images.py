@@ -128,9 +128,7 @@ def _copies(training, evaluated, max_distance):
 
 
 def caution(seen, policy):
-    """The sentence a report and the command print about ``seen`` (None when nothing was found)."""
-    if not seen.get("checked"):
-        return None
+    """The sentence a report and the command print about a checked ``seen`` (None: no copies)."""
     found = len(seen["copies"])
     if not found:
         return None

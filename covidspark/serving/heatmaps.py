@@ -16,6 +16,16 @@ from covidspark.serving.explain import explain, overlay_png
 
 # (shipped model archive, shipped weights) -> Predictor, one per Python worker.
 _WORKER_PREDICTORS = {}
+# Images per heat-map task. A map costs about 0.5 s (Grad-CAM) to 4 s (occlusion: 49
+# forward passes) of a core, so a task of a few images still dwarfs a task's start,
+# every core stays busy to the last image, and progress (an image counts when its
+# task ends) moves every few seconds instead of once per file split.
+IMAGES_PER_TASK = 4
+# Past this many tasks, tasks grow instead: a scheduler's cost per task is not free.
+MAX_TASKS = 10_000
+# Heat maps the driver fetches per Spark job while it writes them: a few hundred MB
+# of PNGs held at most, and few jobs (a fetch of each small task would be one each).
+PNGS_PER_FETCH = 64
 
 
 def _worker_predictor(model_archive, weights_file=None):
@@ -98,7 +108,7 @@ PREDICTION_WITH_HEATMAP = ("predicted_label string, probability array<double>, "
 
 def predict_with_heatmaps(df, model_dir, weights_path, out_dir, content_col="content",
                           path_col="path", id_col="image_id", output_col="heatmap",
-                          method="auto", accumulator=None):
+                          method="auto", accumulator=None, total=None):
     """Predict every row and draw its heat map in one pass per image, on the executors.
 
     Each image is decoded once and goes through the backbone once: Grad-CAM
@@ -124,6 +134,10 @@ def predict_with_heatmaps(df, model_dir, weights_path, out_dir, content_col="con
     method : {"auto", "gradcam", "occlusion"}
     accumulator : pyspark.Accumulator, optional
         Incremented by the images done, for progress lines (classic sessions).
+    total : int, optional
+        Rows of ``df`` (counted when not given). The rows are spread over tasks
+        of ``IMAGES_PER_TASK`` images (at least one task per core, at most
+        ``MAX_TASKS`` tasks).
 
     Returns
     -------
@@ -141,10 +155,13 @@ def predict_with_heatmaps(df, model_dir, weights_path, out_dir, content_col="con
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    from covidspark.runtime.connect import ship_file
+    from covidspark.runtime.connect import default_parallelism, ship_file
     from covidspark.runtime.filesystem import join
 
     spark = df.sparkSession
+    total = df.count() if total is None else total
+    tasks = min(-(-total // IMAGES_PER_TASK), MAX_TASKS)
+    df = df.repartition(max(default_parallelism(spark), tasks, 1))
     archive = ship_model(spark, model_dir)
     weights = ship_file(spark, weights_path)
 
@@ -170,13 +187,19 @@ def predict_with_heatmaps(df, model_dir, weights_path, out_dir, content_col="con
             .withColumn(output_col, F.concat(F.lit(join(out_dir, "")), name(id_col, path_col))))
 
 
-def write_heatmaps(df, files, output_col="heatmap"):
+def write_heatmaps(df, files, output_col="heatmap", total=None):
     """Write every row's ``heatmap_png`` to its ``output_col`` URI; returns the number written.
 
     Rows stream to the driver one partition at a time (``toLocalIterator``):
-    the driver holds one partition's PNGs at most. Persist ``df`` first when
-    its other columns are written too, or the heat maps are computed twice.
+    the driver holds one partition's PNGs at most. Persist ``df`` and compute
+    it first (``count()``): ``toLocalIterator`` runs one Spark job per
+    partition, one after the other, so maps not yet computed would be drawn a
+    partition at a time, and without the cache its other columns would be
+    computed twice. With ``total`` (its rows), cached partitions are fetched
+    ``PNGS_PER_FETCH`` rows a job.
     """
+    if total is not None:
+        df = df.coalesce(max(1, -(-total // PNGS_PER_FETCH)))
     written = 0
     for row in df.select(output_col, HEATMAP_PNG_COL).toLocalIterator():
         files.write_bytes(row[0], bytes(row[1]))

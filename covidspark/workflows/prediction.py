@@ -96,7 +96,7 @@ def predict(config):
         counter = ImageCounter(spark)
         predictions = counter.observe(predict_with_heatmaps(
             images, files.qualify(config.model_dir), featurizer.resolvedWeights().path,
-            heatmaps, accumulator=counter.accumulator))
+            heatmaps, accumulator=counter.accumulator, total=total))
         probability = F.col("probability")
         done = lambda: counter.value  # noqa: E731
     else:
@@ -111,13 +111,15 @@ def predict(config):
         "predicted_label", *[probability[k].alias(f"p_{name}") for k, name in enumerate(labels)],
         threshold, *(["heatmap", HEATMAP_PNG_COL] if heatmaps else []))
     if heatmaps:
-        # Computed once: the heat maps are written from the cache, then the table.
+        # Computed once, by one job on every core: the heat maps are written from
+        # the cache, then the table.
         predictions = predictions.persist(StorageLevel.MEMORY_AND_DISK)
     with Progress("predict", total, done):
         if heatmaps:
             from covidspark.serving.heatmaps import write_heatmaps
 
-            write_heatmaps(predictions, files)
+            predictions.count()
+            write_heatmaps(predictions, files, total=total)
             predictions = predictions.drop(HEATMAP_PNG_COL)
         if out.endswith(".csv"):
             frame = predictions.toPandas()

@@ -74,3 +74,25 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     assert run["metrics"]["accuracy"] == pytest.approx(accuracy)
     assert (tmp_path / "eval" / "report.md").exists()
     assert main(["evaluate", "--model-dir", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
+
+
+def test_heat_maps_are_drawn_in_tasks_of_a_few_images(spark, images_df, trained_model, tmp_path):
+    """A heat map costs a core seconds: a task draws IMAGES_PER_TASK of them, so every
+    core works to the last image and progress (counted as tasks end) moves as they do."""
+    from pyspark.sql import functions as F
+
+    from covidspark.runtime.connect import default_parallelism
+    from covidspark.serving import heatmaps
+    from covidspark.workflows.steps import load_model
+
+    model, _ = load_model(spark, trained_model)
+    images = images_df.limit(9)  # one partition: the split they arrive in
+    drawn = heatmaps.predict_with_heatmaps(
+        images, trained_model, model.stages[0].resolvedWeights().path, str(tmp_path / "maps"),
+        total=9)
+    per_task = (drawn.select(F.spark_partition_id().alias("task"), "predicted_label")
+                .groupBy("task").agg(F.count("predicted_label").alias("images")).collect())
+    sizes = [r.images for r in per_task]
+    assert sum(sizes) == 9 and max(sizes) <= heatmaps.IMAGES_PER_TASK == 4
+    # ceil(9 / 4) tasks, or one per core where there are more cores.
+    assert len(sizes) == max(default_parallelism(spark), 3)

@@ -20,6 +20,7 @@ the rerun computes exactly the images that no committed run holds.
 a rerun knows the stored images' ids from its listing and reads only the files
 that are new or changed (:mod:`covidspark.data.known_files`).
 """
+import contextlib
 import hashlib
 import json
 import logging
@@ -173,7 +174,7 @@ class FeatureStore:
         self._write_text(f"{run}/{COMMITTED}", json.dumps({"files": len(entries)}))
         return len(entries)
 
-    def featurize(self, images, featurizer, chunk_size=DEFAULT_CHUNK_SIZE):
+    def featurize(self, images, featurizer, chunk_size=DEFAULT_CHUNK_SIZE, progress=None):
         """Features of every row of ``images``, computing only images the store lacks.
 
         Parameters
@@ -185,6 +186,12 @@ class FeatureStore:
             Missing images are computed and committed in chunks of about this
             many (by a hash of ``image_id``): a job killed part-way keeps every
             chunk it committed, and its rerun computes only the rest.
+        progress : callable, optional
+            Called with the number of images to compute, once it is known, when
+            there are any; returns a context manager held while they are computed,
+            e.g. ``lambda n: Progress("featurize", n, featurizer.imagesFeaturized)``
+            (:class:`covidspark.runtime.progress.Progress`). Images found in the
+            store are not counted.
 
         Returns
         -------
@@ -207,7 +214,8 @@ class FeatureStore:
         flagged, missing, n_images, n_missing = self._missing_images(images, featurizer, existing)
         try:
             if n_missing:
-                self._compute(missing, featurizer, location, n_missing, chunk_size)
+                with progress(n_missing) if progress else contextlib.nullcontext():
+                    self._compute(missing, featurizer, location, n_missing, chunk_size)
                 existing = self.read(signature, out_col)
         finally:
             flagged.unpersist()

@@ -70,10 +70,10 @@ def featurize(config):
     images, _, _, rejects = steps.read_input(spark, config, notes,
                                              stored_ids=store.stored_ids(featurizer),
                                              known_files=known)
-    with Progress(f"featurize with {featurizer.getModelName()}", None,
-                  featurizer.imagesFeaturized):
-        _, stats = store.featurize(
-            images, featurizer, chunk_size=config.chunk_size or DEFAULT_CHUNK_SIZE)
+    label = f"featurize with {featurizer.getModelName()}"
+    _, stats = store.featurize(
+        images, featurizer, chunk_size=config.chunk_size or DEFAULT_CHUNK_SIZE,
+        progress=lambda missing: Progress(label, missing, featurizer.imagesFeaturized))
     not_read = len(known.not_read)
     store.remember_files(featurizer, images, known)
     return FeaturizeResult(images=stats["images"], computed=stats["computed"],

@@ -277,24 +277,29 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
     set_job_description(spark, label)
     t0 = time.time()
     stats = None
-    # Only paths are read for the count: Spark's binaryFile source skips the bytes.
-    if total is None and not store_path:
-        total = split.select("path").count()
-    with Progress(label, total, featurizer.imagesFeaturized):
-        if store_path:
-            from covidspark.ml.feature_store import FeatureStore
+    # The backbone's width and the rows known: one shuffle into the fit's partitions.
+    width = get_backbone(featurizer.getModelName()).feature_dim
+    if store_path:
+        from covidspark.ml.feature_store import FeatureStore
 
-            features, stats = FeatureStore(spark, store_path).featurize(split, featurizer)
-            logger.info("Feature store %s: %d computed, %d reused", stats["location"],
-                        stats["computed"], stats["reused"])
-        else:
-            features = featurizer.transform(split).drop("content")
-        # The backbone's width and the rows known: one shuffle into the fit's partitions.
-        width = get_backbone(featurizer.getModelName()).feature_dim
+        # The progress line counts the images the store lacks, once it knows them.
+        features, stats = FeatureStore(spark, store_path).featurize(
+            split, featurizer,
+            progress=lambda missing: Progress(label, missing, featurizer.imagesFeaturized))
         features, n_images = persist_compact(features, width, total)
+    else:
+        # Only paths are read for the count: Spark's binaryFile source skips the bytes.
+        if total is None:
+            total = split.select("path").count()
+        with Progress(label, total, featurizer.imagesFeaturized):
+            features = featurizer.transform(split).drop("content")
+            features, n_images = persist_compact(features, width, total)
     seconds = time.time() - t0
-    logger.info("Featurized %d images in %.1f s (%.1f images/s)",
-                n_images, seconds, n_images / max(seconds, 1e-9))
+    computed = n_images if stats is None else stats["computed"]
+    logger.info("Featurized %d images in %.1f s (%.1f images/s)%s", computed, seconds,
+                computed / max(seconds, 1e-9),
+                "" if stats is None else
+                f"; {stats['reused']} found in the feature store {stats['location']}")
     log_where_it_ran(featurizer)
     return features, stats, seconds
 

@@ -1,4 +1,5 @@
 """The feature store: computes only missing images; ignores runs killed mid-write."""
+import contextlib
 import csv
 import json
 import os
@@ -26,18 +27,28 @@ def test_rerun_computes_only_missing_images(spark, images_df, resnet_features, t
     store = FeatureStore(spark, str(tmp_path / "store"))
     ids = sorted(r.image_id for r in images_df.select("image_id").collect())
     first = images_df.filter(images_df.image_id.isin(ids[:8]))
-    features, stats = store.featurize(first, _featurizer())
+    # A progress line's total is what is computed, not what the store holds.
+    progress_totals = []
+
+    @contextlib.contextmanager
+    def progress(missing):
+        progress_totals.append(missing)
+        yield
+
+    features, stats = store.featurize(first, _featurizer(), progress=progress)
     assert (stats["images"], stats["computed"], stats["reused"]) == (8, 8, 0)
     assert "content" not in features.columns and features.count() == 8
-    features, stats = store.featurize(images_df, _featurizer())
+    features, stats = store.featurize(images_df, _featurizer(), progress=progress)
     assert (stats["images"], stats["computed"], stats["reused"]) == (18, 10, 8)
+    assert progress_totals == [8, 10]
     stored = _as_dict(features)
     expected, _ = resnet_features
     by_path = {r.image_id: r.path for r in images_df.select("image_id", "path").collect()}
     for image_id, vector in stored.items():
         np.testing.assert_allclose(vector, expected[by_path[image_id]], rtol=0, atol=1e-3)
-    _, stats = store.featurize(images_df, _featurizer())
+    _, stats = store.featurize(images_df, _featurizer(), progress=progress)
     assert stats["computed"] == 0 and stats["reused"] == 18
+    assert progress_totals == [8, 10]  # nothing to compute: no progress line
     assert len(store.committed_runs(_featurizer().featureSignature())) == 2
 
 

@@ -254,15 +254,6 @@ def split_for(images, config, options, validation=False):
     return split, {"test_fraction": config.test_fraction, "seed": config.seed, **info}
 
 
-def log_where_it_ran(featurizer):
-    """One log line per engine / precision / device / host the network ran on."""
-    ran_on = featurizer.ranOn()
-    if ran_on is None:
-        logger.info("Ran on: not tallied (Spark Connect has no accumulators)")
-    for where, images in sorted((ran_on or {}).items()):
-        logger.info("Ran on: %s: %d images", where, images)
-
-
 def featurize_once(spark, split, featurizer, store_path, total=None):
     """Featurize once and persist: ``(features, store stats or None, seconds)``.
 
@@ -279,28 +270,31 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
     stats = None
     # The backbone's width and the rows known: one shuffle into the fit's partitions.
     width = get_backbone(featurizer.getModelName()).feature_dim
+    progress = lambda images: Progress(label, images, featurizer.imagesFeaturized)  # noqa: E731
     if store_path:
         from covidspark.ml.feature_store import FeatureStore
 
-        # The progress line counts the images the store lacks, once it knows them.
-        features, stats = FeatureStore(spark, store_path).featurize(
-            split, featurizer,
-            progress=lambda missing: Progress(label, missing, featurizer.imagesFeaturized))
+        # Its progress line counts the images the store lacks, once it knows them.
+        features, stats = FeatureStore(spark, store_path).featurize(split, featurizer,
+                                                                    progress=progress)
         features, n_images = persist_compact(features, width, total)
     else:
         # Only paths are read for the count: Spark's binaryFile source skips the bytes.
-        if total is None:
-            total = split.select("path").count()
-        with Progress(label, total, featurizer.imagesFeaturized):
+        total = split.select("path").count() if total is None else total
+        with progress(total):
             features = featurizer.transform(split).drop("content")
             features, n_images = persist_compact(features, width, total)
     seconds = time.time() - t0
     computed = n_images if stats is None else stats["computed"]
     logger.info("Featurized %d images in %.1f s (%.1f images/s)%s", computed, seconds,
-                computed / max(seconds, 1e-9),
-                "" if stats is None else
+                computed / max(seconds, 1e-9), "" if stats is None else
                 f"; {stats['reused']} found in the feature store {stats['location']}")
-    log_where_it_ran(featurizer)
+    # One line per engine / precision / device / host the network ran on.
+    ran_on = featurizer.ranOn()
+    if ran_on is None:
+        logger.info("Ran on: not tallied (Spark Connect has no accumulators)")
+    for where, images in sorted((ran_on or {}).items()):
+        logger.info("Ran on: %s: %d images", where, images)
     return features, stats, seconds
 
 

@@ -125,3 +125,34 @@ def test_a_temporary_setting_is_restored_also_after_an_error(spark):
             raise RuntimeError("the block fails")
     assert spark.conf.get(key) == "77"
     spark.conf.unset(key)
+
+
+# A task of 3 MB (its partition's data), then the words Spark's DAGScheduler logs
+# for a random forest's large task binaries, and a warning of each logger that stays.
+LARGE_TASKS = (
+    "from covidspark.runtime.session import get_spark\n"
+    "sc = get_spark('probe').sparkContext\n"
+    "print(sc.parallelize([b'x' * 3 * 2**20], 1).map(len).sum())\n"
+    "logs = sc._jvm.org.apache.logging.log4j.LogManager\n"
+    "dag = logs.getLogger('org.apache.spark.scheduler.DAGScheduler')\n"
+    "dag.warn('Broadcasting large task binary with size 1043.7 KiB')\n"
+    "dag.warn('PROBE another DAGScheduler warning')\n"
+    "logs.getLogger('org.apache.spark.scheduler.TaskSetManager').warn('PROBE another one')\n")
+
+
+@pytest.mark.subprocess
+def test_large_task_warnings_stay_out_of_a_jobs_log(tmp_path):
+    """MLlib's trees ride in every task: Spark warns once per tree level, to no end."""
+    script = tmp_path / "large_tasks.py"
+    script.write_text(LARGE_TASKS)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYSPARK_SUBMIT_ARGS", "COVIDSPARK_VERBOSE", "SPARK_SUBMIT_OPTS")}
+    env["PYSPARK_PYTHON"] = sys.executable
+    done = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == [str(3 * 2**20)]
+    assert "contains a task of very large size" not in done.stderr
+    assert "Broadcasting large task binary" not in done.stderr
+    assert "WARN DAGScheduler: PROBE another DAGScheduler warning" in done.stderr
+    assert "WARN TaskSetManager: PROBE another one" in done.stderr

@@ -16,11 +16,12 @@ from covidspark.serving.explain import explain, overlay_png
 
 # (shipped model archive, shipped weights) -> Predictor, one per Python worker.
 _WORKER_PREDICTORS = {}
-# Images per heat-map task. A map costs about 0.5 s (Grad-CAM) to 4 s (occlusion: 49
-# forward passes) of a core, so a task of a few images still dwarfs a task's start,
-# every core stays busy to the last image, and progress (an image counts when its
-# task ends) moves every few seconds instead of once per file split.
-IMAGES_PER_TASK = 4
+# Images per heat-map task, by method: about 10 s of a CPU core each (Grad-CAM
+# takes about 0.7 s an image, occlusion's 49 forward passes about 4 s), which
+# dwarfs a task's start, and progress (an image counts when its task ends) moves
+# every few seconds instead of once per file split. "auto" (LR or trees, not known
+# here) takes occlusion's.
+IMAGES_PER_TASK = {"gradcam": 16, "occlusion": 4, "auto": 4}
 # Past this many tasks, tasks grow instead: a scheduler's cost per task is not free.
 MAX_TASKS = 10_000
 # Heat maps the driver fetches per Spark job while it writes them: a few hundred MB
@@ -136,8 +137,8 @@ def predict_with_heatmaps(df, model_dir, weights_path, out_dir, content_col="con
         Incremented by the images done, for progress lines (classic sessions).
     total : int, optional
         Rows of ``df`` (counted when not given). The rows are spread over tasks
-        of ``IMAGES_PER_TASK`` images (at least one task per core, at most
-        ``MAX_TASKS`` tasks).
+        of at most ``IMAGES_PER_TASK[method]`` images, as many on every core (at
+        most ``MAX_TASKS`` tasks).
 
     Returns
     -------
@@ -160,8 +161,10 @@ def predict_with_heatmaps(df, model_dir, weights_path, out_dir, content_col="con
 
     spark = df.sparkSession
     total = df.count() if total is None else total
-    tasks = min(-(-total // IMAGES_PER_TASK), MAX_TASKS)
-    df = df.repartition(max(default_parallelism(spark), tasks, 1))
+    cores = max(default_parallelism(spark), 1)
+    # As many tasks on every core, so that none is left to finish alone.
+    rounds = -(-total // (IMAGES_PER_TASK[method] * cores))
+    df = df.repartition(max(1, min(rounds * cores, MAX_TASKS)))
     archive = ship_model(spark, model_dir)
     weights = ship_file(spark, weights_path)
 

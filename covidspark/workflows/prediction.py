@@ -88,6 +88,8 @@ def predict(config):
     featurizer = model.stages[0]
     set_job_description(spark, f"predict {total} images")
     if heatmaps:
+        from pyspark.ml.classification import LogisticRegressionModel
+
         from covidspark.runtime.connect import ImageCounter
         from covidspark.serving.heatmaps import HEATMAP_PNG_COL, predict_with_heatmaps
 
@@ -96,7 +98,10 @@ def predict(config):
         counter = ImageCounter(spark)
         predictions = counter.observe(predict_with_heatmaps(
             images, files.qualify(config.model_dir), featurizer.resolvedWeights().path,
-            heatmaps, accumulator=counter.accumulator, total=total))
+            heatmaps, accumulator=counter.accumulator, total=total,
+            # What explain's "auto" picks; the driver knows it, for the tasks' size.
+            method="gradcam" if any(isinstance(stage, LogisticRegressionModel)
+                                    for stage in model.stages) else "occlusion"))
         probability = F.col("probability")
         done = lambda: counter.value  # noqa: E731
     else:

@@ -34,6 +34,13 @@ class ExplainError(InputError):
     """A heat map that cannot be computed for this model (the message says why)."""
 
 
+def check_method(method):
+    """``method`` if it is one of ``METHODS``; else an :class:`ExplainError` that lists them."""
+    if method not in METHODS:
+        raise ExplainError(f"Unknown method {method!r}. Supported: {', '.join(METHODS)}.")
+    return method
+
+
 def class_index(predictor, label):
     """The index of ``label`` (None: the predicted class is chosen by the caller)."""
     if label not in predictor.labels:
@@ -244,9 +251,7 @@ def explain(predictor, data, label=None, method="auto", name="<upload>"):
         The prediction (as :meth:`Predictor.predict`, plus ``explained`` and
         ``method``), the heat map in the image's coordinates and the decoded image.
     """
-    if method not in METHODS:
-        raise ExplainError(f"Unknown method {method!r}. Supported: {', '.join(METHODS)}.")
-    if method == "auto":
+    if check_method(method) == "auto":
         method = "gradcam" if predictor.pipeline.head.kind == "lr" else "occlusion"
     image = predictor.open(data, name)
     pixels = predictor.pixels(image)

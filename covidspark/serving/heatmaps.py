@@ -12,7 +12,7 @@ on node-local disks.
 import io
 import os
 
-from covidspark.serving.explain import explain, overlay_png
+from covidspark.serving.explain import check_method, explain, overlay_png
 
 # (shipped model archive, shipped weights) -> Predictor, one per Python worker.
 _WORKER_PREDICTORS = {}
@@ -160,10 +160,11 @@ def predict_with_heatmaps(df, model_dir, weights_path, out_dir, content_col="con
     from covidspark.runtime.filesystem import join
 
     spark = df.sparkSession
+    per_task = IMAGES_PER_TASK[check_method(method)]
     total = df.count() if total is None else total
     cores = max(default_parallelism(spark), 1)
     # As many tasks on every core, so that none is left to finish alone.
-    rounds = -(-total // (IMAGES_PER_TASK[method] * cores))
+    rounds = -(-total // (per_task * cores))
     df = df.repartition(max(1, min(rounds * cores, MAX_TASKS)))
     archive = ship_model(spark, model_dir)
     weights = ship_file(spark, weights_path)

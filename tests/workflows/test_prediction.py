@@ -83,13 +83,17 @@ def test_heat_maps_are_drawn_in_tasks_of_a_few_images(spark, images_df, trained_
 
     from covidspark.runtime.connect import default_parallelism
     from covidspark.serving import heatmaps
+    from covidspark.serving.explain import ExplainError
     from covidspark.workflows.steps import load_model
 
     model, _ = load_model(spark, trained_model)
     images = images_df.limit(9)  # one partition: the split they arrive in
-    drawn = heatmaps.predict_with_heatmaps(
-        images, trained_model, model.stages[0].resolvedWeights().path, str(tmp_path / "maps"),
-        total=9)
+    weights = model.stages[0].resolvedWeights().path
+    with pytest.raises(ExplainError, match="Unknown method 'sharp'. Supported: gradcam, "):
+        heatmaps.predict_with_heatmaps(images, trained_model, weights, str(tmp_path),
+                                       method="sharp")
+    drawn = heatmaps.predict_with_heatmaps(images, trained_model, weights, str(tmp_path / "maps"),
+                                           total=9)
     per_task = (drawn.select(F.spark_partition_id().alias("task"), "predicted_label")
                 .groupBy("task").agg(F.count("predicted_label").alias("images")).collect())
     sizes = [r.images for r in per_task]

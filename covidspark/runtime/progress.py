@@ -79,6 +79,16 @@ class Progress:
         return False
 
 
+def featurize_progress(featurizer):
+    """``progress(n)``: a :class:`Progress` of ``n`` images through ``featurizer``'s network.
+
+    Labelled ``featurize with <model>`` and counted by ``imagesFeaturized``; what
+    :meth:`covidspark.ml.feature_store.FeatureStore.featurize` takes as ``progress``.
+    """
+    label = f"featurize with {featurizer.getModelName()}"
+    return lambda images: Progress(label, images, featurizer.imagesFeaturized)
+
+
 class Stopwatch:
     """Seconds the driver spent in each named step of a job (``metrics.json``'s ``timing_s``).
 

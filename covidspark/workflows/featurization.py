@@ -55,7 +55,7 @@ def featurize(config):
     FeaturizeResult
     """
     from covidspark.ml.feature_store import DEFAULT_CHUNK_SIZE, FeatureStore
-    from covidspark.runtime.progress import Progress
+    from covidspark.runtime.progress import featurize_progress
     from covidspark.runtime.session import get_spark
 
     config.validate()
@@ -70,10 +70,9 @@ def featurize(config):
     images, _, _, rejects = steps.read_input(spark, config, notes,
                                              stored_ids=store.stored_ids(featurizer),
                                              known_files=known)
-    label = f"featurize with {featurizer.getModelName()}"
-    _, stats = store.featurize(
-        images, featurizer, chunk_size=config.chunk_size or DEFAULT_CHUNK_SIZE,
-        progress=lambda missing: Progress(label, missing, featurizer.imagesFeaturized))
+    _, stats = store.featurize(images, featurizer,
+                               chunk_size=config.chunk_size or DEFAULT_CHUNK_SIZE,
+                               progress=featurize_progress(featurizer))
     not_read = len(known.not_read)
     store.remember_files(featurizer, images, known)
     return FeaturizeResult(images=stats["images"], computed=stats["computed"],

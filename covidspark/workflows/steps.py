@@ -262,7 +262,7 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
     and sizes the fit's partitions (:func:`persist_compact`) before featurizing.
     """
     from covidspark.models.registry import get_backbone
-    from covidspark.runtime.progress import Progress
+    from covidspark.runtime.progress import featurize_progress
 
     label = f"featurize with {featurizer.getModelName()}"
     set_job_description(spark, label)
@@ -270,7 +270,7 @@ def featurize_once(spark, split, featurizer, store_path, total=None):
     stats = None
     # The backbone's width and the rows known: one shuffle into the fit's partitions.
     width = get_backbone(featurizer.getModelName()).feature_dim
-    progress = lambda images: Progress(label, images, featurizer.imagesFeaturized)  # noqa: E731
+    progress = featurize_progress(featurizer)
     if store_path:
         from covidspark.ml.feature_store import FeatureStore
 

@@ -13,10 +13,8 @@ Commands
     :func:`covidspark.workflows.predict` / :func:`covidspark.workflows.evaluate`.
 ``covidspark serve --model-dir RUN/model``
     The REST service and upload page (:mod:`covidspark.serving.service`).
-``covidspark datasets download NAME --to DIR`` / ``covidspark datasets describe DIR``
-``covidspark synthetic --to DIR``
-``covidspark spark-env --write``
-    Make this environment's ``spark-submit`` use this environment's Python.
+``covidspark datasets download NAME --to DIR`` / ``datasets describe DIR`` / ``synthetic --to DIR``
+``covidspark spark-env --write``: this environment's ``spark-submit`` uses its Python.
 
 Exit status: 0 success; 2 bad input (:class:`covidspark.errors.UserError`: the
 message names the file, row or flag); 1 anything else, with its traceback.
@@ -32,6 +30,13 @@ logger = logging.getLogger("covidspark")
 
 
 # ----------------------------------------------------------------- flags
+
+
+class _Parser(argparse.ArgumentParser):
+    """Whole flags only (argparse read ``describe --data`` as ``--dataset``); subparsers too."""
+
+    def __init__(self, *args, allow_abbrev=False, **kwargs):
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
 
 
 def _comma_list(text):
@@ -161,8 +166,12 @@ def cmd_serve(args):
 
 
 def cmd_datasets_describe(args):
+    from covidspark.errors import InputError
     from covidspark.workflows.description import DescribeConfig, describe_dataset, format_report
 
+    if (args.path is None) == (args.data is None):
+        raise InputError("datasets describe: give the folder once, as PATH or as --data PATH")
+    args.path = args.path or args.data
     report = describe_dataset(_config(DescribeConfig, args))
     print(format_report(report))
     return report
@@ -198,7 +207,7 @@ def build_parser():
     from covidspark.models.registry import BACKBONES
     from covidspark.serving.service import DEFAULT_MAX_UPLOAD_MB
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="covidspark",
         description="Chest X-ray classification on Spark: ingest, featurize, train, evaluate.")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -313,7 +322,8 @@ def build_parser():
     d.add_argument("--to", required=True, help="destination folder")
     d.set_defaults(func=cmd_datasets_download)
     d = datasets_sub.add_parser("describe", help="counts, sizes, bit depths, modes, duplicates")
-    d.add_argument("path", help="class-folder tree, or the root of a known data set")
+    d.add_argument("path", nargs="?", help="class-folder tree, or the root of a known data set")
+    d.add_argument("--data", metavar="PATH", help="PATH, spelt as train spells it")
     d.add_argument("--dataset", choices=list(KNOWN_DATASETS),
                    help="read PATH with this data set's layout and label mapping")
     d.add_argument("--label-map", default=None, help="as for train")
@@ -357,20 +367,10 @@ def load_config(path, subparser):
     covidspark.errors.InputError
         The file is missing, not YAML, not a mapping, or has unknown keys.
     """
-    import yaml
+    from covidspark.errors import InputError
+    from covidspark.workflows.config import read_config_file
 
-    from covidspark.errors import InputError, InputNotFoundError
-
-    if not os.path.isfile(path):
-        raise InputNotFoundError(f"--config {path}: no such file")
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"--config {path}: not valid YAML: {exc}") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: expected a mapping of flag: value, got "
-                         f"{type(config).__name__}")
+    config = read_config_file(path)
     actions = {a.dest: a for a in subparser._actions if a.dest not in ("help", "config")}
     defaults, unknown = {}, []
     for key, value in config.items():

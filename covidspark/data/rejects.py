@@ -5,6 +5,7 @@ listing every bad file or row; a lenient one returns an :class:`IngestResult`
 whose ``rejects`` table holds them, with ``accepted + rejected == total``.
 """
 import dataclasses
+import io
 from functools import reduce
 
 from covidspark.errors import InputError
@@ -79,12 +80,47 @@ class IngestResult:
         return self.total - self.rejected
 
 
+def _line(path, reason):
+    """``path: reason``, the path once (a decode failure's reason starts with it)."""
+    return reason if reason.startswith(path) else f"{path}: {reason}"
+
+
+def _reason_only(path, reason):
+    """``reason`` without the ``path: `` a decode failure's reason starts with."""
+    return reason[len(path) + 2:] if reason.startswith(f"{path}: ") else reason
+
+
 def format_rejects(what, rejects, total, limit=20, instead="strict=False returns them as a table"):
     """One message for a list of ``(path, reason)``; ``instead`` says how to go on without them."""
-    lines = "\n  ".join(f"{p}: {r}" if not r.startswith(p) else r for p, r in rejects[:limit])
+    lines = "\n  ".join(_line(p, r) for p, r in rejects[:limit])
     more = f"\n  ... and {len(rejects) - limit} more" if len(rejects) > limit else ""
     return (f"{what}: {len(rejects)} of {total} file(s) or row(s) rejected "
             f"({instead}):\n  {lines}{more}")
+
+
+def rejects_csv(rejects):
+    """``path,reason`` CSV text of ``rejects``, a header first (quoted as CSV needs)."""
+    import csv
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    writer.writerows((p, _reason_only(p, r)) for p, r in rejects)
+    return text.getvalue()
+
+
+def summary_lines(rejects, listed_in, limit=20):
+    """The lines a lenient command prints for its rejects: the first ``limit``, and where all are.
+
+    ``listed_in``: where the whole list was written (the printed list is cut at
+    ``limit`` lines, so a run with thousands of bad files loses none of them).
+    """
+    lines = [f"  rejected {_line(p, r)}" for p, r in rejects[:limit]]
+    if len(rejects) > limit:
+        lines.append(f"  ... and {len(rejects) - limit} more")
+    if rejects:
+        lines.append(f"  all {len(rejects)} rejected files, with their reasons: {listed_in}")
+    return lines
 
 
 def union_reads(results):

@@ -3,6 +3,8 @@ import dataclasses
 import logging
 import os
 import time
+import uuid
+from typing import Optional
 
 from covidspark.workflows import steps
 
@@ -25,6 +27,9 @@ class FeaturizeResult:
     files_not_read : int
         Stored images whose files were not read: listed with the size and
         modification time they had when they were stored.
+    rejected_out : str or None
+        The CSV (``path,reason``) of every rejected file, written under
+        ``location`` (``rejected/<time>-<id>.csv``) when there are any.
     """
 
     images: int
@@ -34,13 +39,18 @@ class FeaturizeResult:
     location: str
     seconds: float
     files_not_read: int = 0
+    rejected_out: Optional[str] = None
 
     def summary(self):
         """The text ``covidspark featurize`` prints."""
-        return (f"{self.images} images: {self.computed} computed, {self.reused} reused "
-                f"({self.seconds:.1f} s); {len(self.rejected)} rejected; "
-                f"{self.files_not_read} stored files not read (same size and time)\n"
-                f"features: {self.location}")
+        from covidspark.data.rejects import summary_lines
+
+        return "\n".join([
+            f"{self.images} images: {self.computed} computed, {self.reused} reused "
+            f"({self.seconds:.1f} s); {len(self.rejected)} rejected; "
+            f"{self.files_not_read} stored files not read (same size and time)",
+            *summary_lines(self.rejected, self.rejected_out and steps.shown(self.rejected_out)),
+            f"features: {self.location}"])
 
 
 def featurize(config):
@@ -75,7 +85,18 @@ def featurize(config):
                                progress=featurize_progress(featurizer))
     not_read = len(known.not_read)
     store.remember_files(featurizer, images, known)
+    location = os.fspath(stats["location"])
+    rejected_out = None
+    if rejects:
+        # Kept with the store (each run its own file): rejected files have no
+        # features, and a summary lists only the first few.
+        from covidspark.data.rejects import rejects_csv
+        from covidspark.runtime.filesystem import join
+
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+        rejected_out = join(location, "rejected", f"{stamp}-{uuid.uuid4().hex[:8]}.csv")
+        store.files.write_text(rejected_out, rejects_csv(rejects))
     return FeaturizeResult(images=stats["images"], computed=stats["computed"],
-                           reused=stats["reused"], rejected=rejects,
-                           location=os.fspath(stats["location"]),
-                           seconds=time.time() - started, files_not_read=not_read)
+                           reused=stats["reused"], rejected=rejects, location=location,
+                           seconds=time.time() - started, files_not_read=not_read,
+                           rejected_out=rejected_out)

@@ -2,6 +2,7 @@
 import dataclasses
 import logging
 import posixpath
+from typing import Optional
 
 from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
@@ -22,19 +23,34 @@ class PredictResult:
     rejected : list of (str, str)
         ``(path, reason)`` of files skipped by a lenient read.
     out : str
+    rejected_out : str or None
+        The CSV (``path,reason``) of every rejected file, written beside ``out``
+        when there are any (:func:`rejected_location`).
     """
 
     predictions: int
     images: int
     rejected: list
     out: str
+    rejected_out: Optional[str] = None
 
     def summary(self):
         """The text ``covidspark predict`` prints."""
+        from covidspark.data.rejects import summary_lines
+
         lines = [f"{self.predictions} predictions of {self.images} images -> "
                  f"{steps.shown(self.out)}; {len(self.rejected)} rejected"]
-        lines += [f"  rejected {path}: {reason}" for path, reason in self.rejected[:20]]
+        lines += summary_lines(self.rejected, self.rejected_out and steps.shown(self.rejected_out))
         return "\n".join(lines)
+
+
+def rejected_location(out):
+    """Where predict lists its rejected files: ``p.rejected.csv`` beside ``p.csv``, or
+    ``_rejected.csv`` inside a Parquet folder (Spark and pyarrow skip ``_`` files)."""
+    from covidspark.runtime.filesystem import join
+
+    return out[:-len(".csv")] + ".rejected.csv" if out.endswith(".csv") else join(
+        out, "_rejected.csv")
 
 
 def predict(config):
@@ -133,4 +149,11 @@ def predict(config):
         else:
             predictions.write.mode("overwrite").parquet(out)
             n = spark.read.parquet(out).count()
-    return PredictResult(predictions=n, images=total, rejected=rejects, out=out)
+    rejected_out = None
+    if rejects:  # after the write: an overwritten Parquet folder starts empty
+        from covidspark.data.rejects import rejects_csv
+
+        rejected_out = rejected_location(out)
+        files.write_text(rejected_out, rejects_csv(rejects))
+    return PredictResult(predictions=n, images=total, rejected=rejects, out=out,
+                         rejected_out=rejected_out)

@@ -110,18 +110,37 @@ def test_signature_separates_weights(spark, images_df, tmp_path):
         assert json.load(f)["weights_id"] == a["weights_id"]
 
 
-def test_featurize_then_train_from_the_store(spark, fixture_dir, tmp_path):
+def test_featurize_then_train_from_the_store(spark, fixture_dir, tmp_path, capsys):
+    import pandas as pd
+
     from covidspark.cli import main
 
+    # 22 bad files among the 18 images: more than a summary prints (20).
+    data = tmp_path / "data"
+    shutil.copytree(fixture_dir, data)
+    bad = {f"bad-{k:02d}.png": "not a decodable image (no known image format)" for k in range(21)}
+    for name in bad:
+        (data / "covid" / name).write_bytes(b"plain text, not an image")
+    (data / "normal" / "empty.jpg").write_bytes(b"")
+    bad["empty.jpg"] = "empty file (0 bytes)"
     store = str(tmp_path / "store")
-    common = ["--data", fixture_dir, "--weights", "random"]
+    common = ["--data", str(data), "--weights", "random", "--lenient"]
     assert main(["featurize", *common, "--features", store]) == 0
+    printed = capsys.readouterr().out
+    assert "18 images: 18 computed, 0 reused" in printed and "22 rejected" in printed
+    assert printed.count("  rejected file:") == 20 and "  ... and 2 more" in printed
+    # Every rejected file and its reason, in the CSV the summary names, under the store.
+    listed = printed.split("all 22 rejected files, with their reasons: ")[1].split("\n")[0]
+    assert listed.startswith(os.path.join(str(tmp_path), "store", "")) and "/rejected/" in listed
+    rejected = pd.read_csv(listed)
+    assert dict(zip(rejected.path.str.rsplit("/", n=1).str[-1], rejected.reason)) == bad
+    assert all(p.startswith(f"file:{data}/") for p in rejected.path)
     out = tmp_path / "run"
     assert main(["train", "--classifier", "rf", "--task", "3class", *common, "--features", store,
                  "--out", str(out)]) == 0
     run = json.loads((out / "metrics.json").read_text())
     assert run["feature_store"]["computed"] == 0 and run["feature_store"]["reused"] == 18
-    assert run["counts"]["total"] == 18
+    assert run["counts"]["total"] == 18 and len(run["rejected"]) == 22
 
 
 @pytest.mark.parametrize("layout", ["folders", "manifest"])

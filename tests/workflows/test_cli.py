@@ -92,6 +92,16 @@ def test_every_config_field_is_a_flag_and_every_flag_a_field(command, config_cla
     assert dests == {f.name for f in dataclasses.fields(config_class)}
 
 
+@pytest.mark.parametrize("argv", [
+    ["train", "--feat", "store"],                      # not --features
+    ["predict", "--out", "p.csv", "--model-d", "m"],   # not --model-dir
+    ["datasets", "describe", "--data", "d", "--max", "3"]])  # not --max-distance
+def test_a_flag_is_never_taken_for_a_longer_one(argv, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert f"unrecognized arguments: {argv[-2]}" in capsys.readouterr().err
+
+
 def test_class_weighting_has_one_name():
     args = parse_args(["train", "--class-weight", "balanced"])
     assert TrainConfig(class_weight=args.class_weight).fit_options().class_weight == "balanced"

@@ -73,3 +73,8 @@ def test_datasets_describe_command(fixture_dir, tmp_path, spark, capsys):
     assert "exact (same bytes)" in stdout and f"again-{first}" in stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert len(report["duplicate_groups"]) == 1
+    # --data, as train spells it, says the same (argparse once read it as --dataset).
+    assert main(["datasets", "describe", "--data", str(data)]) == 0
+    assert "by label: covid 6, normal 7, pneumonia 6" in capsys.readouterr().out
+    assert main(["datasets", "describe"]) == 2 and main(["datasets", "describe", "--data",
+                                                         str(data), str(data)]) == 2

@@ -32,6 +32,11 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
                    "--out", str(tmp_path / "p.csv"), "--heatmaps", str(tmp_path / "heat")])
     assert result["images"] == 18 and [p.rsplit("/", 1)[-1] for p, _ in result["rejected"]] == \
         ["broken.png"]
+    # Listed beside the predictions, whatever their number (the summary prints 20).
+    assert result["rejected_out"] == f"file:{tmp_path}/p.rejected.csv"
+    rejected = pd.read_csv(tmp_path / "p.rejected.csv")
+    assert list(rejected.path) == [f"file:{images}/batch-1/covid/broken.png"]
+    assert rejected.reason[0].startswith("not a decodable image")
     predicted = pd.read_csv(tmp_path / "p.csv")
     assert len(predicted) == 18 and set(predicted.predicted_label) <= {"normal", "covid"}
     # One overlay per image, as large as the X-ray (the fixture's sides are <= 1024).

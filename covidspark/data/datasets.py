@@ -5,6 +5,8 @@ The embedded synthetic set lives in :mod:`covidspark.data.synthetic`.
 import dataclasses
 import logging
 import os
+
+from covidspark.data.rejects import reject_line
 from covidspark.errors import InputError, UserError
 
 logger = logging.getLogger(__name__)
@@ -263,7 +265,7 @@ def format_description(report):
                      f"max {report[key]['max']}")
     if report["undecodable"]:
         lines.append(f"undecodable: {len(report['undecodable'])}")
-        lines += [f"  {reason}" for _, reason in report["undecodable"][:20]]
+        lines += [f"  {reject_line(path, reason)}" for path, reason in report["undecodable"][:20]]
     groups = report["duplicate_groups"]
     lines.append(f"duplicate groups (sha256 equal, or perceptual hash within "
                  f"{report['max_distance']} bits): {len(groups)}")

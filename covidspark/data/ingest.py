@@ -23,6 +23,7 @@ import numpy as np
 
 from covidspark.data.decoding import (DEFAULT_MAX_PIXELS, ImageDecodeError, bit_depth,
                                       open_image, resize_gray)
+from covidspark.data.rejects import reason_only
 
 THUMBNAIL_SIZE = 32
 INFO_FIELDS = ("error", "format", "mode", "width", "height", "bits", "phash", "phash64",
@@ -42,7 +43,8 @@ def inspect_image(data, name="<bytes>", max_pixels=DEFAULT_MAX_PIXELS):
     try:
         image = open_image(data, name, max_pixels)
     except ImageDecodeError as exc:
-        return (str(exc),) + (None,) * (len(INFO_FIELDS) - 1)
+        # The reason alone: every table and report of rejects puts the path beside it.
+        return (reason_only(name, str(exc)),) + (None,) * (len(INFO_FIELDS) - 1)
     digest = phash(image)
     # Area averaging from the full decode (PixelFeaturizer alone decodes JPEGs in
     # draft mode instead: within 0.02 of this on average, see tests/ml/test_baseline.py).

@@ -80,19 +80,19 @@ class IngestResult:
         return self.total - self.rejected
 
 
-def _line(path, reason):
-    """``path: reason``, the path once (a decode failure's reason starts with it)."""
+def reject_line(path, reason):
+    """``path: reason``, the path once (where ``reason`` already starts with it)."""
     return reason if reason.startswith(path) else f"{path}: {reason}"
 
 
-def _reason_only(path, reason):
-    """``reason`` without the ``path: `` a decode failure's reason starts with."""
+def reason_only(path, reason):
+    """``reason`` without a leading ``path: `` (a decode error's message names its file)."""
     return reason[len(path) + 2:] if reason.startswith(f"{path}: ") else reason
 
 
 def format_rejects(what, rejects, total, limit=20, instead="strict=False returns them as a table"):
     """One message for a list of ``(path, reason)``; ``instead`` says how to go on without them."""
-    lines = "\n  ".join(_line(p, r) for p, r in rejects[:limit])
+    lines = "\n  ".join(reject_line(p, r) for p, r in rejects[:limit])
     more = f"\n  ... and {len(rejects) - limit} more" if len(rejects) > limit else ""
     return (f"{what}: {len(rejects)} of {total} file(s) or row(s) rejected "
             f"({instead}):\n  {lines}{more}")
@@ -105,7 +105,7 @@ def rejects_csv(rejects):
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["path", "reason"])
-    writer.writerows((p, _reason_only(p, r)) for p, r in rejects)
+    writer.writerows(rejects)
     return text.getvalue()
 
 
@@ -115,7 +115,7 @@ def summary_lines(rejects, listed_in, limit=20):
     ``listed_in``: where the whole list was written (the printed list is cut at
     ``limit`` lines, so a run with thousands of bad files loses none of them).
     """
-    lines = [f"  rejected {_line(p, r)}" for p, r in rejects[:limit]]
+    lines = [f"  rejected {reject_line(p, r)}" for p, r in rejects[:limit]]
     if len(rejects) > limit:
         lines.append(f"  ... and {len(rejects) - limit} more")
     if rejects:

@@ -59,9 +59,13 @@ class CompareResult:
 
     def summary(self):
         """The text ``covidspark compare`` prints: notes, the comparison tables, the path."""
+        from covidspark.data.rejects import summary_lines
         from covidspark.evaluation.reports import comparison_markdown
 
+        rejected = summary_lines([(r["path"], r["reason"]) for r in self.comparison["rejected"]],
+                                 f"{steps.shown(self.json_path)}, under rejected")
         return (steps.format_notes(self.comparison["warnings"])
+                + ("\n".join([*rejected, "", ""]) if rejected else "")
                 + comparison_markdown(self.comparison)
                 + f"comparison: {steps.shown(self.markdown_path)}")
 

@@ -65,9 +65,12 @@ def describe_dataset(config):
 def format_report(report):
     """The text ``covidspark datasets describe`` prints."""
     from covidspark.data.datasets import format_description
+    from covidspark.data.rejects import reject_line
 
     lines = [format_description(report)]
     if report["rejected"]:
         lines.append(f"rejected: {len(report['rejected'])}")
-        lines += [f"  {path}: {reason}" for path, reason in report["rejected"][:20]]
+        lines += [f"  {reject_line(p, r)}" for p, r in report["rejected"][:20]]
+        if len(report["rejected"]) > 20:
+            lines.append(f"  ... and {len(report['rejected']) - 20} more (--json lists them all)")
     return "\n".join(lines)

@@ -31,12 +31,16 @@ class EvaluateResult:
 
     def summary(self):
         """The text ``covidspark evaluate`` prints."""
+        from covidspark.data.rejects import summary_lines
         from covidspark.evaluation.reports import format_table
 
         said = (self.run.get("seen_in_training") or {}).get("caution")
-        return (format_table(self.metrics) + (f"\n\n{said}" if said else "")
-                + f"\n\nmetrics: {steps.shown(self.metrics_path)}"
-                f"\nreport:  {steps.shown(self.report_path)}")
+        rejected = summary_lines([(r["path"], r["reason"]) for r in self.run["rejected"]],
+                                 f"{steps.shown(self.metrics_path)}, under rejected")
+        blocks = ["\n".join(rejected), format_table(self.metrics), said,
+                  f"metrics: {steps.shown(self.metrics_path)}\n"
+                  f"report:  {steps.shown(self.report_path)}"]
+        return "\n\n".join(block for block in blocks if block)
 
 
 def evaluate_model(config):

@@ -46,6 +46,7 @@ class TrainResult:
 
     def summary(self):
         """The text ``covidspark train`` prints: notes, the per-class table, paths."""
+        from covidspark.data.rejects import summary_lines
         from covidspark.evaluation.reports import format_table
 
         run = self.run
@@ -54,6 +55,8 @@ class TrainResult:
                  f"{run['task']} task, {run['model']} ({run['weights']['description']}) + "
                  f"{run['classifier']}; train {counts['train']} / validation "
                  f"{counts['validation']} / test {counts['test']} images",
+                 *summary_lines([(r["path"], r["reason"]) for r in run["rejected"]],
+                                f"{steps.shown(self.metrics_path)}, under rejected"),
                  format_table(run["metrics"])]
         chosen = run.get("threshold")
         if chosen:

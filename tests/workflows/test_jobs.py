@@ -34,7 +34,8 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path):
     assert "Image folder not found" in result.stderr and "no-such-folder" in result.stderr
 
 
-def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir, tmp_path, spark):
+def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir, tmp_path, spark,
+                                                                     capsys):
     import shutil
 
     data = tmp_path / "data"
@@ -55,6 +56,13 @@ def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir
     reasons = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in run["rejected"]}
     assert sorted(reasons) == ["side.png", "truncated.png"]
     assert "label 'Lateral' is not one of normal, covid, pneumonia" in reasons["side.png"]
+    # The reason, without its path again (the decode error's message named the file).
+    assert reasons["truncated.png"].startswith("not a decodable image (")
+    # The summary names them and where all of them are.
+    printed = capsys.readouterr().out
+    assert f"  rejected file:{data}/covid/truncated.png: not a decodable image (" in printed
+    assert (f"all 2 rejected files, with their reasons: {out / 'metrics.json'}, under rejected"
+            in printed)
     assert "grouped by patient_id" in run["split"]["method"]
     assert run["counts"]["total"] == 12
 

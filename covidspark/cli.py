@@ -1,4 +1,6 @@
-"""The ``covidspark`` command: argparse and ``--config`` files only; the work is in :mod:`covidspark.workflows`.
+"""The ``covidspark`` command: argparse only; the work is in :mod:`covidspark.workflows`.
+
+``--config`` YAML files are read by :mod:`covidspark.workflows.config_files`.
 
 Commands
 --------
@@ -355,45 +357,10 @@ def subparser_of(parser, command):
     raise KeyError(command)
 
 
-def load_config(path, subparser):
-    """A ``--config`` YAML file as ``{dest: value}`` defaults for ``subparser``.
-
-    Keys are the command's flags without dashes (``label-map`` or ``label_map``);
-    an unknown key is an error that lists the valid ones. Lists become
-    comma-separated values, except for repeatable flags (``data``).
-
-    Raises
-    ------
-    covidspark.errors.InputError
-        The file is missing, not YAML, not a mapping, or has unknown keys.
-    """
-    from covidspark.errors import InputError
-    from covidspark.workflows.config import read_config_file
-
-    config = read_config_file(path)
-    actions = {a.dest: a for a in subparser._actions if a.dest not in ("help", "config")}
-    defaults, unknown = {}, []
-    for key, value in config.items():
-        dest = str(key).lstrip("-").replace("-", "_")
-        action = actions.get(dest)
-        if action is None or dest == "legacy_model_dir":
-            unknown.append(str(key))
-            continue
-        if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
-            value = ",".join(str(v) for v in value)
-        elif isinstance(action, argparse._AppendAction) and not isinstance(value, list):
-            value = [value]
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and action.type is None:
-            value = str(value)
-        defaults[dest] = value
-    if unknown:
-        raise InputError(f"{path}: unknown key(s) {unknown}; valid: "
-                         f"{', '.join(sorted(d.replace('_', '-') for d in actions if d != 'legacy_model_dir'))}")
-    return defaults
-
-
 def parse_args(argv=None):
     """Parse the command line, with a ``--config`` YAML file's values as defaults."""
+    from covidspark.workflows.config_files import load_config
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "config", None):

@@ -25,27 +25,6 @@ DUPLICATE_POLICIES = (*POLICIES, "ignore")
 NAMED_LABEL_MAPS = {"ozturk": OZTURK_LABEL_MAP}
 
 
-def read_config_file(path):
-    """The mapping of a ``--config`` YAML file (``{}`` when empty); a bad file is an InputError."""
-    import os
-
-    import yaml
-
-    from covidspark.errors import InputNotFoundError
-
-    if not os.path.isfile(path):
-        raise InputNotFoundError(f"--config {path}: no such file")
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"--config {path}: not valid YAML: {exc}") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: expected a mapping of flag: value, got "
-                         f"{type(config).__name__}")
-    return config
-
-
 def flag(field_name):
     """``batch_size`` -> ``--batch-size``: how a config field is spelled on the command line."""
     return "--" + field_name.replace("_", "-")

@@ -34,6 +34,23 @@ def test_config_file_sets_flags_and_the_command_line_overrides(tmp_path):
     assert args.models == ["ResNet50", "VGG16"] and args.tasks == ["binary"]
 
 
+def test_a_config_key_is_spelt_as_its_flag(tmp_path):
+    """``no-baseline: true`` as the command line says it; the unknown-key error lists flags."""
+    config = tmp_path / "params.yaml"
+    for text, baseline in [("no-baseline: true", False), ("no-baseline: false", True),
+                           ("--no-baseline: true", False), ("baseline: false", False)]:
+        config.write_text(text + "\n")
+        assert parse_args(["train", "--config", str(config)]).baseline is baseline, text
+    config.write_text("no-baseline: yes please\n")
+    with pytest.raises(InputError, match="no-baseline takes true or false, not 'yes please'"):
+        parse_args(["train", "--config", str(config)])
+    config.write_text("modle: VGG16\n")
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['modle'\]; valid: ") as error:
+        parse_args(["train", "--config", str(config)])
+    valid = str(error.value).split("valid: ")[1].split(", ")
+    assert "no-baseline" in valid and "baseline" not in valid and "model" in valid
+
+
 def test_bad_config_exits_2(tmp_path, caplog):
     assert main(["train", "--config", str(tmp_path / "absent.yaml")]) == 2
     assert "absent.yaml: no such file" in caplog.text

@@ -175,7 +175,8 @@ def score_metrics(y_true, probability, labels, positive_label="covid"):
     dict
         ``roc_auc`` and ``pr_auc`` (binary: the positive class; 3-class: the
         macro mean over classes), ``per_class_auc`` ``{label: {roc_auc, pr_auc}}``
-        and ``curves`` ``{label: {roc: {fpr, tpr}, pr: {recall, precision}}}``.
+        and ``curves`` ``{label: {roc: {fpr, tpr}, pr: {recall, precision}}}`` (only for
+        classes whose ROC-AUC is defined: some images of the class and some of others).
     """
     y_true = np.asarray(y_true)
     probability = np.asarray(probability, dtype=float)
@@ -186,6 +187,8 @@ def score_metrics(y_true, probability, labels, positive_label="covid"):
         positive = y_true == k
         per_class[label] = {"roc_auc": roc_auc(positive, probability[:, k]),
                             "pr_auc": average_precision(positive, probability[:, k])}
+        if per_class[label]["roc_auc"] is None:
+            continue  # no positives or no negatives (an evaluation set without a class): no curve
         fpr, tpr, _ = roc_curve(positive, probability[:, k])
         precision, recall, _ = precision_recall_curve(positive, probability[:, k])
         fpr, tpr = thin(fpr, tpr)

@@ -29,7 +29,7 @@ def task_labels(task):
         raise InputError(f"Unknown task {task!r}. Supported: {', '.join(TASKS)}.") from None
 
 
-def prepare_task(df, task, label_col="label"):
+def prepare_task(df, task, label_col="label", every_class=True):
     """Keep the rows of ``task``'s classes; check that every label is known.
 
     Parameters
@@ -39,6 +39,9 @@ def prepare_task(df, task, label_col="label"):
         ``"binary"`` is COVID-19 vs no findings: pneumonia rows are excluded
         (and counted in the returned summary, never dropped silently).
     label_col : str
+    every_class : bool
+        Fail unless every class of the task has rows (to fit a model). False:
+        one class is enough (to evaluate a fitted model on, say, a COVID-only set).
 
     Returns
     -------
@@ -49,7 +52,8 @@ def prepare_task(df, task, label_col="label"):
     ------
     ValueError
         If a label is null or not one of covid, normal, pneumonia; the message
-        gives the label, its count and an example path.
+        gives the label, its count and an example path. If a class has no rows
+        (with ``every_class``), or none has.
     """
     from pyspark.sql import functions as F
 
@@ -68,8 +72,9 @@ def prepare_task(df, task, label_col="label"):
     counts = {r[label_col]: r.n for r in rows if r[label_col] in labels}
     excluded = {r[label_col]: r.n for r in rows if r[label_col] not in labels}
     missing = [label for label in labels if label not in counts]
-    if missing:
-        raise InputError(f"Task {task!r} needs images of every class; none labelled {missing}.")
+    if missing and (every_class or not counts):
+        raise InputError(f"Task {task!r} needs images of {'every' if every_class else 'a'} "
+                         f"class; none labelled {missing}.")
     if excluded:
         logger.info("Task %s: excluded %s", task, excluded)
     return df.filter(F.col(label_col).isin(list(labels))), {"counts": counts, "excluded": excluded}

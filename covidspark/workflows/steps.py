@@ -143,14 +143,14 @@ def synthetic_data(spark, config):
     return target
 
 
-def prepare_images(spark, config, task, notes, duplicates="group"):
+def prepare_images(spark, config, task, notes, duplicates="group", every_class=True):
     """Read, keep the task's classes, resolve duplicates: ``(images, facts, with_content)``.
 
     ``images`` holds every column but the encoded bytes: the ingest pass's rows
     without ``content``, persisted in memory. ``with_content(df)`` puts the bytes
     back on rows of ``images`` (or of a split of them), for the step that decodes
     them (featurizing, fine-tuning). ``facts`` is the ``data``, ``duplicates`` and
-    ``rejected`` blocks of metrics.json.
+    ``rejected`` blocks of metrics.json. ``every_class``: as :func:`prepare_task`'s.
 
     Why two tables: the ingest pass persists the images with their bytes on disk,
     and a scan of that table reads every byte back, however few columns a query
@@ -165,7 +165,7 @@ def prepare_images(spark, config, task, notes, duplicates="group"):
     images, description, synthetic, rejects = read_input(spark, config, notes,
                                                          inspect_labels=task_labels(task))
     images, with_content = without_content(images)
-    images, task_info = prepare_task(images, task)
+    images, task_info = prepare_task(images, task, every_class=every_class)
     logger.info("Task %s: %s", task, task_info)
     duplicate_report = {"policy": "ignore", "groups": [], "dropped": []}
     if duplicates != "ignore":

@@ -17,6 +17,7 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
 
     from covidspark.cli import main
     from covidspark.data.reading import IngestError
+    from covidspark.errors import InputError
 
     model = trained_model  # covidspark train ... --threshold 0.4
     images = tmp_path / "incoming"
@@ -79,6 +80,25 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     assert run["metrics"]["accuracy"] == pytest.approx(accuracy)
     assert (tmp_path / "eval" / "report.md").exists()
     assert main(["evaluate", "--model-dir", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
+
+    # A set of one class (an external COVID-only set): its recall is measured, the
+    # rest is said not to be, and no ROC curve is drawn for a class without negatives.
+    shutil.copytree(os.path.join(fixture_dir, "covid"), tmp_path / "covid-only" / "covid")
+    only = run_command(["evaluate", "--model-dir", model, "--data", str(tmp_path / "covid-only"),
+                        "--bootstrap", "20", "--out", str(tmp_path / "eval-covid")])
+    covid = predicted[truth == "covid"]
+    assert only["metrics"]["n"] == len(covid) == 6 and only["data"]["class_counts"] == {"covid": 6}
+    assert only["metrics"]["per_class"]["covid"]["recall"] == pytest.approx(
+        (covid.predicted_label == "covid").mean())
+    assert only["metrics"]["roc_auc"] is None and only["metrics"]["curves"] == {}
+    assert not (tmp_path / "eval-covid" / "roc.png").exists()
+    said = "Caution: this set has no images labelled normal. Measured: recall (sensitivity) of covid"
+    assert any(w.startswith(said) for w in only["warnings"])
+    assert said in (tmp_path / "eval-covid" / "report.md").read_text()
+    shutil.copytree(os.path.join(fixture_dir, "pneumonia"), tmp_path / "other" / "pneumonia")
+    with pytest.raises(InputError, match=r"needs images of a class; none labelled \['normal', "):
+        run_command(["evaluate", "--model-dir", model, "--data", str(tmp_path / "other"),
+                     "--out", str(tmp_path / "eval-other")])
 
 
 def test_heat_maps_are_drawn_in_tasks_of_a_few_images(spark, images_df, trained_model, tmp_path):

@@ -273,6 +273,12 @@ def split_images(images, test_fraction=0.2, validation_fraction=0.0, seed=0, k_f
             test_side = test_side.withColumn("fold", F.lit(None).cast("int"))
         if "dup_group" in images.columns:
             test_side, info["cross_source_duplicates"] = _drop_leaked(train_side, test_side)
+            if len(info["cross_source_duplicates"]) == counts[test_source]:
+                raise InputError(
+                    f"--test-source {test_source!r}: each of its {counts[test_source]} images "
+                    f"is an exact or near copy of a training image of {train_source!r} (e.g. "
+                    f"{info['cross_source_duplicates'][0]}), so nothing is left to test on. "
+                    f"Test on a source that does not share images with the training source")
         split = train_side.drop("split_unit").unionByName(test_side)
         info["method"] = (f"train on source {train_source!r}, test on source {test_source!r}"
                           + (f"; validation {validation_fraction:.0%} of {train_source!r}, grouped"

@@ -216,6 +216,27 @@ def write_json(document, path, files=None):
     return path
 
 
+def absent_classes_caution(metrics):
+    """What a test set without some of the model's classes cannot measure; None if it has all.
+
+    An external COVID-only collection, say: its classes' recall (sensitivity) and
+    the accuracy are measured; the absent classes' rows (0.000 by scikit-learn's
+    ``zero_division=0``), the macro averages and the AUCs that need them are not.
+    """
+    per_class = metrics["per_class"]
+    absent = [label for label, row in per_class.items() if row["support"] == 0]
+    present = [label for label in per_class if label not in absent]
+    if not absent or not present:
+        return None
+    alone = (f"; with {present[0]} alone, its precision (1.000 where it is predicted at all), "
+             f"specificity and AUCs measure nothing, and no ROC curve is drawn"
+             if len(present) == 1 else "")
+    return (f"Caution: the test images include none labelled {', '.join(absent)}. Measured: "
+            f"recall (sensitivity) of {', '.join(present)}, and accuracy. Not measured: "
+            f"the rows of {', '.join(absent)} (0.000 by scikit-learn's zero_division=0, "
+            f"or n/a), the macro averages, and the AUCs that need them{alone}.")
+
+
 def write_report(run, out_dir, files=None):
     """Write ``metrics.json``, ``report.md`` and the PNG figures of a run.
 
@@ -240,6 +261,9 @@ def write_report(run, out_dir, files=None):
 
     files = files or Files()
     files.makedirs(out_dir)
+    said = absent_classes_caution(run["metrics"])
+    if said and said not in run.setdefault("warnings", []):
+        run["warnings"].append(said)  # report.md, metrics.json and the printed summary say it
     plots = write_plots(run["metrics"], out_dir, f"{run['model']} + {run['classifier']}, "
                                                  f"{run['task']}", files=files)
     curves = (run.get("finetuning") or {}).get("learning_curves")

@@ -36,7 +36,8 @@ class EvaluateResult:
 
         rejected = summary_lines([(r["path"], r["reason"]) for r in self.run["rejected"]],
                                  f"{steps.shown(self.metrics_path)}, under rejected")
-        # The notes: random weights, copies of training images, classes the set lacks.
+        # The notes: random weights, copies of training images, classes the set lacks
+        # (write_report adds that one).
         blocks = [steps.format_notes(self.run["warnings"]).rstrip("\n"), "\n".join(rejected),
                   format_table(self.metrics),
                   f"metrics: {steps.shown(self.metrics_path)}\n"
@@ -74,10 +75,6 @@ def evaluate_model(config):
     notes = []
     images, facts, with_content = steps.prepare_images(spark, config, task, notes,
                                                        duplicates="ignore", every_class=False)
-    absent = [label for label in labels if label not in facts["data"]["class_counts"]]
-    if absent:
-        notes.append(absent_classes_caution(absent, labels))
-        logger.warning(notes[-1])
     images, seen = _without_seen(spark, images, config, notes)
     images = with_content(images)
     set_job_description(spark, 
@@ -95,18 +92,6 @@ def evaluate_model(config):
            "environment": steps.environment(spark), "warnings": notes}
     metrics_path, report_path = write_report(run, out, files)
     return EvaluateResult(run=run, metrics_path=metrics_path, report_path=report_path)
-
-
-def absent_classes_caution(absent, labels):
-    """What a set without some of the model's classes can and cannot measure."""
-    present = [label for label in labels if label not in absent]
-    alone = (f"; with {present[0]} alone, its precision (1.000 where it is predicted at all), "
-             f"specificity and AUCs measure nothing, and no ROC curve is drawn"
-             if len(present) == 1 else "")
-    return (f"Caution: this set has no images labelled {', '.join(absent)}. Measured: "
-            f"recall (sensitivity) of {', '.join(present)}, and accuracy. Not measured: "
-            f"the rows of {', '.join(absent)} (0.000 by scikit-learn's zero_division=0, "
-            f"or n/a), the macro averages, and the AUCs that need them{alone}.")
 
 
 def _without_seen(spark, images, config, notes):

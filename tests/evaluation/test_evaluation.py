@@ -149,3 +149,32 @@ def test_table_and_report_files(tmp_path):
     assert saved["metrics"]["per_class"]["covid"]["recall"] == pytest.approx(0.9)
     report = open(report_path).read()
     assert "SYNTHETIC data" in report and "random (seed 0)" in report and "0.818" in report
+
+
+def test_a_test_set_without_a_class_says_what_it_cannot_measure():
+    from covidspark.evaluation.metrics import score_metrics
+    from covidspark.evaluation.reports import absent_classes_caution
+
+    labels = ["normal", "covid", "pneumonia"]
+    # 5 COVID images, none of the others: 4 predicted covid, 1 pneumonia.
+    y_true, y_pred = np.array([1] * 5), np.array([1, 1, 1, 1, 2])
+    metrics = metrics_from_confusion(
+        skm.confusion_matrix(y_true, y_pred, labels=[0, 1, 2]), labels)
+    assert metrics["per_class"]["covid"]["recall"] == skm.recall_score(
+        y_true, y_pred, labels=[1], average="macro") == 0.8
+    said = absent_classes_caution(metrics)
+    assert said.startswith("Caution: the test images include none labelled normal, pneumonia. "
+                           "Measured: recall (sensitivity) of covid, and accuracy.")
+    assert "with covid alone" in said
+    # Two of three present: no "alone"; every class present: no caution.
+    two = metrics_from_confusion(skm.confusion_matrix([0, 1, 1], [0, 1, 0], labels=[0, 1, 2]),
+                                 labels)
+    assert "none labelled pneumonia." in absent_classes_caution(two)
+    assert "alone" not in absent_classes_caution(two)
+    full = metrics_from_confusion(skm.confusion_matrix([0, 1, 2], [0, 1, 1], labels=[0, 1, 2]),
+                                  labels)
+    assert absent_classes_caution(full) is None
+    # No ROC curve for a class without negatives (its ROC-AUC is undefined).
+    probability = np.tile([0.1, 0.8, 0.1], (5, 1))
+    scores = score_metrics(y_true, probability, labels)
+    assert scores["curves"] == {} and scores["per_class_auc"]["covid"]["roc_auc"] is None

@@ -92,7 +92,8 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
         (covid.predicted_label == "covid").mean())
     assert only["metrics"]["roc_auc"] is None and only["metrics"]["curves"] == {}
     assert not (tmp_path / "eval-covid" / "roc.png").exists()
-    said = "Caution: this set has no images labelled normal. Measured: recall (sensitivity) of covid"
+    said = ("Caution: the test images include none labelled normal. Measured: recall "
+            "(sensitivity) of covid")
     assert any(w.startswith(said) for w in only["warnings"])
     assert said in (tmp_path / "eval-covid" / "report.md").read_text()
     shutil.copytree(os.path.join(fixture_dir, "pneumonia"), tmp_path / "other" / "pneumonia")

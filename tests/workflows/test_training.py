@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from conftest import run_command
+from covidspark.errors import InputError
 
 
 def test_tuned_weighted_thresholded_run_featurizes_once(fixture_dir, tmp_path):
@@ -72,6 +73,15 @@ def test_train_on_one_source_test_on_another(fixture_dir, tmp_path):
         ["copy-" + copied]
     assert "train on source" in run["split"]["method"]
     assert 0 < run["threshold"]["threshold"] < 1 and run["threshold"]["warning"]
+    # A source of copies of the training images leaves nothing to test on: an error,
+    # not an empty report.
+    for label in ("covid", "normal"):
+        shutil.copytree(os.path.join(fixture_dir, label), tmp_path / "site-c" / label)
+    with pytest.raises(InputError, match=r"--test-source 'site-c': each of its 12 images is an "
+                                         r"exact or near copy of a training image of "):
+        run_command(["train", "--data", fixture_dir, "--data", str(tmp_path / "site-c"),
+                     "--train-source", site_a, "--test-source", "site-c", "--weights", "random",
+                     "--out", str(tmp_path / "y")])
 
 
 def test_threshold_needs_the_binary_task():

@@ -112,9 +112,11 @@ def rejects_csv(rejects):
 def summary_lines(rejects, listed_in, limit=20):
     """The lines a lenient command prints for its rejects: the first ``limit``, and where all are.
 
-    ``listed_in``: where the whole list was written (the printed list is cut at
-    ``limit`` lines, so a run with thousands of bad files loses none of them).
+    ``rejects``: ``(path, reason)`` pairs, or metrics.json's ``{"path", "reason"}``
+    entries. ``listed_in``: where the whole list was written (the printed list is
+    cut at ``limit`` lines, so a run with thousands of bad files loses none of them).
     """
+    rejects = [(r["path"], r["reason"]) if isinstance(r, dict) else r for r in rejects]
     lines = [f"  rejected {reject_line(p, r)}" for p, r in rejects[:limit]]
     if len(rejects) > limit:
         lines.append(f"  ... and {len(rejects) - limit} more")

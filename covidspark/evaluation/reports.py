@@ -262,8 +262,10 @@ def write_report(run, out_dir, files=None):
     files = files or Files()
     files.makedirs(out_dir)
     said = absent_classes_caution(run["metrics"])
-    if said and said not in run.setdefault("warnings", []):
-        run["warnings"].append(said)  # report.md, metrics.json and the printed summary say it
+    if said and said not in run.get("warnings", []):
+        # report.md, metrics.json and the printed summary say it. A new list: compare's
+        # runs share one list of notes, and another task's test split may hold every class.
+        run["warnings"] = [*run.get("warnings", []), said]
     plots = write_plots(run["metrics"], out_dir, f"{run['model']} + {run['classifier']}, "
                                                  f"{run['task']}", files=files)
     curves = (run.get("finetuning") or {}).get("learning_curves")

@@ -62,7 +62,7 @@ class CompareResult:
         from covidspark.data.rejects import summary_lines
         from covidspark.evaluation.reports import comparison_markdown
 
-        rejected = summary_lines([(r["path"], r["reason"]) for r in self.comparison["rejected"]],
+        rejected = summary_lines(self.comparison["rejected"],
                                  f"{steps.shown(self.json_path)}, under rejected")
         return (steps.format_notes(self.comparison["warnings"])
                 + ("\n".join([*rejected, "", ""]) if rejected else "")

@@ -34,7 +34,7 @@ class EvaluateResult:
         from covidspark.data.rejects import summary_lines
         from covidspark.evaluation.reports import format_table
 
-        rejected = summary_lines([(r["path"], r["reason"]) for r in self.run["rejected"]],
+        rejected = summary_lines(self.run["rejected"],
                                  f"{steps.shown(self.metrics_path)}, under rejected")
         # The notes: random weights, copies of training images, classes the set lacks
         # (write_report adds that one).

@@ -55,7 +55,7 @@ class TrainResult:
                  f"{run['task']} task, {run['model']} ({run['weights']['description']}) + "
                  f"{run['classifier']}; train {counts['train']} / validation "
                  f"{counts['validation']} / test {counts['test']} images",
-                 *summary_lines([(r["path"], r["reason"]) for r in run["rejected"]],
+                 *summary_lines(run["rejected"],
                                 f"{steps.shown(self.metrics_path)}, under rejected"),
                  format_table(run["metrics"])]
         chosen = run.get("threshold")

@@ -230,6 +230,12 @@ def to_image_coordinates(heat, width, height, crop=1.0):
     return _normalise(full)  # resampling moves the peak: 1 again at the strongest point
 
 
+def method_for(logistic_head):
+    """What ``method="auto"`` means: Grad-CAM explains a logistic regression (its map comes
+    from the classifier's own weights), occlusion a tree model (which has no gradient)."""
+    return "gradcam" if logistic_head else "occlusion"
+
+
 def explain(predictor, data, label=None, method="auto", name="<upload>"):
     """Predict one encoded image and compute its heat map.
 
@@ -252,7 +258,7 @@ def explain(predictor, data, label=None, method="auto", name="<upload>"):
         ``method``), the heat map in the image's coordinates and the decoded image.
     """
     if check_method(method) == "auto":
-        method = "gradcam" if predictor.pipeline.head.kind == "lr" else "occlusion"
+        method = method_for(predictor.pipeline.head.kind == "lr")
     image = predictor.open(data, name)
     pixels = predictor.pixels(image)
     if method == "gradcam":

@@ -107,6 +107,7 @@ def predict(config):
         from pyspark.ml.classification import LogisticRegressionModel
 
         from covidspark.runtime.connect import ImageCounter
+        from covidspark.serving.explain import method_for
         from covidspark.serving.heatmaps import HEATMAP_PNG_COL, predict_with_heatmaps
 
         # One pass per image on the executors gives the prediction and its heat map;
@@ -116,8 +117,8 @@ def predict(config):
             images, files.qualify(config.model_dir), featurizer.resolvedWeights().path,
             heatmaps, accumulator=counter.accumulator, total=total,
             # What explain's "auto" picks; the driver knows it, for the tasks' size.
-            method="gradcam" if any(isinstance(stage, LogisticRegressionModel)
-                                    for stage in model.stages) else "occlusion"))
+            method=method_for(any(isinstance(stage, LogisticRegressionModel)
+                                  for stage in model.stages))))
         probability = F.col("probability")
         done = lambda: counter.value  # noqa: E731
     else:

@@ -373,7 +373,8 @@ class Files:
             fs.delete(path, False)
         else:
             filesystem, inner = target
-            filesystem.delete_file(inner)
+            with contextlib.suppress(FileNotFoundError):  # pyarrow raises for a missing file
+                filesystem.delete_file(inner)
 
     def check_writable(self, uri, what="--out"):
         """Refuse, before any work, a location covidspark could not write.

@@ -150,11 +150,13 @@ def predict(config):
         else:
             predictions.write.mode("overwrite").parquet(out)
             n = spark.read.parquet(out).count()
-    rejected_out = None
+    rejected_out = rejected_location(out)
     if rejects:  # after the write: an overwritten Parquet folder starts empty
         from covidspark.data.rejects import rejects_csv
 
-        rejected_out = rejected_location(out)
         files.write_text(rejected_out, rejects_csv(rejects))
+    else:  # not a list of another run's rejects beside this run's predictions
+        files.delete(rejected_out)
+        rejected_out = None
     return PredictResult(predictions=n, images=total, rejected=rejects, out=out,
                          rejected_out=rejected_out)

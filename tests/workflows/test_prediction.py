@@ -57,6 +57,11 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
           "--out", str(tmp_path / "plain.csv")])
     plain = pd.read_csv(tmp_path / "plain.csv").set_index("path").loc[predicted.path]
     assert list(plain.predicted_label) == list(predicted.predicted_label)
+    # A run without rejects leaves no list of an earlier run's beside its predictions.
+    (images / "batch-1" / "covid" / "broken.png").unlink()
+    clean = run_command(["predict", "--model-dir", model, "--images", str(images),
+                         "--out", str(tmp_path / "p.csv")])
+    assert clean["rejected_out"] is None and not (tmp_path / "p.rejected.csv").exists()
     np.testing.assert_allclose(plain.p_covid, predicted.p_covid, atol=1e-5)
     # And the same overlay as the single-image explainer draws (the service's).
     from covidspark.serving.explain import explain, overlay_png

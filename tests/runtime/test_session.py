@@ -46,18 +46,25 @@ PROBE = (
     "spark.stop()\n")
 
 
-def run_probe(tmp_path, command, submit_args=None, get_spark_args="'probe'"):
-    """The probe's settings and its stderr, run by ``command`` (stderr a pipe, not a terminal)."""
-    script = tmp_path / "probe.py"
-    script.write_text(PROBE.replace("get_spark('probe')", f"get_spark({get_spark_args})"))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYSPARK_SUBMIT_ARGS", "COVIDSPARK_SPARK_LOG_LEVEL", "COVIDSPARK_VERBOSE")}
+def run_script(command, script, submit_args=None, drop=()):
+    """``command script`` without the caller's Spark and covidspark settings (and ``drop``),
+    its workers on this Python, stderr a pipe (not a terminal); it must succeed."""
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "PYSPARK_SUBMIT_ARGS", "COVIDSPARK_SPARK_LOG_LEVEL", "COVIDSPARK_VERBOSE", *drop)}
     env["PYSPARK_PYTHON"] = sys.executable
     if submit_args:
         env["PYSPARK_SUBMIT_ARGS"] = submit_args
     done = subprocess.run([*command, str(script)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def run_probe(tmp_path, command, submit_args=None, get_spark_args="'probe'"):
+    """The probe's settings and its stderr, run by ``command``."""
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE.replace("get_spark('probe')", f"get_spark({get_spark_args})"))
+    done = run_script(command, script, submit_args)
     line = next(line for line in done.stdout.splitlines() if line.startswith("PROBE "))
     heap = next(line for line in done.stdout.splitlines() if line.startswith("HEAP_MB "))
     return {**json.loads(line[len("PROBE "):]), "heap_mb": int(heap.split()[1])}, done.stderr
@@ -145,12 +152,8 @@ def test_large_task_warnings_stay_out_of_a_jobs_log(tmp_path):
     """MLlib's trees ride in every task: Spark warns once per tree level, to no end."""
     script = tmp_path / "large_tasks.py"
     script.write_text(LARGE_TASKS)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYSPARK_SUBMIT_ARGS", "COVIDSPARK_VERBOSE", "SPARK_SUBMIT_OPTS")}
-    env["PYSPARK_PYTHON"] = sys.executable
-    done = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # get_spark gives its own JVM covidspark's log4j2 file only without SPARK_SUBMIT_OPTS.
+    done = run_script([sys.executable], script, drop=("SPARK_SUBMIT_OPTS",))
     assert done.stdout.split() == [str(3 * 2**20)]
     assert "contains a task of very large size" not in done.stderr
     assert "Broadcasting large task binary" not in done.stderr

@@ -250,8 +250,7 @@ def _resolve_remote_file(uri, files, cache_dir):
                 f.write(data)
             os.replace(tmp, path)
         _REMOTE_COPIES[qualified] = path
-    return ResolvedWeights(path=path, sha256=weights_sha256(path), description=f"file {qualified}",
-                           pretrained=True)
+    return _file_weights(path, qualified)
 
 
 # URI -> local copy, for this process: a job resolves its weights several times.
@@ -265,12 +264,57 @@ def _resolve_local_file(weights):
             f"Weights file not found: {path}. Pass 'imagenet', 'random' or the path of a "
             f"Keras weights file. Received: weights={weights!r}"
         )
-    return ResolvedWeights(
-        path=path,
-        sha256=weights_sha256(path),
-        description=f"file {path}",
-        pretrained=True,
-    )
+    return _file_weights(path, path)
+
+
+def _file_weights(path, name):
+    """A weights file, pretrained unless it says it was fine-tuned from weights that were not."""
+    started = fine_tuned_from(path)
+    description = f"file {name}" + (f", fine-tuned from {started['description']}"
+                                    if started else "")
+    return ResolvedWeights(path=path, sha256=weights_sha256(path), description=description,
+                           pretrained=bool(started["pretrained"]) if started else True)
+
+
+#: The HDF5 attribute of a fine-tuned backbone's weights file that names its starting weights.
+FINE_TUNED_FROM_ATTR = "covidspark_fine_tuned_from"
+
+
+def mark_fine_tuned(data, started_from):
+    """``data``, a Keras ``.weights.h5`` file's bytes, saying what it was fine-tuned from.
+
+    ``started_from``: the starting weights' ``description`` and ``pretrained``. A
+    backbone fine-tuned from random weights is then reported as not pretrained
+    wherever the file goes (``covidspark serve``, ``train --weights``). An HDF5
+    attribute, not a tensor: the file's identity (:func:`weights_sha256`) stays.
+    """
+    import json
+
+    import h5py
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "backbone.weights.h5")
+        with open(path, "wb") as f:
+            f.write(data)
+        with h5py.File(path, "a") as f:
+            f.attrs[FINE_TUNED_FROM_ATTR] = json.dumps(
+                {"description": started_from["description"],
+                 "pretrained": bool(started_from["pretrained"])})
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def fine_tuned_from(path):
+    """What :func:`mark_fine_tuned` recorded in the weights file ``path``, or None."""
+    import json
+
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        return None
+    with h5py.File(path, "r") as f:
+        said = f.attrs.get(FINE_TUNED_FROM_ATTR)
+    return json.loads(said) if said is not None else None
 
 
 def weights_sha256(path):

@@ -156,6 +156,14 @@ def test_the_model_predicts_what_plain_keras_computes_and_loads_in_a_new_session
     np.testing.assert_allclose(got, expected, atol=1e-4)
     labels = np.array(["normal", "covid"])
     assert [r.predicted_label for r in rows] == list(labels[expected.argmax(1)])
+    # Fine-tuned from random weights: not pretrained, in the Spark model and the service's.
+    from covidspark.serving.predictor import Predictor
+
+    service = Predictor(os.path.join(out, "model")).weights
+    for weights in (model.stages[0].resolvedWeights(), service):
+        assert not weights.pretrained and weights.description.endswith(
+            "backbone.weights.h5, fine-tuned from random (seed 0) - NOT pretrained ImageNet "
+            "weights")
 
 
 def test_the_exported_backbone_gives_the_same_features_on_every_engine(fitted, spark,

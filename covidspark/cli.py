@@ -265,7 +265,7 @@ def build_parser():
                                    "every image under --images (any folder layout) or of "
                                    "--data / --manifest.")
     _add_model_dir_arg(p)
-    p.add_argument("--images", help="folder or glob of images, any layout (no labels needed)")
+    p.add_argument("--images", help="a folder or glob of images, any layout, or one image file")
     _add_input_args(p, featurizer=False)
     p.add_argument("--out", default=None,
                    help="output folder (Parquet) or file ending in .csv (required)")

@@ -96,8 +96,9 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         ``covidspark.ml.pipelines.ALL_LABELS``: any other label is a reject that
         names it. By default every folder name or manifest label is kept.
     labelled : bool
-        False: ``path`` is a folder (or glob) of images in any layout, for
-        prediction; every image file under it is read and ``label`` is null.
+        False: ``path`` is a folder (or glob) of images in any layout, or one
+        image file, for prediction; every image file under it is read and
+        ``label`` is null.
     stored_ids : pyspark.sql.DataFrame, optional
         With ``validate``: ``image_id`` of images a feature store already holds
         features for (:meth:`covidspark.ml.feature_store.FeatureStore.stored_ids`).
@@ -203,7 +204,13 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
     files_layer = Files(spark)
     # As Spark means it: a path without a scheme is on the default filesystem.
     root_uri = files_layer.qualify(root)
-    if not is_glob and not files_layer.is_dir(root_uri):
+    # One image file, for reads without labels (predict --images x.png): Spark lists it alone.
+    listable = is_glob or files_layer.is_dir(root_uri)
+    one_file = not listable and files_layer.exists(root_uri)
+    if one_file and labelled:
+        raise InputError(f"{root} is a file; images with labels are read from a folder of "
+                         f"class folders, <folder>/<label>/<image>, or a manifest")
+    if not listable and not one_file:
         raise InputNotFoundError(f"Image folder not found: {root}"
                                  + (f" ({root_uri})" if root_uri.rstrip("/") != root.rstrip("/")
                                     else ""))
@@ -213,7 +220,8 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
     files, listing, empty, facts = list_binary_files(spark, reader, root_uri)
     prefix = normalise_uri(root_uri).rstrip("/") + "/"
     # A glob's folders are Spark's to expand: only a plain folder is listed again.
-    hidden = {} if is_glob else dict(hidden_images(files_layer, root_uri, listing, pattern))
+    hidden = {} if is_glob or one_file else dict(hidden_images(files_layer, root_uri, listing,
+                                                                   pattern))
     rejects, keep, labels = [], [], {}
     for p in sorted([*listing, *hidden]):
         relative = p[len(prefix):] if p.startswith(prefix) else p.rsplit("/", 1)[-1]

@@ -289,7 +289,8 @@ class PredictConfig(InputConfig):
     model_dir : str
         A model folder saved by train or compare (``<run>/model``).
     images : str, optional
-        Folder or glob of images in any layout (no labels); else ``data`` / ``manifest``.
+        Folder or glob of images in any layout, or one image file (no labels); else ``data`` /
+        ``manifest``.
     out : str
         Parquet folder, or a file ending in ``.csv``.
     heatmaps : str, optional

@@ -15,7 +15,7 @@ from conftest import classic_only, local_path, require_module
 from conftest import gradient as _gradient
 from conftest import png_bytes as _png
 from covidspark.data.reading import IngestError, read_images
-from covidspark.errors import InputError
+from covidspark.errors import InputError, InputNotFoundError
 
 
 # ------------------------------------------------------------------ reading
@@ -671,3 +671,21 @@ def test_unknown_labels_come_from_the_ingest_query_undecoded(spark, fixture_dir,
     assert sorted(os.path.basename(r.path) for r in plain.rejects.collect()) == [
         "cut.png", "side.png"]
     assert plain.images.count() == good + 1
+
+
+def test_one_image_file_is_read_alone_without_labels(spark, fixture_dir, tmp_path):
+    """``predict --images x.png`` said "Image folder not found: x.png"."""
+    name = sorted(os.listdir(os.path.join(fixture_dir, "covid")))[0]
+    path = os.path.join(fixture_dir, "covid", name)
+    result = read_images(spark, path, strict=False, labelled=False)
+    assert (result.total, result.rejected) == (1, 0)
+    [row] = result.images.select("path", "image_id").collect()
+    assert row.path == f"file:{path}"
+    with open(path, "rb") as f:
+        assert row.image_id == hashlib.sha256(f.read()).hexdigest()
+    # With labels, a file has no class folder to say its label.
+    with pytest.raises(InputError, match=f"{name} is a file; images with labels are read from a "
+                                         f"folder of class folders"):
+        read_images(spark, path)
+    with pytest.raises(InputNotFoundError, match="Image folder not found"):
+        read_images(spark, str(tmp_path / "absent.png"), labelled=False)

@@ -17,11 +17,19 @@ from covidspark.runtime.filesystem import Files, join
 LATEST = "latest.json"
 
 
-def save_weights_bytes(model):
-    """``model``'s weights as the bytes of a Keras ``.weights.h5`` file."""
+def save_weights_bytes(model, fine_tuned_from=None):
+    """``model``'s weights as the bytes of a Keras ``.weights.h5`` file.
+
+    ``fine_tuned_from``: the starting weights' ``description`` and ``pretrained``,
+    recorded in the file (:func:`~covidspark.models.weights.mark_fine_tuned`).
+    """
+    from covidspark.models.weights import mark_fine_tuned
+
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.weights.h5")
         model.save_weights(path)
+        if fine_tuned_from is not None:
+            mark_fine_tuned(path, fine_tuned_from)
         with open(path, "rb") as f:
             return f.read()
 

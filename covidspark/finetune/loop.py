@@ -227,7 +227,8 @@ def train_process(config):
     Parameters
     ----------
     config : dict
-        ``model_name``, ``weights`` (URI of the starting weights), ``labels``,
+        ``model_name``, ``weights`` (URI of the starting weights), ``started_from``
+        (their ``description`` and ``pretrained``, recorded in the backbone file), ``labels``,
         ``table`` (the shards), ``out`` (output location), ``recipe`` (dict of
         :class:`~covidspark.finetune.recipe.Recipe`), ``use_gpu``,
         ``precision`` ("float32" or "bfloat16"), ``threads`` (CPU threads per rank).
@@ -399,7 +400,10 @@ def train_process(config):
         "shard_ids_sha256": hashlib.sha256("\n".join(shard["image_id"]).encode()).hexdigest(),
         "device": str(device)}))
     if rank == 0:
-        files.write_bytes(join(out, BACKBONE_FILE), checkpoints.save_weights_bytes(backbone))
+        # The backbone says what it started from: from random weights, it is reported
+        # as no pretrained network wherever it goes (serve, train --weights).
+        files.write_bytes(join(out, BACKBONE_FILE), checkpoints.save_weights_bytes(
+            backbone, fine_tuned_from=config.get("started_from")))
         files.write_bytes(join(out, MODEL_FILE), checkpoints.save_weights_bytes(model))
         kernel, bias = folded_head(model)
         # The standardisation's moments are constants of the Normalization layer, not

@@ -179,6 +179,7 @@ class ImageClassifierTrainer(Estimator, HasInputCol, HasLabelCol, HasSeed):
                     start["description"], manifest["counts"], world,
                     "local mode" if self.getOrDefault("localMode") else "on executors")
         config = {"model_name": spec.name, "weights": start["uri"], "labels": labels,
+                  "started_from": {k: start[k] for k in ("description", "pretrained")},
                   "table": table, "out": out, "recipe": recipe.to_dict(),
                   "use_gpu": self.getOrDefault("useGpu"),
                   "precision": self.getOrDefault("precision"),
@@ -215,14 +216,9 @@ class ImageClassifierTrainer(Estimator, HasInputCol, HasLabelCol, HasSeed):
 
         from covidspark.finetune.head import softmax_head_as_pipeline
         from covidspark.ml.featurizer import DeepImageFeaturizer
-        from covidspark.models.weights import mark_fine_tuned
         from covidspark.runtime.filesystem import Files, join
 
         files = Files(spark)
-        # The backbone's file says what it started from: fine-tuned from random weights,
-        # it is no pretrained network wherever it goes (serve, train --weights).
-        files.write_bytes(result["backbone"], mark_fine_tuned(files.read_bytes(result["backbone"]),
-                                                              result["weights"]))
         with np.load(io.BytesIO(files.read_bytes(result["head"]))) as head:
             kernel, bias = head["kernel"], head["bias"]
         # The head is saved where the model goes, read back (MLlib loads coefficients

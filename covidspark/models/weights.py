@@ -280,8 +280,8 @@ def _file_weights(path, name):
 FINE_TUNED_FROM_ATTR = "covidspark_fine_tuned_from"
 
 
-def mark_fine_tuned(data, started_from):
-    """``data``, a Keras ``.weights.h5`` file's bytes, saying what it was fine-tuned from.
+def mark_fine_tuned(path, started_from):
+    """Record in the Keras ``.weights.h5`` file ``path`` what it was fine-tuned from.
 
     ``started_from``: the starting weights' ``description`` and ``pretrained``. A
     backbone fine-tuned from random weights is then reported as not pretrained
@@ -292,16 +292,10 @@ def mark_fine_tuned(data, started_from):
 
     import h5py
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "backbone.weights.h5")
-        with open(path, "wb") as f:
-            f.write(data)
-        with h5py.File(path, "a") as f:
-            f.attrs[FINE_TUNED_FROM_ATTR] = json.dumps(
-                {"description": started_from["description"],
-                 "pretrained": bool(started_from["pretrained"])})
-        with open(path, "rb") as f:
-            return f.read()
+    with h5py.File(path, "a") as f:
+        f.attrs[FINE_TUNED_FROM_ATTR] = json.dumps(
+            {"description": started_from["description"],
+             "pretrained": bool(started_from["pretrained"])})
 
 
 def fine_tuned_from(path):

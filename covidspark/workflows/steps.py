@@ -230,10 +230,10 @@ def make_featurizer(config, notes, model=None):
         weights=config.weights, seed=config.seed, batchSize=config.batch_size,
         precision=config.precision, engine=config.engine)
     resolved = featurizer.resolvedWeights()
-    note = RANDOM_WEIGHTS_NOTE if config.weights == "random" else (
+    weights_note = RANDOM_WEIGHTS_NOTE if config.weights == "random" else (
         f"Features come from weights NOT pretrained on ImageNet: {resolved.description}.")
-    if not resolved.pretrained and note not in notes:
-        notes.append(note)
+    if not resolved.pretrained and weights_note not in notes:
+        notes.append(weights_note)
     for note in notes:
         logger.warning(note)
     return featurizer, resolved

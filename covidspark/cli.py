@@ -175,7 +175,7 @@ def cmd_datasets_describe(args):
         raise InputError("datasets describe: give the folder once, as PATH or as --data PATH")
     args.path = args.path or args.data
     report = describe_dataset(_config(DescribeConfig, args))
-    print(format_report(report))
+    print(format_report(report, args.json_out))
     return report
 
 

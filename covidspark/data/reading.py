@@ -182,8 +182,11 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
     if strict:
         return images
     if reject_rows:
-        logger.warning("read_images(%s): %d of %d rejected; see the result's rejects",
-                       what, len(reject_rows), total)
+        from covidspark.data.rejects import reject_line
+
+        # Neutral words: a command prints its own list after this, an API caller has .rejects.
+        logger.warning("read_images(%s): %d of %d files rejected, the first: %s",
+                       what, len(reject_rows), total, reject_line(*reject_rows[0]))
     return IngestResult(images, spark.createDataFrame(reject_rows, REJECT_SCHEMA),
                         total, len(reject_rows))
 

@@ -120,7 +120,9 @@ def summary_lines(rejects, listed_in, limit=20):
     lines = [f"  rejected {reject_line(p, r)}" for p, r in rejects[:limit]]
     if len(rejects) > limit:
         lines.append(f"  ... and {len(rejects) - limit} more")
-    if rejects:
+    if len(rejects) == 1:
+        lines.append(f"  the rejected file, with its reason: {listed_in}")
+    elif rejects:
         lines.append(f"  all {len(rejects)} rejected files, with their reasons: {listed_in}")
     return lines
 

@@ -299,7 +299,17 @@ def mark_fine_tuned(path, started_from):
 
 
 def fine_tuned_from(path):
-    """What :func:`mark_fine_tuned` recorded in the weights file ``path``, or None."""
+    """What :func:`mark_fine_tuned` recorded in the weights file ``path``, or None.
+
+    Remembered while the file's size and mtime stay, as :func:`weights_sha256` is.
+    """
+    key = _file_key(path)
+    if key not in _FINE_TUNED_FROM:
+        _FINE_TUNED_FROM[key] = _read_fine_tuned_from(path)
+    return _FINE_TUNED_FROM[key]
+
+
+def _read_fine_tuned_from(path):
     import json
 
     import h5py
@@ -311,6 +321,12 @@ def fine_tuned_from(path):
     return json.loads(said) if said is not None else None
 
 
+def _file_key(path):
+    """A file's identity while it is not rewritten: what the caches below key on."""
+    info = os.stat(path)
+    return os.path.abspath(path), info.st_size, info.st_mtime_ns
+
+
 def weights_sha256(path):
     """The identity of a weights file: sha256 over its tensors, or over its bytes.
 
@@ -320,8 +336,7 @@ def weights_sha256(path):
     changes it. Other files: :func:`file_sha256`. Remembered while the file's
     size and mtime stay (a job resolves its weights several times).
     """
-    info = os.stat(path)
-    key = (os.path.abspath(path), info.st_size, info.st_mtime_ns)
+    key = _file_key(path)
     if key not in _SHA256:
         _SHA256[key] = _hdf5_tensors_sha256(path) or file_sha256(path)
     return _SHA256[key]
@@ -347,3 +362,4 @@ def _hdf5_tensors_sha256(path):
 
 # (path, size, mtime) -> identity: hashing a 100 MB file takes ~0.3 s.
 _SHA256 = {}
+_FINE_TUNED_FROM = {}  # (path, size, mtime) -> the mark: resolved several times a job

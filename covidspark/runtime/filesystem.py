@@ -398,7 +398,9 @@ class Files:
             self.write_bytes(probe, b"")
             self.delete(probe)
         except InputError as error:
-            raise InputError(f"{what} {uri}: {error}") from None
+            said = str(error)  # says the URI already where it begins with it
+            raise InputError(f"{what} {said}" if said.startswith((uri, qualified))
+                             else f"{what} {uri}: {said}") from None
         except Exception as error:  # noqa: BLE001 - permission, missing bucket, credentials
             raise InputError(f"{what} {uri} ({qualified}) cannot be written: "
                              f"{_java_message(error)}") from None

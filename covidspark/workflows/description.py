@@ -62,15 +62,19 @@ def describe_dataset(config):
     return report
 
 
-def format_report(report):
-    """The text ``covidspark datasets describe`` prints."""
+def format_report(report, json_out=None):
+    """The text ``covidspark datasets describe`` prints.
+
+    ``json_out``: where ``--json`` wrote the report (its ``rejected`` lists every
+    reject; the text lists the first 20).
+    """
     from covidspark.data.datasets import format_description
-    from covidspark.data.rejects import reject_line
+    from covidspark.data.rejects import summary_lines
 
     lines = [format_description(report)]
     if report["rejected"]:
         lines.append(f"rejected: {len(report['rejected'])}")
-        lines += [f"  {reject_line(p, r)}" for p, r in report["rejected"][:20]]
-        if len(report["rejected"]) > 20:
-            lines.append(f"  ... and {len(report['rejected']) - 20} more (--json lists them all)")
+        lines += summary_lines(report["rejected"],
+                               f"{json_out}, under rejected" if json_out
+                               else "run again with --json FILE to write them")
     return "\n".join(lines)

@@ -222,3 +222,12 @@ def test_viewfs_train_and_predict_jobs_write_inside_the_mount(tmp_path, fixture_
     assert sorted(written) == sorted(h.rsplit("/", 1)[-1] for h in predicted.heatmap)
     Image.open(lake / "heat" / written[0]).verify()
     assert os.listdir(cwd) == []  # nothing landed on the "node's" local disk
+
+
+def test_a_location_no_filesystem_can_open_is_named_once(spark):
+    # The reason already began with the URI, and the refusal said it twice.
+    with pytest.raises(InputError) as refused:
+        Files(spark).check_writable("nosuch://bucket/run")
+    message = str(refused.value)
+    assert message.startswith("--out nosuch://bucket/run: ")
+    assert message.count("nosuch://bucket/run") == 1, message

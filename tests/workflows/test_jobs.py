@@ -74,8 +74,13 @@ def test_datasets_describe_command(fixture_dir, tmp_path, spark, capsys):
     shutil.copytree(fixture_dir, data)
     first = sorted(os.listdir(data / "normal"))[0]
     shutil.copy(data / "normal" / first, data / "normal" / ("again-" + first))
+    (data / "covid" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     assert main(["datasets", "describe", str(data), "--json", str(tmp_path / "report.json")]) == 0
     stdout = capsys.readouterr().out
+    # The reject, with its path once, and where the whole list is.
+    assert f"  rejected file:{data}/covid/truncated.png: not a decodable image (" in stdout
+    assert (f"the rejected file, with its reason: {tmp_path / 'report.json'}, "
+            "under rejected") in stdout
     assert "images: 19" in stdout
     assert "by label: covid 6, normal 7, pneumonia 6" in stdout
     assert "exact (same bytes)" in stdout and f"again-{first}" in stdout

@@ -282,7 +282,14 @@ def decode_image_struct(height, width, n_channels, mode, data, size,
     """Decode one row of Spark's image struct (BGR(A) bytes, 8 bit) like :func:`decode_image`."""
     from PIL import Image
 
-    if _SPARK_IMAGE_MODES.get(mode) != n_channels or data is None:
+    if data is None:
+        raise ImageDecodeError(f"{name}: null image (the row holds no image)")
+    if height == -1 and width == -1:  # how Spark's image source marks a file it could not decode
+        raise ImageDecodeError(
+            f"{name}: Spark's image source could not decode this file (its row says height "
+            f"-1); load with dropInvalid=true to leave such files out, or read with "
+            f"covidspark.read_images(..., strict=False), which says why each one is bad")
+    if _SPARK_IMAGE_MODES.get(mode) != n_channels:
         raise ImageDecodeError(
             f"{name}: unsupported Spark image struct (mode={mode}, nChannels={n_channels}); "
             f"supported OpenCV types: CV_8UC1, CV_8UC3, CV_8UC4"

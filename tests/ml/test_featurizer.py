@@ -5,6 +5,7 @@ arithmetic in different batch compositions; observed differences are ~1e-6).
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -135,6 +136,23 @@ def test_corrupt_image_fails_with_its_path(spark):
     featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50", weights="random")
     with pytest.raises(Exception, match="broken-scan.png: not a decodable image"):
         featurizer.transform(df).collect()
+
+
+def test_a_row_without_an_image_is_named_for_what_it_is(spark, fixture_dir, tmp_path):
+    # A null was reported as "empty file (0 bytes)", and a file Spark's image source
+    # could not decode as an "unsupported Spark image struct (mode=-1 ...)".
+    featurizer = DeepImageFeaturizer(inputCol="content", modelName="SmallCNN", weights="random")
+    null = spark.createDataFrame([("file:/data/covid/lost.png", None)],
+                                 "path string, content binary")
+    with pytest.raises(Exception, match="lost.png: null content") as raised:
+        featurizer.transform(null).collect()
+    assert "empty file" not in str(raised.value)
+    shutil.copytree(os.path.join(fixture_dir, "normal"), tmp_path / "normal")
+    (tmp_path / "normal" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+    images = (spark.read.format("image").option("dropInvalid", False)
+              .load(str(tmp_path / "normal")))
+    with pytest.raises(Exception, match="bad.png: Spark's image source could not decode"):
+        featurizer.copy({featurizer.inputCol: "image"}).transform(images).collect()
 
 
 def test_clear_errors_for_bad_params_and_columns(images_df):

@@ -349,8 +349,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         spark = dataset.sparkSession
         shipped = ship_file(spark, resolved.path)
         batch_size = self.getBatchSize()
-        # Arrow batches bound the memory of each Python worker: match them to the model's.
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+        bound_arrow_batches(spark, batch_size)
         logger.info("DeepImageFeaturizer: %s, weights %s, batch %d",
                     spec.name, resolved.description, batch_size)
 
@@ -380,6 +379,36 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
         return counter.observe(dataset.withColumn(
             self.getOutputCol(), array_to_vector(udf(F.col(input_col), names))
         ))
+
+
+ARROW_RECORDS_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+ARROW_BYTES_CONF = "spark.sql.execution.arrow.maxBytesPerBatch"
+
+
+def bound_arrow_batches(spark, batch_size):
+    """Bound the encoded images a Python worker holds; returns whether the session changed.
+
+    The workers cut Spark's Arrow batches into the network's batches
+    (:func:`~covidspark.ml.worker_featurize.model_batches`), so only the encoded
+    bytes of one Arrow batch are at stake. From Spark 4.1 Spark bounds them
+    itself (``maxBytesPerBatch``, 64 MB by default) and the user's session is
+    left as it is. Before, only a row count bounds them (10,000 by default:
+    10,000 X-rays in one batch), and it is lowered to ``batch_size`` on the
+    session, for good (the setting is read when a query runs, after
+    ``transform`` returns); a smaller setting is kept.
+    """
+    try:  # a default given to get() would be returned instead of Spark's own
+        spark.conf.get(ARROW_BYTES_CONF)
+        return False
+    except Exception:  # noqa: BLE001 - py4j's or Connect's "no such setting": Spark < 4.1
+        pass
+    records = int(spark.conf.get(ARROW_RECORDS_CONF, "10000"))
+    if 0 < records <= batch_size:
+        return False
+    logger.info("DeepImageFeaturizer: %s lowered from %d to batchSize %d (this Spark has "
+                "no %s)", ARROW_RECORDS_CONF, records, batch_size, ARROW_BYTES_CONF)
+    spark.conf.set(ARROW_RECORDS_CONF, str(batch_size))
+    return True
 
 
 def _backbone_names():

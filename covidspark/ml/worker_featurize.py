@@ -47,23 +47,19 @@ def featurize_udf(model_name, weights_file, weights_id, kind, options, batch_siz
             def one(i):
                 return decode_row(kind, values, i, names.iloc[i], model.input_size, row_options)
 
-            rows = (list(row_pool.map(one, range(len(values)))) if row_pool is not None
-                    else [one(i) for i in range(len(values))])
-            return [np.stack(rows[start:start + batch_size])
-                    for start in range(0, len(rows), batch_size)]
+            return np.stack(list(row_pool.map(one, range(len(values)))) if row_pool is not None
+                            else [one(i) for i in range(len(values))])
 
-        def infer(chunks, n):
-            features = []
-            for pixels in chunks:
-                features.extend(model(pixels))
+        def infer(pixels):
+            features = list(model(pixels))
             if counter is not None:
-                counter.add(n)
+                counter.add(len(features))
             if where is not None:
-                where.add({ran_on: n})
+                where.add({ran_on: len(features)})
             return pd.Series(features, dtype=object)
 
         try:
-            for values, names in batches:
+            for values, names in model_batches(batches, batch_size):
                 if model is None:
                     import socket
 
@@ -79,20 +75,35 @@ def featurize_udf(model_name, weights_file, weights_id, kind, options, batch_siz
                         row_pool = ThreadPoolExecutor(threads,
                                                       thread_name_prefix="covidspark-rows")
                 if pool is None:
-                    yield infer(decode(values, names), len(values))
+                    yield infer(decode(values, names))
                     continue
-                upcoming = (pool.submit(decode, values, names), len(values))
+                upcoming = pool.submit(decode, values, names)
                 if pending is not None:
-                    yield infer(pending[0].result(), pending[1])
+                    yield infer(pending.result())
                 pending = upcoming
             if pending is not None:
-                yield infer(pending[0].result(), pending[1])
+                yield infer(pending.result())
         finally:
             for executor in (pool, row_pool):
                 if executor is not None:
                     executor.shutdown(wait=True)
 
     return iterator_udf(featurize)
+
+
+def model_batches(arrow_batches, batch_size):
+    """Spark's Arrow batches, ``(values, names)``, cut into the network's batches.
+
+    Spark sizes its Arrow batches (``spark.sql.execution.arrow.maxRecordsPerBatch``,
+    and from Spark 4.1 ``maxBytesPerBatch``, 64 MB): thousands of small JPEGs
+    can come in one. Decoding a whole batch at once would hold thousands of
+    decoded images; a slice of ``batch_size`` rows is decoded, run and released
+    before the next (two with decode-ahead).
+    """
+    for values, names in arrow_batches:
+        for start in range(0, len(values), batch_size):
+            yield (values.iloc[start:start + batch_size].reset_index(drop=True),
+                   names.iloc[start:start + batch_size].reset_index(drop=True))
 
 
 def decode_ahead_enabled(setting, model, cpus):

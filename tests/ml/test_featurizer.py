@@ -74,6 +74,46 @@ def test_partitioning_and_batch_size_do_not_change_features(images_df, resnet_fe
         assert_features_close(r.features.toArray(), features[r.path])
 
 
+def test_arrow_batches_larger_than_the_network_s_leave_the_session_alone(spark, images_df,
+                                                                         resnet_features):
+    # The featurizer set the session's maxRecordsPerBatch to its batchSize for good, so
+    # every later pandas UDF of the user's ran 32 rows a batch. From Spark 4.1 Spark bounds
+    # Arrow batches in bytes, and the workers cut each into the network's batches.
+    import pyspark
+
+    from covidspark.ml.featurizer import ARROW_RECORDS_CONF
+
+    features, _ = resnet_features
+    featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50",
+                                     weights="random", batchSize=4)
+    spark.conf.set(ARROW_RECORDS_CONF, "1000")
+    try:
+        rows = featurizer.transform(images_df.coalesce(1)).select("path", "features").collect()
+        after = spark.conf.get(ARROW_RECORDS_CONF)
+    finally:
+        spark.conf.unset(ARROW_RECORDS_CONF)
+    # One Arrow batch of 18 rows, run in network batches of 4.
+    assert len(rows) == len(features) == featurizer.imagesFeaturized() == 18
+    for r in rows:
+        assert_features_close(r.features.toArray(), features[r.path])
+    spark_version = tuple(int(part) for part in pyspark.__version__.split(".")[:2])
+    assert after == ("1000" if spark_version >= (4, 1) else "4")
+
+
+def test_model_batches_cut_arrow_batches_in_order():
+    import pandas as pd
+
+    from covidspark.ml.worker_featurize import model_batches
+
+    arrow = [(pd.Series(range(10)), pd.Series([f"p{i}" for i in range(10)])),
+             (pd.DataFrame({"height": [1, 2]}), pd.Series(["q0", "q1"]))]
+    cut = list(model_batches(iter(arrow), 4))
+    assert [len(values) for values, _ in cut] == [4, 4, 2, 2]
+    assert list(cut[2][0]) == [8, 9] and list(cut[2][1]) == ["p8", "p9"]
+    # Positions restart in each slice: decode_row reads row i of its own slice.
+    assert cut[1][0].iloc[0] == 4 and cut[3][0].iloc[1]["height"] == 2
+
+
 def test_decode_ahead_keeps_rows_in_order_and_counts_each_image_once(spark, images_df,
                                                                     resnet_features):
     from covidspark.ml.featurizer import DECODE_AHEAD_CONF, DECODE_THREADS_CONF

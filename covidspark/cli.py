@@ -45,7 +45,22 @@ def _comma_list(text):
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def _add_input_args(p, featurizer=True):
+#: Where each command lists every file --lenient skipped (its summary prints 20).
+_REJECTS_LISTED = {**dict.fromkeys(("train", "finetune", "evaluate"),
+                                    "metrics.json lists them all"),
+                   "compare": "comparison.json lists them all",
+                   "predict": "all go to <out>.rejected.csv, or _rejected.csv in a Parquet --out",
+                   "featurize": "all go to a CSV in the store, <store>/<key>/rejected/"}
+#: What --seed seeds, by command.
+_SEEDED = {"train": "the split, random weights, RF/DT and the bootstrap",
+           "compare": "the split, random weights, RF/DT and the bootstrap",
+           "finetune": "the split, random weights, the head, sampling, augmentation and the "
+                       "bootstrap",
+           "evaluate": "the bootstrap", "predict": None, "featurize": "random weights"}
+_SPLITS = ("train", "compare", "finetune")
+
+
+def _add_input_args(p, command, featurizer=True):
     """Flags of the commands that read images (and, with ``featurizer``, featurize them)."""
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", action="append",
@@ -55,12 +70,15 @@ def _add_input_args(p, featurizer=True):
     p.add_argument("--label-map", default=None,
                    help="folder name -> label, as JSON or 'ozturk' "
                         "(Covid-19, No_findings, Pneumonia)")
-    p.add_argument("--patients", help="CSV with path,patient_id (or patient_group): images of "
-                                      "one patient stay on one side of the split")
+    p.add_argument("--patients", help="CSV with path,patient_id (or patient_group): " + (
+        "images of one patient stay on one side of the split" if command in _SPLITS
+        else "fills patient_id (only train, compare and finetune use it, to split)"))
     p.add_argument("--lenient", action="store_true",
-                   help="skip bad files and list them in metrics.json instead of failing")
+                   help=f"skip bad files instead of failing; the summary prints the first 20 "
+                        f"and {_REJECTS_LISTED[command]}")
+    seeded = _SEEDED[command]
     p.add_argument("--seed", type=int, default=0,
-                   help="seed of the split, random weights, RF/DT and the bootstrap")
+                   help=f"seed of {seeded + ' and ' if seeded else ''}the embedded data set")
     if featurizer:
         _add_featurizer_args(p)
     p.add_argument("--synthetic-per-class", type=int, default=40,
@@ -223,7 +241,7 @@ def build_parser():
                    help="lr: logistic regression, rf: random forest, dt: decision tree")
     p.add_argument("--task", choices=list(TASKS), default="binary",
                    help="binary: covid vs normal (pneumonia excluded); 3class: all three")
-    _add_input_args(p)
+    _add_input_args(p, "train")
     _add_experiment_args(p)
     p.add_argument("--out", default="runs/latest",
                    help="output folder: model/, metrics.json, report.md, figures")
@@ -236,7 +254,7 @@ def build_parser():
                                    "TorchDistributor), evaluated and saved like train.")
     p.add_argument("--task", choices=list(TASKS), default="binary",
                    help="binary: covid vs normal (pneumonia excluded); 3class: all three")
-    _add_input_args(p)
+    _add_input_args(p, "finetune")
     _add_experiment_args(p)
     add_recipe_arguments(p)
     p.add_argument("--out", default="runs/finetune",
@@ -247,7 +265,7 @@ def build_parser():
                        description="Featurize each backbone once, fit every classifier for "
                                    "every task on the same split, and write one comparison "
                                    "report (the studies' result tables).")
-    _add_input_args(p)
+    _add_input_args(p, "compare")
     _add_experiment_args(p)
     p.add_argument("--models", type=_comma_list, default=["ResNet50", "InceptionV3"],
                    help=f"comma-separated backbones ({', '.join(BACKBONES)}; "
@@ -266,7 +284,7 @@ def build_parser():
                                    "--data / --manifest.")
     _add_model_dir_arg(p)
     p.add_argument("--images", help="a folder or glob of images, any layout, or one image file")
-    _add_input_args(p, featurizer=False)
+    _add_input_args(p, "predict", featurizer=False)
     p.add_argument("--out", default=None,
                    help="output folder (Parquet) or file ending in .csv (required)")
     p.add_argument("--heatmaps", default=None, metavar="DIR",
@@ -280,7 +298,7 @@ def build_parser():
                                    "metrics.json, report.md and figures (e.g. a model trained "
                                    "on one source, tested on another).")
     _add_model_dir_arg(p)
-    _add_input_args(p, featurizer=False)
+    _add_input_args(p, "evaluate", featurizer=False)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: none)")
     p.add_argument("--out", default=None, help="report folder (required)")
     p.add_argument("--seen", choices=["report", "drop"], default="report",
@@ -309,7 +327,7 @@ def build_parser():
                        description="Featurize images into a Parquet feature store keyed by "
                                    "image and featurizer; rerunning computes only images the "
                                    "store lacks.")
-    _add_input_args(p)
+    _add_input_args(p, "featurize")
     p.add_argument("--features", default=None, help="feature store folder (required)")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="images per committed chunk (default 2000): a killed job keeps the "

@@ -223,3 +223,24 @@ def test_a_strict_read_s_error_names_the_flag_that_goes_on_without_the_bad_files
     images, _, _, rejects = steps.read_input(spark, config, [])
     assert images.count() == 3
     assert sorted(p.rsplit("/", 1)[1] for p, _ in rejects) == [".f.png", "_b.png", "_e.png"]
+
+
+def _flag_help(command, flag):
+    parser = build_parser()
+    commands = next(a for a in parser._actions if hasattr(a, "choices") and a.choices
+                    and command in a.choices)
+    return next(a.help for a in commands.choices[command]._actions if flag in a.option_strings)
+
+
+@pytest.mark.parametrize("command, listed, not_listed", [
+    ("train", "metrics.json", "rejected.csv"), ("finetune", "metrics.json", "rejected.csv"),
+    ("evaluate", "metrics.json", "rejected.csv"), ("compare", "comparison.json", "metrics"),
+    ("predict", "<out>.rejected.csv", "metrics"), ("featurize", "/rejected/", "metrics")])
+def test_each_command_s_help_says_where_its_skipped_files_are_listed(command, listed, not_listed):
+    # Every command's --lenient said "list them in metrics.json": predict and featurize
+    # write none (their CSVs: tests/workflows/test_prediction.py, tests/ml/test_feature_store.py).
+    help_text = _flag_help(command, "--lenient")
+    assert listed in help_text and not_listed not in help_text
+    # --patients splits only where there is a split.
+    splits = "one side of the split" in _flag_help(command, "--patients")
+    assert splits == (command in ("train", "compare", "finetune"))

@@ -343,6 +343,10 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol,
                 f"DeepImageFeaturizer: inputCol {input_col!r} not in the DataFrame; "
                 f"columns: {dataset.columns}"
             )
+        if self.getOutputCol() in dataset.columns:  # as pyspark.ml's own transformers refuse
+            raise InputError(
+                f"DeepImageFeaturizer: outputCol {self.getOutputCol()!r} already exists in the "
+                f"DataFrame; set another outputCol or drop that column first")
         kind = _input_kind(dataset.schema[input_col].dataType, input_col)
         resolved = self.resolvedWeights()
         self._record_weights_hash(resolved)

@@ -17,6 +17,7 @@ from conftest import local_path
 from covidspark.ml.featurizer import DeepImageFeaturizer
 
 from covidspark.models.weights import resolve_weights
+from covidspark.runtime.session import temporary_conf
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -86,12 +87,9 @@ def test_arrow_batches_larger_than_the_network_s_leave_the_session_alone(spark, 
     features, _ = resnet_features
     featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50",
                                      weights="random", batchSize=4)
-    spark.conf.set(ARROW_RECORDS_CONF, "1000")
-    try:
+    with temporary_conf(spark, ARROW_RECORDS_CONF, 1000):
         rows = featurizer.transform(images_df.coalesce(1)).select("path", "features").collect()
         after = spark.conf.get(ARROW_RECORDS_CONF)
-    finally:
-        spark.conf.unset(ARROW_RECORDS_CONF)
     # One Arrow batch of 18 rows, run in network batches of 4.
     assert len(rows) == len(features) == featurizer.imagesFeaturized() == 18
     for r in rows:
@@ -121,15 +119,11 @@ def test_decode_ahead_keeps_rows_in_order_and_counts_each_image_once(spark, imag
     features, _ = resnet_features
     featurizer = DeepImageFeaturizer(inputCol="content", modelName="ResNet50",
                                      weights="random", batchSize=4)
-    spark.conf.set(DECODE_AHEAD_CONF, "true")
-    spark.conf.set(DECODE_THREADS_CONF, "3")
-    try:
-        # Arrow batches of 4: each partition's later batches are decoded in a thread while
-        # the network runs on the earlier ones, their rows by three threads.
+    # Network batches of 4: each partition's later batches are decoded in a thread while
+    # the network runs on the earlier ones, their rows by three threads.
+    with temporary_conf(spark, DECODE_AHEAD_CONF, "true"), \
+            temporary_conf(spark, DECODE_THREADS_CONF, 3):
         rows = featurizer.transform(images_df.coalesce(2)).select("path", "features").collect()
-    finally:
-        spark.conf.unset(DECODE_AHEAD_CONF)
-        spark.conf.unset(DECODE_THREADS_CONF)
     assert len(rows) == len(features) == featurizer.imagesFeaturized() == 18
     for r in rows:
         assert_features_close(r.features.toArray(), features[r.path])
@@ -204,6 +198,10 @@ def test_clear_errors_for_bad_params_and_columns(images_df):
         DeepImageFeaturizer(inputCol="content", modelName="ResNet50", batchSize=0)
     with pytest.raises(ValueError, match=r"inputCol 'image' not in the DataFrame; columns: \["):
         DeepImageFeaturizer(inputCol="image", modelName="ResNet50",
+                            weights="random").transform(images_df)
+    # It replaced the column without a word (pyspark.ml's transformers refuse).
+    with pytest.raises(ValueError, match="outputCol 'path' already exists in the DataFrame"):
+        DeepImageFeaturizer(inputCol="content", outputCol="path", modelName="ResNet50",
                             weights="random").transform(images_df)
     with pytest.raises(TypeError, match="'n' has type int; expected binary"):
         DeepImageFeaturizer(inputCol="n", modelName="ResNet50",

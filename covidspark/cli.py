@@ -78,7 +78,8 @@ def _add_input_args(p, command, featurizer=True):
                         f"and {_REJECTS_LISTED[command]}")
     seeded = _SEEDED[command]
     p.add_argument("--seed", type=int, default=0,
-                   help=f"seed of {seeded + ' and ' if seeded else ''}the embedded data set")
+                   help="seed of " + (f"{seeded}; also of " if seeded else "")
+                        + "the embedded data set")
     if featurizer:
         _add_featurizer_args(p)
     p.add_argument("--synthetic-per-class", type=int, default=40,
@@ -113,9 +114,12 @@ def _add_featurizer_args(p):
                         "tasks, where installed)")
 
 
-def _add_experiment_args(p):
-    """Flags of train and compare: split, duplicates, selection, threshold, report."""
+def _add_experiment_args(p, command):
+    """Flags of train, compare and finetune: split, duplicates, selection, threshold, report."""
     from covidspark.workflows.config import CLASS_WEIGHTS, DUPLICATE_POLICIES
+
+    # FinetuneConfig is a TrainConfig, so finetune has these flags, and refuses them.
+    classifier_only = " (train and compare; finetune refuses it)" if command == "finetune" else ""
 
     p.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="group",
                    help="exact and near-duplicate images: group (default: kept, never split "
@@ -128,10 +132,11 @@ def _add_experiment_args(p):
                    help="binary task: COVID decision threshold, chosen on validation data "
                         "('recall:0.95', 'f1', 'youden') or fixed ('0.1'); saved in the model")
     p.add_argument("--class-weight", choices=["none", *CLASS_WEIGHTS], default="none",
-                   help="balanced: weight rows by inverse class frequency (MLlib weightCol)")
+                   help="balanced: weight rows by inverse class frequency (MLlib weightCol)"
+                        + classifier_only)
     p.add_argument("--tune", choices=["none", "cv"], default="none",
                    help="cv: cross-validate the classifier's grid over patient- and "
-                        "duplicate-grouped folds, on stored features")
+                        "duplicate-grouped folds, on stored features" + classifier_only)
     p.add_argument("--folds", type=int, default=3, help="folds for --tune cv")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples for the 95 %% intervals (0: none)")
@@ -142,7 +147,8 @@ def _add_experiment_args(p):
                         "folder name) ...")
     p.add_argument("--test-source", default=None, help="... and test on images of this one")
     p.add_argument("--features", default=None,
-                   help="feature store folder: reuse stored features, compute only missing images")
+                   help="feature store folder: reuse stored features, compute only missing images"
+                        + classifier_only)
 
 
 def _add_model_dir_arg(p):
@@ -242,7 +248,7 @@ def build_parser():
     p.add_argument("--task", choices=list(TASKS), default="binary",
                    help="binary: covid vs normal (pneumonia excluded); 3class: all three")
     _add_input_args(p, "train")
-    _add_experiment_args(p)
+    _add_experiment_args(p, "train")
     p.add_argument("--out", default="runs/latest",
                    help="output folder: model/, metrics.json, report.md, figures")
     p.set_defaults(func=_run("train", "TrainConfig"))
@@ -255,7 +261,7 @@ def build_parser():
     p.add_argument("--task", choices=list(TASKS), default="binary",
                    help="binary: covid vs normal (pneumonia excluded); 3class: all three")
     _add_input_args(p, "finetune")
-    _add_experiment_args(p)
+    _add_experiment_args(p, "finetune")
     add_recipe_arguments(p)
     p.add_argument("--out", default="runs/finetune",
                    help="output folder: model/, checkpoints/, metrics.json, report.md, figures")
@@ -266,7 +272,7 @@ def build_parser():
                                    "every task on the same split, and write one comparison "
                                    "report (the studies' result tables).")
     _add_input_args(p, "compare")
-    _add_experiment_args(p)
+    _add_experiment_args(p, "compare")
     p.add_argument("--models", type=_comma_list, default=["ResNet50", "InceptionV3"],
                    help=f"comma-separated backbones ({', '.join(BACKBONES)}; "
                         f"default ResNet50,InceptionV3)")

@@ -244,3 +244,15 @@ def test_each_command_s_help_says_where_its_skipped_files_are_listed(command, li
     # --patients splits only where there is a split.
     splits = "one side of the split" in _flag_help(command, "--patients")
     assert splits == (command in ("train", "compare", "finetune"))
+
+
+def test_finetune_s_help_says_which_train_flags_it_refuses():
+    from covidspark.workflows import FinetuneConfig
+
+    for flag, field, value in [("--class-weight", "class_weight", "balanced"),
+                               ("--tune", "tune", "cv"), ("--features", "features", "store")]:
+        assert "finetune refuses it" in _flag_help("finetune", flag)
+        assert "finetune" not in _flag_help("train", flag)
+        # ... and it does refuse it.
+        with pytest.raises(InputError, match="apply to train"):
+            FinetuneConfig(weights="random", **{field: value}).validate()

@@ -394,9 +394,9 @@ def bound_arrow_batches(spark, batch_size):
 
     The workers cut Spark's Arrow batches into the network's batches
     (:func:`~covidspark.ml.worker_featurize.model_batches`), so only the encoded
-    bytes of one Arrow batch are at stake. From Spark 4.1 Spark bounds them
-    itself (``maxBytesPerBatch``, 64 MB by default) and the user's session is
-    left as it is. Before, only a row count bounds them (10,000 by default:
+    bytes of one Arrow batch are at stake. From Spark 4.0 Spark bounds them
+    itself (``maxBytesPerBatch``, SPARK-51316; 64 MB by default in 4.3) and
+    the user's session is left as it is. Before, only a row count bounds them (10,000 by default:
     10,000 X-rays in one batch), and it is lowered to ``batch_size`` on the
     session, for good (the setting is read when a query runs, after
     ``transform`` returns); a smaller setting is kept.
@@ -404,7 +404,7 @@ def bound_arrow_batches(spark, batch_size):
     try:  # a default given to get() would be returned instead of Spark's own
         spark.conf.get(ARROW_BYTES_CONF)
         return False
-    except Exception:  # noqa: BLE001 - py4j's or Connect's "no such setting": Spark < 4.1
+    except Exception:  # noqa: BLE001 - py4j's or Connect's "no such setting": Spark < 4.0
         pass
     records = int(spark.conf.get(ARROW_RECORDS_CONF, "10000"))
     if 0 < records <= batch_size:

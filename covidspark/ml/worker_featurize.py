@@ -95,7 +95,7 @@ def model_batches(arrow_batches, batch_size):
     """Spark's Arrow batches, ``(values, names)``, cut into the network's batches.
 
     Spark sizes its Arrow batches (``spark.sql.execution.arrow.maxRecordsPerBatch``,
-    and from Spark 4.1 ``maxBytesPerBatch``, 64 MB): thousands of small JPEGs
+    and from Spark 4.0 ``maxBytesPerBatch``, 64 MB in 4.3): thousands of small JPEGs
     can come in one. Decoding a whole batch at once would hold thousands of
     decoded images; a slice of ``batch_size`` rows is decoded, run and released
     before the next (two with decode-ahead).

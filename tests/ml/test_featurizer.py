@@ -78,7 +78,7 @@ def test_partitioning_and_batch_size_do_not_change_features(images_df, resnet_fe
 def test_arrow_batches_larger_than_the_network_s_leave_the_session_alone(spark, images_df,
                                                                          resnet_features):
     # The featurizer set the session's maxRecordsPerBatch to its batchSize for good, so
-    # every later pandas UDF of the user's ran 32 rows a batch. From Spark 4.1 Spark bounds
+    # every later pandas UDF of the user's ran 32 rows a batch. From Spark 4.0 Spark bounds
     # Arrow batches in bytes, and the workers cut each into the network's batches.
     import pyspark
 
@@ -95,7 +95,7 @@ def test_arrow_batches_larger_than_the_network_s_leave_the_session_alone(spark, 
     for r in rows:
         assert_features_close(r.features.toArray(), features[r.path])
     spark_version = tuple(int(part) for part in pyspark.__version__.split(".")[:2])
-    assert after == ("1000" if spark_version >= (4, 1) else "4")
+    assert after == ("1000" if spark_version >= (4, 0) else "4")
 
 
 def test_model_batches_cut_arrow_batches_in_order():

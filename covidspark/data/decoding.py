@@ -101,7 +101,9 @@ def open_image(data, name="<bytes>", max_pixels=DEFAULT_MAX_PIXELS, draft_size=N
     from PIL import Image, ImageOps
 
     _count_decode()
-    if data is None or len(data) == 0:
+    if data is None:  # a null in the caller's column, not a file: b"" is an empty file
+        raise ImageDecodeError(f"{name}: null content (the row holds no image bytes)")
+    if len(data) == 0:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     if dicom.looks_like_dicom(data, name):
         pixels, info = dicom.decode_dicom(data, name, max_pixels, ImageDecodeError)

@@ -158,7 +158,4 @@ def decode_row(kind, values, i, name, size, options):
         if value is None:
             raise decoding.ImageDecodeError(f"row {i} of the batch: null path")
         return decoding.decode_image(read_bytes(value), size, name=value, **options)
-    name = name or f"row {i} of the batch"
-    if value is None:  # not an empty file: b"" is one, and says so
-        raise decoding.ImageDecodeError(f"{name}: null content (the row holds no image bytes)")
-    return decoding.decode_image(value, size, name=name, **options)
+    return decoding.decode_image(value, size, name=name or f"row {i} of the batch", **options)

@@ -75,6 +75,7 @@ def test_decode_applies_exif_orientation():
 
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty file"),                                       # zero bytes
+    (None, "null content"),                                    # a null, not a file
     (b"this is a text file, not an image\n" * 10, "not a decodable image"),
     (_png(_gradient(256, 256))[:400], "not a decodable image"),  # truncated PNG
 ])

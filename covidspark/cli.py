@@ -58,6 +58,8 @@ _SEEDED = {"train": "the split, random weights, RF/DT and the bootstrap",
                        "bootstrap",
            "evaluate": "the bootstrap", "predict": None, "featurize": "random weights"}
 _SPLITS = ("train", "compare", "finetune")
+_REMOTE_HELP = ("Spark Connect URL sc://HOST:PORT instead of a master, as spark-submit's --remote "
+                "(default: SPARK_REMOTE)")
 
 
 def _add_input_args(p, command, featurizer=True):
@@ -90,6 +92,7 @@ def _add_input_args(p, command, featurizer=True):
                         "required on a cluster (default in local mode: the driver's cache)")
     p.add_argument("--master", default=None,
                    help="Spark master when run with python (default: spark-submit's, or local[*])")
+    p.add_argument("--remote", default=None, help=_REMOTE_HELP)
     p.add_argument("--config", default=None,
                    help="YAML file of this command's flags (e.g. 'task: binary', 'data: DIR'); "
                         "flags on the command line override it")
@@ -357,6 +360,7 @@ def build_parser():
                    help="perceptual-hash bits for near duplicates (default 2)")
     d.add_argument("--json", dest="json_out", help="also write the report as JSON here")
     d.add_argument("--master", default=None, help="Spark master when run with python")
+    d.add_argument("--remote", default=None, help=_REMOTE_HELP)
     d.set_defaults(func=cmd_datasets_describe)
 
     p = sub.add_parser("synthetic", help="write the embedded synthetic data set")

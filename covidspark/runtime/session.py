@@ -16,8 +16,9 @@ import logging
 import os
 import sys
 
-from covidspark.errors import InputNotFoundError
+from covidspark.errors import InputError, InputNotFoundError
 from covidspark.runtime.logs import LOG4J2_CONFIG, verbose
+from covidspark.runtime.remote import shown_url
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ DEFAULT_CONF = {
 }
 
 
-def get_spark(app_name="covidspark", master=None, conf=None):
+def get_spark(app_name="covidspark", master=None, conf=None, remote=None):
     """Return the active SparkSession, or start one configured for covidspark.
 
     Parameters
@@ -43,6 +44,9 @@ def get_spark(app_name="covidspark", master=None, conf=None):
         given to ``spark-submit`` is used, or ``local[*]``.
     conf : dict, optional
         Extra Spark settings (override :data:`DEFAULT_CONF` and submitted ones).
+    remote : str, optional
+        A Spark Connect URL, ``sc://host:port`` (default: ``SPARK_REMOTE``, which
+        ``spark-submit --remote`` sets): a Connect session instead of a master.
 
     Returns
     -------
@@ -65,15 +69,19 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
+    if master and master.startswith("sc://"):
+        raise InputError(f"--master {shown_url(master)}: a Spark Connect URL, not a Spark "
+                         f"master; give it as --remote (or SPARK_REMOTE, spark-submit --remote)")
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    remote = connect_url()
+    remote = remote or connect_url()
     if remote:
         return _connect_session(app_name, remote, master, conf)
     # Decided before resolve_master may connect to spark-submit's JVM.
     own_jvm = SparkContext._jvm is None and "PYSPARK_GATEWAY_PORT" not in os.environ
-    local = is_local_master(resolve_master(master))
+    resolved = resolve_master(master)
+    local = is_local_master(resolved)
     if local:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     defaults = dict(DEFAULT_CONF, **{"spark.app.name": app_name})
@@ -114,7 +122,14 @@ def get_spark(app_name="covidspark", master=None, conf=None):
     builder = SparkSession.builder.master(master) if master else SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:
+        if "Could not parse Master URL" not in str(exc):
+            raise
+        raise InputError(f"Spark master {resolved!r} (--master, or spark-submit's): "
+                         f"Spark cannot parse it; give local[N], spark://HOST:PORT, yarn or "
+                         f"k8s://HOST:PORT") from None
 
 
 def _default_app_names(argv):
@@ -156,10 +171,14 @@ def _connect_session(app_name, remote, master, conf):
     """A Spark Connect session: the server's settings are its own; only SQL settings apply."""
     from pyspark.sql import SparkSession
 
+    from covidspark.runtime.remote import wait_for_listener, waiting_lines
+
     if master:
-        logger.warning("SPARK_REMOTE=%s: a Spark Connect session; --master %s is ignored",
-                       remote, master)
-    session = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
+        logger.warning("Spark Connect session at %s: --master %s is ignored",
+                       shown_url(remote), master)
+    wait_for_listener(remote)
+    with waiting_lines(remote):
+        session = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
     _stop_at_exit(session)
     for key, value in (conf or {}).items():
         if key.startswith("spark.sql."):

@@ -101,7 +101,7 @@ def compare(config):
     options = config.fit_options()
     tasks = [t for t in ("binary", "3class") if t in config.tasks]
     notes = []
-    spark = get_spark("covidspark-compare", master=config.master)
+    spark = get_spark("covidspark-compare", master=config.master, remote=config.remote)
     files, out = steps.output_location(spark, config.out)
     started = time.time()
     # One split of the widest task's images; the binary task uses its normal and COVID rows.

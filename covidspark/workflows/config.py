@@ -83,6 +83,8 @@ class InputConfig:
         folder, which only local mode can use; on a cluster it is required.
     master : str, optional
         Spark master when no session is active (default: spark-submit's, or ``local[*]``).
+    remote : str, optional
+        Spark Connect URL ``sc://host:port`` instead of a master (default: ``SPARK_REMOTE``).
     """
 
     data: Optional[List[str]] = None
@@ -94,6 +96,7 @@ class InputConfig:
     synthetic_per_class: int = 40
     synthetic_dir: Optional[str] = None
     master: Optional[str] = None
+    remote: Optional[str] = None
 
     def __post_init__(self):
         if isinstance(self.data, str):

@@ -22,6 +22,8 @@ class DescribeConfig:
     json_out : str, optional
         Also write the report as JSON here.
     master : str, optional
+    remote : str, optional
+        Spark Connect URL ``sc://host:port`` instead of a master.
     """
 
     path: Optional[str] = None
@@ -30,6 +32,7 @@ class DescribeConfig:
     max_distance: Optional[int] = None
     json_out: Optional[str] = None
     master: Optional[str] = None
+    remote: Optional[str] = None
 
     def __post_init__(self):
         self.label_map = parse_label_map(self.label_map)
@@ -48,7 +51,7 @@ def describe_dataset(config):
     from covidspark.data.reading import read_images
     from covidspark.runtime.session import get_spark
 
-    spark = get_spark("covidspark-describe", master=config.master)
+    spark = get_spark("covidspark-describe", master=config.master, remote=config.remote)
     if config.dataset:
         result = datasets.read_dataset(spark, config.dataset, config.path, strict=False)
     else:

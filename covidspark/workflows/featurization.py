@@ -70,7 +70,8 @@ def featurize(config):
 
     config.validate()
     notes = []
-    spark = get_spark(f"covidspark-featurize-{config.model}", master=config.master)
+    spark = get_spark(f"covidspark-featurize-{config.model}", master=config.master,
+                      remote=config.remote)
     started = time.time()
     featurizer, _ = steps.make_featurizer(config, notes)
     store = FeatureStore(spark, config.features)

@@ -39,7 +39,7 @@ def finetune(config):
     options = config.fit_options()
     recipe = config.recipe()
     notes = []
-    spark = get_spark("covidspark-finetune", master=config.master)
+    spark = get_spark("covidspark-finetune", master=config.master, remote=config.remote)
     files, out = steps.output_location(spark, config.out)
     started = time.time()
     images, facts, with_content = steps.prepare_images(spark, config, config.task, notes,

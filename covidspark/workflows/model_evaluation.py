@@ -67,7 +67,7 @@ def evaluate_model(config):
     from covidspark.runtime.session import get_spark
 
     config.validate()
-    spark = get_spark("covidspark-evaluate", master=config.master)
+    spark = get_spark("covidspark-evaluate", master=config.master, remote=config.remote)
     files, out = steps.output_location(spark, config.out)
     model, indexer = steps.load_model(spark, config.model_dir)
     labels = list(indexer.labels)

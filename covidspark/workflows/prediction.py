@@ -80,7 +80,7 @@ def predict(config):
     from covidspark.runtime.session import get_spark
 
     config.validate()
-    spark = get_spark("covidspark-predict", master=config.master)
+    spark = get_spark("covidspark-predict", master=config.master, remote=config.remote)
     files = Files(spark)
     out = files.qualify(config.out)
     # Before any work: the folder of the predictions (or the CSV's), and the heat maps'.

@@ -110,7 +110,8 @@ def train(config):
     config.validate()
     options = config.fit_options()
     notes = []
-    spark = get_spark(f"covidspark-train-{config.classifier}", master=config.master)
+    spark = get_spark(f"covidspark-train-{config.classifier}", master=config.master,
+                      remote=config.remote)
     # Before any work: a run that cannot write its report fails now, not after the fit.
     files, out = steps.output_location(spark, config.out)
     watch = Stopwatch()

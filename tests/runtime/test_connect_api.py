@@ -1,6 +1,8 @@
 """The helpers that differ between classic and Spark Connect sessions; run in both passes."""
 import os
 
+import pytest
+
 from conftest import CONNECT_URL
 from covidspark.runtime.connect import (ImageCounter, default_parallelism, is_connect, master,
                                         set_job_description, ship_file)
@@ -58,3 +60,19 @@ def test_the_image_counter_counts_the_rows_of_an_action(spark):
     assert counter.value == 0
     assert len(frame.collect()) == 17  # collect: a count would prune the UDF away
     assert counter.value == 17
+
+
+@pytest.mark.skipif(not CONNECT_URL, reason="needs the Connect pass's server")
+def test_a_command_given_remote_runs_on_that_server_without_spark_remote(fixture_dir, tmp_path):
+    """``--remote sc://...`` (spark-submit's flag) reaches the server; SPARK_REMOTE is unset."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "PYSPARK_GATEWAY_PORT")}
+    report = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "-m", "covidspark.cli", "datasets", "describe",
+                           fixture_dir, "--remote", CONNECT_URL, "--json", str(report)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(report.read_text())["images"] == 18

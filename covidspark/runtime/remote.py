@@ -1,0 +1,160 @@
+"""Reaching a Spark Connect server: say who is being waited for, and fail on nobody there.
+
+pyspark's Connect client retries an unanswered first call for about ten
+minutes (its ``DefaultPolicy``: 15 retries, backoff up to 60 s), on purpose: a
+Databricks cluster that is starting takes minutes, and its gateway answers
+"unavailable" meanwhile. For a mistyped port or a server that is not running
+that is ten silent minutes. So before the session is built covidspark checks
+that something listens at the URL's host and port (a plain TCP connection,
+retried for :data:`LISTEN_WAIT_S` for a server that is still starting), and
+while pyspark waits on a server that listens but does not answer yet it logs a
+line every :data:`WAIT_LOG_INTERVAL_S`. URLs are logged as ``sc://host:port``,
+never with their parameters: those hold tokens.
+"""
+import contextlib
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import urllib.parse
+
+from covidspark.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: Spark Connect's port when the URL gives none.
+DEFAULT_CONNECT_PORT = 15002
+#: Seconds to wait for something to listen at the URL's host and port.
+LISTEN_WAIT_S = 60.0
+#: Seconds between "still waiting" lines while the server does not answer.
+WAIT_LOG_INTERVAL_S = 30.0
+
+# gRPC goes through these proxies; a direct connection says nothing about the way it takes.
+_PROXY_VARIABLES = ("grpc_proxy", "https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY")
+
+
+def connect_address(url):
+    """``(host, port)`` of a Spark Connect URL ``sc://host[:port][/;param=value...]``.
+
+    Parsed as pyspark's ``DefaultChannelBuilder`` parses it (the port defaults
+    to 15002); an URL it would refuse raises :class:`~covidspark.errors.InputError`.
+    """
+    if not url.startswith("sc://"):
+        raise InputError(f"Spark Connect URL {url!r}: it must start with sc:// "
+                         f"(sc://HOST:PORT, as spark-submit's --remote)")
+    parsed = urllib.parse.urlparse("http" + url[2:])
+    try:
+        port = parsed.port
+    except ValueError as exc:  # a port that is not a number, or out of range
+        raise InputError(f"Spark Connect URL {shown_url(url)}: {exc}") from None
+    if not parsed.hostname:
+        raise InputError(f"Spark Connect URL {shown_url(url)}: no host (sc://HOST:PORT)")
+    return parsed.hostname, port if port is not None else DEFAULT_CONNECT_PORT
+
+
+def shown_url(url):
+    """The URL without its parameters (``;token=...``), for logs and errors."""
+    return url.split(";", 1)[0].rstrip("/")
+
+
+def wait_for_listener(url, wait_s=None):
+    """Return once something accepts TCP connections at ``url``'s host and port.
+
+    Raises
+    ------
+    InputError
+        The host is unknown, or nothing listened there for ``wait_s`` seconds
+        (default :data:`LISTEN_WAIT_S`). Skipped where a proxy is configured.
+    """
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return
+    host, port = connect_address(url)
+    wait_s = LISTEN_WAIT_S if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+            return
+        except socket.gaierror as exc:
+            raise InputError(f"Spark Connect server {shown_url(url)}: host {host!r} not found "
+                             f"({exc.strerror or exc})") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            if time.monotonic() >= deadline:
+                raise InputError(
+                    f"Spark Connect server {shown_url(url)}: nothing listens at {host}:{port} "
+                    f"({reason.lower()}) after {wait_s:.0f} s; start the server, or check the "
+                    f"URL (--remote, SPARK_REMOTE)") from None
+            if not told:
+                logger.warning("Spark Connect server %s: nothing listens at %s:%s yet (%s); "
+                               "waiting up to %.0f s", shown_url(url), host, port,
+                               reason.lower(), wait_s)
+                told = True
+            time.sleep(1.0)
+
+
+@contextlib.contextmanager
+def waiting_lines(url, interval_s=None):
+    """Log a line every ``interval_s`` seconds until the ``with`` block ends.
+
+    Raises
+    ------
+    InputError
+        In place of the client's error when the server never answered
+        (gRPC ``UNAVAILABLE`` once its retries are spent).
+    """
+    interval_s = WAIT_LOG_INTERVAL_S if interval_s is None else interval_s
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def run():
+        first = True
+        while not stop.wait(interval_s):
+            waited = time.monotonic() - start
+            if first:
+                logger.warning("Spark Connect server %s: no answer after %.0f s; pyspark's client "
+                               "retries for about 10 minutes (a Databricks cluster that is "
+                               "starting takes minutes); Ctrl-C stops", shown_url(url), waited)
+                first = False
+            else:
+                logger.warning("Spark Connect server %s: no answer after %.0f s",
+                               shown_url(url), waited)
+
+    thread = threading.Thread(target=run, name="covidspark-connect-wait", daemon=True)
+    thread.start()
+    try:
+        yield
+    except Exception as exc:
+        if not _unavailable(exc):
+            raise
+        detail = _reason(exc)
+        raise InputError(f"Spark Connect server {shown_url(url)}: no answer in "
+                         f"{time.monotonic() - start:.0f} s ({detail}); check that a Spark "
+                         f"Connect server runs there (--remote, SPARK_REMOTE)") from None
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _unavailable(exc):
+    """True for the client's "server unavailable" error, raw gRPC or wrapped by pyspark."""
+    code = getattr(exc, "getGrpcStatusCode", None) or getattr(exc, "code", None)
+    try:
+        code = code() if callable(code) else None
+    except Exception:  # an RpcError that is not a call has no code to give
+        return False
+    return getattr(code, "name", None) == "UNAVAILABLE"
+
+
+def _reason(exc):
+    """What the client says went wrong: gRPC's ``details`` line, else the message's first line."""
+    details = getattr(exc, "details", None)
+    text = str(details() if callable(details) else exc).strip()
+    # pyspark wraps a gRPC error's text: "<_InactiveRpcError ...>", "status = ...", "details = ..."
+    quoted = re.search(r'details = "([^"]*)"', text)
+    if quoted:
+        return quoted.group(1)
+    return text.splitlines()[0] if text else type(exc).__name__

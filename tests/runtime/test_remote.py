@@ -1,0 +1,126 @@
+"""Reaching Spark (a master, a Connect server): a wrong address is a clear error, not a hang."""
+import importlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from conftest import REPO_ROOT, free_port
+from covidspark.errors import InputError
+from covidspark.runtime.remote import connect_address, shown_url
+from covidspark.runtime.session import get_spark
+
+URLS = ["sc://localhost", "sc://localhost:15099", "sc://10.1.2.3:443/;token=abc;use_ssl=true",
+        "sc://workspace.cloud.example.com:443/;x-databricks-cluster-id=0123"]
+
+
+# Both need pyspark's Connect client (covidspark[connect]), which the Spark 3.5 pass lacks.
+@pytest.mark.connect
+@pytest.mark.parametrize("url", URLS)
+def test_connect_urls_are_read_as_pyspark_reads_them(url):
+    grpc_core = importlib.import_module("pyspark.sql.connect.client.core")
+    builder = getattr(grpc_core, "DefaultChannelBuilder", grpc_core.ChannelBuilder)(url)
+    host, port = connect_address(url)
+    assert f"{host}:{port}" == builder.endpoint
+    assert ";" not in shown_url(url) and "token" not in shown_url(url)
+    assert shown_url(url).startswith(f"sc://{host}")
+
+
+def test_a_connect_url_it_cannot_read_names_the_url_not_its_token():
+    with pytest.raises(InputError, match="must start with sc://"):
+        connect_address("http://localhost:15002")
+    with pytest.raises(InputError) as error:
+        connect_address("sc://localhost:port/;token=SECRET")
+    assert "sc://localhost:port" in str(error.value) and "SECRET" not in str(error.value)
+
+
+def test_a_master_that_is_a_connect_url_is_sent_to_remote():
+    # Before any session is looked up: the value is wrong wherever it is used.
+    with pytest.raises(InputError) as error:
+        get_spark("x", master="sc://localhost:15002/;token=SECRET")
+    message = str(error.value)
+    assert "--master sc://localhost:15002: a Spark Connect URL" in message
+    assert "--remote" in message and "SECRET" not in message
+
+
+def run_cli(*argv, before="", timeout=120):
+    """``covidspark datasets describe`` in a fresh interpreter; it fails before reading."""
+    script = (f"import sys\n{before}\nfrom covidspark.cli import main\n"
+              f"sys.exit(main(['datasets', 'describe', {REPO_ROOT!r}, *{list(argv)!r}]))\n")
+    env_skip = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "PYSPARK_GATEWAY_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in env_skip}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO_ROOT, env=env)
+
+
+@pytest.mark.subprocess
+def test_nothing_listening_at_the_remote_is_a_clear_error_without_its_token():
+    port = free_port()
+    done = run_cli("--remote", f"sc://127.0.0.1:{port}/;token=SECRET",
+                   before="import covidspark.runtime.remote as r; r.LISTEN_WAIT_S = 2")
+    assert done.returncode == 2, done.stderr
+    assert (f"Spark Connect server sc://127.0.0.1:{port}: nothing listens at 127.0.0.1:{port} "
+            f"(connection refused) after 2 s") in done.stderr
+    assert "waiting up to 2 s" in done.stderr  # said while it waited
+    assert "SECRET" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.subprocess
+def test_an_unknown_remote_host_fails_at_once():
+    done = run_cli("--remote", "sc://no-such-host.invalid:15002")
+    assert done.returncode == 2, done.stderr
+    assert "host 'no-such-host.invalid' not found" in done.stderr
+
+
+@pytest.fixture
+def silent_server():
+    """A port that accepts connections and never says a word (no gRPC behind it)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted = []
+
+    def accept():
+        try:
+            while True:
+                accepted.append(server.accept()[0])
+        except OSError:  # closed
+            pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+@pytest.mark.connect
+@pytest.mark.subprocess
+def test_a_remote_that_never_answers_is_reported_while_waited_for_and_then_named(silent_server):
+    retries = importlib.util.find_spec("pyspark.sql.connect.client.retries")
+    if retries is None:
+        pytest.skip("this pyspark's Connect client has no retry policy to shorten (Spark < 4)")
+    # pyspark retries an unanswered server for about 10 minutes; two retries here.
+    shorten = ("import pyspark.sql.connect.client.retries as retries\n"
+               "d = list(retries.DefaultPolicy.__init__.__defaults__); d[0] = 2\n"
+               "retries.DefaultPolicy.__init__.__defaults__ = tuple(d)\n"
+               "import covidspark.runtime.remote as r; r.WAIT_LOG_INTERVAL_S = 1")
+    done = run_cli("--remote", f"sc://127.0.0.1:{silent_server}", before=shorten, timeout=240)
+    assert done.returncode == 2, done.stderr
+    url = f"sc://127.0.0.1:{silent_server}"
+    assert f"Spark Connect server {url}: no answer after 1 s; pyspark's client" in done.stderr
+    assert f"Spark Connect server {url}: no answer in " in done.stderr
+    assert "check that a Spark Connect server runs there" in done.stderr
+    assert "a bug" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.subprocess
+def test_a_master_spark_cannot_parse_is_a_user_error_not_a_bug():
+    done = run_cli("--master", "localhost:7077")
+    assert done.returncode == 2, done.stderr
+    assert ("Spark master 'localhost:7077' (--master, or spark-submit's): Spark cannot parse it"
+            in done.stderr)
+    assert "a bug" not in done.stderr

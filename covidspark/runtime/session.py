@@ -45,8 +45,8 @@ def get_spark(app_name="covidspark", master=None, conf=None, remote=None):
     conf : dict, optional
         Extra Spark settings (override :data:`DEFAULT_CONF` and submitted ones).
     remote : str, optional
-        A Spark Connect URL, ``sc://host:port`` (default: ``SPARK_REMOTE``, which
-        ``spark-submit --remote`` sets): a Connect session instead of a master.
+        A Spark Connect URL, ``sc://host:port`` (default: ``SPARK_REMOTE``, or
+        ``spark-submit --remote``'s; :func:`connect_url`): a Connect session.
 
     Returns
     -------
@@ -163,8 +163,22 @@ def _is_terminal(stream):
 
 
 def connect_url():
-    """The Spark Connect URL this process is to use (``SPARK_REMOTE``), or None."""
-    return os.environ.get("SPARK_REMOTE") or None
+    """The Spark Connect URL this process is to use, or None.
+
+    ``SPARK_REMOTE``, or ``spark-submit --remote``'s URL: spark-submit hands a
+    Python application its settings as ``PYSPARK_REMOTE_INIT_CONF_<i>`` (JSON)
+    and sets no ``SPARK_REMOTE``, so pyspark's own builder (4.3) asks for a master.
+    """
+    import json
+
+    if os.environ.get("SPARK_REMOTE"):
+        return os.environ["SPARK_REMOTE"]
+    for i in range(int(os.environ.get("PYSPARK_REMOTE_INIT_CONF_LEN", "0") or 0)):
+        remote = json.loads(os.environ.get(f"PYSPARK_REMOTE_INIT_CONF_{i}", "{}")).get(
+            "spark.remote", "")
+        if remote.startswith("sc://"):
+            return remote
+    return None
 
 
 def _connect_session(app_name, remote, master, conf):

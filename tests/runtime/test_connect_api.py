@@ -76,3 +76,22 @@ def test_a_command_given_remote_runs_on_that_server_without_spark_remote(fixture
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(report.read_text())["images"] == 18
+
+
+@pytest.mark.skipif(not CONNECT_URL, reason="needs the Connect pass's server")
+def test_spark_submit_remote_reaches_get_spark(tmp_path):
+    """spark-submit --remote sets no SPARK_REMOTE; pyspark's own builder then asks for a master."""
+    import subprocess
+
+    from conftest import venv_bin
+
+    script = tmp_path / "probe.py"
+    script.write_text("from covidspark.runtime.session import get_spark\n"
+                      "from covidspark.runtime.connect import is_connect\n"
+                      "spark = get_spark('probe')\n"
+                      "print('PROBE', is_connect(spark), spark.range(7).count())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "PYSPARK_GATEWAY_PORT")}
+    done = subprocess.run([venv_bin("spark-submit"), "--remote", CONNECT_URL, str(script)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "PROBE True 7" in done.stdout

@@ -84,7 +84,10 @@ def predict(config):
     files = Files(spark)
     out = files.qualify(config.out)
     # Before any work: the folder of the predictions (or the CSV's), and the heat maps'.
-    files.check_writable(out if not out.endswith(".csv") else posixpath.dirname(out), "--out")
+    if out.endswith(".csv"):
+        files.check_writable(posixpath.dirname(out), f"--out {config.out}: its folder")
+    else:
+        files.check_writable(out, "--out")
     heatmaps = config.heatmaps and files.check_writable(config.heatmaps, "--heatmaps")
     model, indexer = steps.load_model(spark, config.model_dir)
     labels = list(indexer.labels)

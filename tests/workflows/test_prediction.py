@@ -133,3 +133,15 @@ def test_heat_maps_are_drawn_in_tasks_of_a_few_images(spark, images_df, trained_
     # As many tasks on every core, and no round of tasks more than needed.
     cores = default_parallelism(spark)
     assert len(sizes) % cores == 0 and len(sizes) - cores < 9 / 4
+
+
+def test_a_csv_out_that_cannot_be_written_is_named_itself(spark, tmp_path):
+    """The check is of the CSV's folder; the error says which --out it was."""
+    from covidspark.errors import InputError
+    from covidspark.workflows.config import PredictConfig
+    from covidspark.workflows.prediction import predict
+
+    config = PredictConfig(model_dir=str(tmp_path / "never-read"), out="nosuch://bucket/p.csv")
+    with pytest.raises(InputError) as error:
+        predict(config)
+    assert str(error.value).startswith("--out nosuch://bucket/p.csv: its folder nosuch://bucket")

@@ -89,8 +89,9 @@ async def read_upload(request, limit):
 
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
+        got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
         raise RequestError(415, f"expected a multipart/form-data upload with a '{UPLOAD_FIELD}' "
-                                f"field; got Content-Type {content_type or 'none'!r}")
+                                f"field; got {got}")
     body = await read_limited_body(request, limit)
 
     async def replay():
@@ -104,7 +105,10 @@ async def read_upload(request, limit):
     try:
         upload = form.get(UPLOAD_FIELD)
         if upload is None or isinstance(upload, str):
-            raise RequestError(400, f"no file in the '{UPLOAD_FIELD}' field of the upload")
+            # Naming the fields that came shows a client sending "image=@x.png" its mistake.
+            sent = ", ".join(repr(key)[:60] for key in list(form.keys())[:8]) or "no fields"
+            raise RequestError(400, f"no file in the '{UPLOAD_FIELD}' field of the upload "
+                                    f"(it has {sent}); send the image as {UPLOAD_FIELD}=@x.png")
         data = await upload.read()
         # The client's file name is only ever echoed in messages, never used as a path.
         name = os.path.basename(str(upload.filename or "upload"))[:200] or "upload"

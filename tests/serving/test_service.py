@@ -85,7 +85,9 @@ def test_bad_uploads_get_4xx_with_a_reason_and_the_service_keeps_serving(service
                                                        {"Content-Type": "image/png"}), 415,
                                "multipart/form-data"),
         "missing field": (lambda: service.upload("/predict", good, field="image"), 400,
-                          "no file in the 'file' field"),
+                          r"no file in the 'file' field of the upload \(it has 'image'\)"),
+        "no content type": (lambda: service.request("POST", "/predict", good, {}), 415,
+                            "got no Content-Type$"),
         "malformed multipart": (lambda: service.request(
             "POST", "/predict", b"--x\r\ngarbage", {"Content-Type": "multipart/form-data"}),
             400, "multipart"),

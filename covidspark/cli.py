@@ -176,8 +176,7 @@ def _run(workflow_name, config_name):
         from covidspark import workflows
 
         result = getattr(workflows, workflow_name)(_config(getattr(workflows, config_name), args))
-        print()
-        print(result.summary())
+        print("\n" + result.summary())
         return result
 
     command.__name__ = f"cmd_{workflow_name}"
@@ -421,19 +420,25 @@ def main(argv=None):
     0: success. 2: a :class:`~covidspark.errors.UserError` (bad input or a
     missing resource), reported in one message without a traceback. 1: any
     other exception, reported with its traceback: that is a bug, not the
-    user's mistake.
+    user's mistake. 130: interrupted (Ctrl-C), in one line.
     """
     from covidspark.errors import UserError
     from covidspark.runtime.logs import configure_logging
 
     words = sys.argv[1:] if argv is None else argv
     configure_logging("-v" in words or "--verbose" in words)
+    args = None
     try:
         args = parse_args(argv)
         args.func(args)
     except UserError as exc:
         logger.error("%s", exc.command_line_message())
         return 2
+    except KeyboardInterrupt:
+        # pyspark's handler has cancelled the Spark jobs; its traceback says nothing more.
+        out = getattr(args, "out", None)
+        logger.error("interrupted%s", f"; --out {out} may hold a partial run" if out else "")
+        return 130
     except Exception as exc:
         logger.exception("covidspark failed (a bug; please report it with this traceback): %s",
                          exc)

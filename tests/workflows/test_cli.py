@@ -256,3 +256,30 @@ def test_finetune_s_help_says_which_train_flags_it_refuses():
         # ... and it does refuse it.
         with pytest.raises(InputError, match="apply to train"):
             FinetuneConfig(weights="random", **{field: value}).validate()
+
+
+@pytest.mark.subprocess
+def test_ctrl_c_ends_a_job_with_130_and_one_line(tmp_path):
+    """SIGINT while the network runs: pyspark cancels the jobs; the command says so once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "covidspark.cli", "train", "--weights", "random",
+         "--synthetic-per-class", "20", "--synthetic-dir", str(tmp_path / "xrays"),
+         "--out", str(out)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYSPARK_GATEWAY_PORT"})
+    seen = []
+    for line in job.stderr:  # interrupted once the featurizer has started
+        seen.append(line)
+        if "DeepImageFeaturizer:" in line:
+            job.send_signal(signal.SIGINT)
+            break
+    seen.extend(job.stderr)
+    assert job.wait(timeout=120) == 130, "".join(seen)[-3000:]
+    assert f"ERROR covidspark: interrupted; --out {out} may hold a partial run" in "".join(seen)
+    assert "a bug" not in "".join(seen)

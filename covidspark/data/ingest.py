@@ -16,6 +16,7 @@ returns all of it in one ``info`` struct:
 so duplicates, splits, the baseline and the network read the bytes and the
 facts from there; the network's own decode is the only other one.
 """
+import contextlib
 import operator
 from functools import reduce
 
@@ -54,7 +55,7 @@ def inspect_image(data, name="<bytes>", max_pixels=DEFAULT_MAX_PIXELS):
 
 
 def inspect_images(df, content_col="content", path_col="path", max_pixels=DEFAULT_MAX_PIXELS,
-                   info_col="info"):
+                   info_col="info", counter=None):
     """Add the ``info`` struct of :func:`inspect_image` to ``df``, one decode per image.
 
     Parameters
@@ -66,6 +67,8 @@ def inspect_images(df, content_col="content", path_col="path", max_pixels=DEFAUL
         Decompression-bomb limit.
     info_col : str
         Name of the added struct column.
+    counter : pyspark.Accumulator, optional
+        Counts the rows inspected, as tasks run (for a progress line).
 
     Returns
     -------
@@ -80,6 +83,8 @@ def inspect_images(df, content_col="content", path_col="path", max_pixels=DEFAUL
     def inspect(contents: pd.Series, paths: pd.Series) -> pd.DataFrame:
         rows = [not_inspected if data is None else inspect_image(data, name, max_pixels)
                 for data, name in zip(contents, paths)]
+        if counter is not None:
+            counter.add(len(rows))
         # Object columns: with a None among them pandas would infer float64 for the
         # integers, and a 64-bit hash through a double keeps only its top 53 bits
         # (ozturk's binary task paired two images 4 bits apart, at "distance 2").
@@ -111,7 +116,7 @@ def unknown_label_reason(label, known_labels):
 
 
 def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=None,
-                        inspect_labels=None, known_labels=None):
+                        inspect_labels=None, known_labels=None, total=None):
     """:func:`inspect_images` over ``candidates``, persisted for the job.
 
     Parameters
@@ -133,6 +138,9 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
         Labels the caller accepts: a row with any other label (or none) is not
         decoded and is among the rejects, found by the same query that collects
         the decode failures (one scan of the candidates, not two).
+    total : int, optional
+        Rows in ``candidates``: a progress line every 10 s says how many are
+        checked (classic sessions; Connect has no accumulators to poll).
 
     Returns
     -------
@@ -145,6 +153,9 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
+
+    from covidspark.runtime.connect import ImageCounter
+    from covidspark.runtime.progress import Progress
 
     columns, skip = candidates.columns, []
     if stored_ids is not None:
@@ -166,12 +177,15 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
             .otherwise(F.col("content"))).select(*columns)
     # On disk, not in memory: in local mode the executors share the driver's heap
     # (1 GB unless --driver-memory says more), which 10,000 images' bytes outgrow.
-    inspected = inspect_images(candidates, max_pixels=max_pixels).persist(
+    counter = ImageCounter(candidates.sparkSession).accumulator
+    inspected = inspect_images(candidates, max_pixels=max_pixels, counter=counter).persist(
         StorageLevel.DISK_ONLY)
     # This action fills the cache: the filter runs above the persisted relation.
-    failed = (inspected.filter(F.col("info.error").isNotNull() | unknown)
-              .select("path", "label", unknown.alias("unknown"),
-                      F.col("info.error").alias("error")).collect())
+    with (Progress("read and check", total, lambda: counter.value) if counter is not None
+          else contextlib.nullcontext()):
+        failed = (inspected.filter(F.col("info.error").isNotNull() | unknown)
+                  .select("path", "label", unknown.alias("unknown"),
+                          F.col("info.error").alias("error")).collect())
     return inspected, ([(r.path, unknown_label_reason(r.label, known_labels), True)
                         for r in failed if r.unknown]
                        + [(r.path, r.error, True) for r in failed if not r.unknown])

@@ -159,7 +159,7 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
 
         # Unknown labels are found by the ingest pass's own query of its failures.
         images, ingest_rejects = inspect_and_persist(candidates, max_pixels, stored_ids,
-                                                     inspect_labels, known_labels)
+                                                     inspect_labels, known_labels, n_candidates)
         rejects = rejects + ingest_rejects
     elif known_labels is not None:
         from covidspark.data.ingest import unknown_label, unknown_label_reason

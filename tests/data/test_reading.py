@@ -242,6 +242,17 @@ def test_lenient_read_returns_rejects_and_loses_nothing(spark, fixture_dir, tmp_
     assert result.accepted + result.rejected == result.total == 6 + len(expected)
 
 
+@classic_only("Connect has no accumulators for a progress line to poll")
+def test_the_ingest_pass_says_how_many_files_it_has_checked(spark, fixture_dir, caplog):
+    on_disk = sum(name.lower().endswith((".png", ".jpg", ".jpeg"))
+                  for _, _, files in os.walk(fixture_dir) for name in files)
+    with caplog.at_level(logging.INFO, logger="covidspark.runtime.progress"):
+        result = read_images(spark, fixture_dir)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("read and check")]
+    assert lines and lines[-1].startswith(f"read and check: {on_disk}/{on_disk} images (100.0 %)")
+    result.unpersist()
+
+
 def test_names_that_need_encoding_in_a_uri_are_read_once(spark, fixture_dir, tmp_path):
     # Public sets name classes "Viral Pneumonia" or "COVID 19": Spark lists such files
     # percent-encoded and reads them decoded. Compared as they come, every such file

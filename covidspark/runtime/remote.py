@@ -39,10 +39,10 @@ def connect_address(url):
     """``(host, port)`` of a Spark Connect URL ``sc://host[:port][/;param=value...]``.
 
     Parsed as pyspark's ``DefaultChannelBuilder`` parses it (the port defaults
-    to 15002); an URL it would refuse raises :class:`~covidspark.errors.InputError`.
+    to 15002); a URL it would refuse raises :class:`~covidspark.errors.InputError`.
     """
     if not url.startswith("sc://"):
-        raise InputError(f"Spark Connect URL {url!r}: it must start with sc:// "
+        raise InputError(f"Spark Connect URL {shown_url(url)!r}: it must start with sc:// "
                          f"(sc://HOST:PORT, as spark-submit's --remote)")
     parsed = urllib.parse.urlparse("http" + url[2:])
     try:
@@ -79,21 +79,23 @@ def wait_for_listener(url, wait_s=None):
             socket.create_connection((host, port), timeout=5).close()
             return
         except socket.gaierror as exc:
-            raise InputError(f"Spark Connect server {shown_url(url)}: host {host!r} not found "
-                             f"({exc.strerror or exc})") from None
+            if exc.errno != socket.EAI_AGAIN:  # EAI_AGAIN: the resolver may answer later
+                raise InputError(f"Spark Connect server {shown_url(url)}: host {host!r} not "
+                                 f"found ({exc.strerror or exc})") from None
+            reason = exc.strerror or str(exc)
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            if time.monotonic() >= deadline:
-                raise InputError(
-                    f"Spark Connect server {shown_url(url)}: nothing listens at {host}:{port} "
-                    f"({reason.lower()}) after {wait_s:.0f} s; start the server, or check the "
-                    f"URL (--remote, SPARK_REMOTE)") from None
-            if not told:
-                logger.warning("Spark Connect server %s: nothing listens at %s:%s yet (%s); "
-                               "waiting up to %.0f s", shown_url(url), host, port,
-                               reason.lower(), wait_s)
-                told = True
-            time.sleep(1.0)
+        if time.monotonic() >= deadline:
+            raise InputError(
+                f"Spark Connect server {shown_url(url)}: nothing listens at {host}:{port} "
+                f"({reason.lower()}) after {wait_s:.0f} s; start the server, or check the "
+                f"URL (--remote, SPARK_REMOTE)")
+        if not told:
+            logger.warning("Spark Connect server %s: nothing listens at %s:%s yet (%s); "
+                           "waiting up to %.0f s", shown_url(url), host, port, reason.lower(),
+                           wait_s)
+            told = True
+        time.sleep(1.0)
 
 
 @contextlib.contextmanager

@@ -74,6 +74,9 @@ def get_spark(app_name="covidspark", master=None, conf=None, remote=None):
                          f"master; give it as --remote (or SPARK_REMOTE, spark-submit --remote)")
     active = SparkSession.getActiveSession()
     if active is not None:
+        if master or remote:  # a notebook's session is the cluster's to decide
+            logger.warning("An active Spark session is used as it is; %s is ignored",
+                           f"--master {master}" if master else f"--remote {shown_url(remote)}")
         return active
     remote = remote or connect_url()
     if remote:

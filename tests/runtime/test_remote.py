@@ -1,5 +1,6 @@
 """Reaching Spark (a master, a Connect server): a wrong address is a clear error, not a hang."""
 import importlib
+import logging
 import os
 import socket
 import subprocess
@@ -124,3 +125,14 @@ def test_a_master_spark_cannot_parse_is_a_user_error_not_a_bug():
     assert ("Spark master 'localhost:7077' (--master, or spark-submit's): Spark cannot parse it"
             in done.stderr)
     assert "a bug" not in done.stderr
+
+
+def test_an_active_session_is_kept_and_a_master_or_remote_given_is_said_to_be_ignored(
+        spark, caplog):
+    with caplog.at_level(logging.WARNING, logger="covidspark.runtime.session"):
+        assert get_spark("x", master="local[7]") is spark
+        assert get_spark("x", remote="sc://elsewhere:15002/;token=SECRET") is spark
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["An active Spark session is used as it is; --master local[7] is ignored",
+                    "An active Spark session is used as it is; --remote sc://elsewhere:15002 "
+                    "is ignored"]

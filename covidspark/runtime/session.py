@@ -101,10 +101,13 @@ def get_spark(app_name="covidspark", master=None, conf=None, remote=None):
         if own_jvm:
             # pyspark starts its JVM as a shell, which turns the bar on unless told.
             launch["spark.ui.showConsoleProgress"] = "false"
+    java_options = missing_native_math_options() if local and own_jvm else []
     if not verbose() and own_jvm and "SPARK_SUBMIT_OPTS" not in os.environ:
         # A JVM this call starts logs at WARN from its first line (not only once the
         # context is up); one started by spark-submit got it from `spark-env --write`.
-        launch["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
+        java_options.insert(0, f"-Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}")
+    if java_options:
+        launch["spark.driver.extraJavaOptions"] = " ".join(java_options)
     if own_jvm:
         # Settings that act only when the JVM starts (spark.driver.memory) must be
         # there when this call starts it: the caller's conf goes with the launch.
@@ -133,6 +136,34 @@ def get_spark(app_name="covidspark", master=None, conf=None, remote=None):
         raise InputError(f"Spark master {resolved!r} (--master, or spark-submit's): "
                          f"Spark cannot parse it; give local[N], spark://HOST:PORT, yarn or "
                          f"k8s://HOST:PORT") from None
+
+
+#: MLlib's netlib loaders: the system library each one opens, and the property that stops it.
+_NATIVE_MATH = (("libblas.so.3", "blas"), ("liblapack.so.3", "lapack"),
+                ("libarpack.so.2", "arpack"))
+
+
+def missing_native_math_options():
+    """``-D`` options that keep MLlib from opening system BLAS/LAPACK/ARPACK that are absent.
+
+    Where a library is missing, netlib's native code prints ``netlib-blas:
+    JNI_OnLoad: dlopen(libblas.so.3) failed`` to stderr in the middle of a job
+    and MLlib goes on with its Java implementation. This process opens each
+    library as netlib would; for the absent ones netlib is told not to try, so
+    the same Java code runs without the line. Linux only (the names are Linux's),
+    for the local-mode JVM this process starts: a cluster's nodes have their own.
+    """
+    if not sys.platform.startswith("linux"):
+        return []
+    import ctypes
+
+    options = []
+    for library, name in _NATIVE_MATH:
+        try:
+            ctypes.CDLL(library)
+        except OSError:
+            options.append(f"-Ddev.ludovic.netlib.{name}.allowNative=false")
+    return options
 
 
 def _default_app_names(argv):

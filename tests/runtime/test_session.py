@@ -159,3 +159,25 @@ def test_large_task_warnings_stay_out_of_a_jobs_log(tmp_path):
     assert "Broadcasting large task binary" not in done.stderr
     assert "WARN DAGScheduler: PROBE another DAGScheduler warning" in done.stderr
     assert "WARN TaskSetManager: PROBE another one" in done.stderr
+
+
+@pytest.mark.subprocess
+def test_mllib_does_not_say_it_could_not_open_a_blas_library_that_is_not_there(tmp_path):
+    """netlib prints "JNI_OnLoad: dlopen(libblas.so.3) failed" mid-job where none is installed."""
+    installed = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True,
+                               text=True).stdout
+    script = tmp_path / "fit.py"
+    script.write_text(
+        "from pyspark.ml.classification import LogisticRegression\n"
+        "from pyspark.ml.linalg import Vectors\n"
+        "from covidspark.runtime.session import get_spark\n"
+        "spark = get_spark('blas', master='local[1]')\n"
+        "rows = [(float(i % 2), Vectors.dense([i, i * 0.5, 1.0 - i])) for i in range(20)]\n"
+        "LogisticRegression(maxIter=5).fit(spark.createDataFrame(rows, ['label', 'features']))\n"
+        "print('ALLOW', spark._jvm.java.lang.System.getProperty("
+        "'dev.ludovic.netlib.blas.allowNative'))\n")
+    done = run_script([sys.executable], script)
+    assert "JNI_OnLoad" not in done.stderr
+    # Native BLAS stays allowed where the system has it (EMR images with OpenBLAS).
+    expected = "None" if "libblas.so.3 " in installed else "false"
+    assert f"ALLOW {expected}" in done.stdout

@@ -110,9 +110,26 @@ def unknown_label(known_labels, label_col="label"):
 
 
 def unknown_label_reason(label, known_labels):
-    """Why a row whose label is not among ``known_labels`` is rejected."""
-    return (f"label {label!r} is not one of {', '.join(known_labels)} "
-            f"(map it with label_map)")
+    """Why a row whose label is not among ``known_labels`` is rejected, and the likely map.
+
+    A folder spelt another way (``COVID``, ``Normal``, ``COVID-19``) holds the
+    known label's name: the reason gives the ``--label-map`` that reads it, and
+    for the Ozturk set's folders the named map. Nothing is mapped unasked.
+    """
+    import json
+
+    from covidspark.data.datasets import OZTURK_LABEL_MAP
+
+    if label is None:
+        return f"no label (one of {', '.join(known_labels)} is needed)"
+    reason = f"label {label!r} is not one of {', '.join(known_labels)}"
+    if OZTURK_LABEL_MAP.get(label) in known_labels:
+        return f"{reason} (the Ozturk set's folders: --label-map ozturk)"
+    likely = [known for known in known_labels if known.lower() in str(label).lower()]
+    if len(likely) == 1:
+        return (f"{reason} (map it with label_map, e.g. --label-map "
+                f"'{json.dumps({label: likely[0]})}')")
+    return f"{reason} (map it with label_map)"
 
 
 def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=None,

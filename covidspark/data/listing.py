@@ -93,6 +93,8 @@ def binary_files_under(spark, reader, folders, empty):
         The zero-byte files :func:`list_binary_files` found; those under ``folders``
         are added back.
     """
+    if not folders:  # every class is one the task drops: nothing to read (Spark would warn)
+        return spark.createDataFrame([], "path string, content binary")
     under = tuple(f.rstrip("/") + "/" for f in folders)
     files = reader.load([literal(f) for f in folders]).select("path", "content")
     return with_empty_files(spark, files, [p for p in empty if p.startswith(under)])

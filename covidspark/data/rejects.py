@@ -90,9 +90,25 @@ def reason_only(path, reason):
     return reason[len(path) + 2:] if reason.startswith(f"{path}: ") else reason
 
 
+def shown_rejects(rejects, limit=20):
+    """The ``limit`` rejects a message prints: the first of each reason, then the rest in order.
+
+    Cut at ``limit`` in path order, a list can show one reason twenty times and
+    hide another: a tree with ``COVID/`` and ``Normal/`` folders printed only
+    COVID's rows, so the map that ``Normal`` needed went unseen.
+    """
+    first = {}
+    for index, (_, reason) in enumerate(rejects):
+        first.setdefault(reason, index)
+    picked = sorted(first.values())[:limit]
+    chosen = set(picked)
+    picked += [i for i in range(len(rejects)) if i not in chosen][:limit - len(picked)]
+    return [rejects[i] for i in sorted(picked)]
+
+
 def format_rejects(what, rejects, total, limit=20, instead="strict=False returns them as a table"):
     """One message for a list of ``(path, reason)``; ``instead`` says how to go on without them."""
-    lines = "\n  ".join(reject_line(p, r) for p, r in rejects[:limit])
+    lines = "\n  ".join(reject_line(p, r) for p, r in shown_rejects(rejects, limit))
     more = f"\n  ... and {len(rejects) - limit} more" if len(rejects) > limit else ""
     return (f"{what}: {len(rejects)} of {total} file(s) or row(s) rejected "
             f"({instead}):\n  {lines}{more}")
@@ -117,7 +133,7 @@ def summary_lines(rejects, listed_in, limit=20):
     cut at ``limit`` lines, so a run with thousands of bad files loses none of them).
     """
     rejects = [(r["path"], r["reason"]) if isinstance(r, dict) else r for r in rejects]
-    lines = [f"  rejected {reject_line(p, r)}" for p, r in rejects[:limit]]
+    lines = [f"  rejected {reject_line(p, r)}" for p, r in shown_rejects(rejects, limit)]
     if len(rejects) > limit:
         lines.append(f"  ... and {len(rejects) - limit} more")
     if len(rejects) == 1:

@@ -632,6 +632,38 @@ def test_known_labels_turn_unknown_labels_into_rejects(spark, fixture_dir, tmp_p
                                                                                    "normal"))
 
 
+def test_folders_spelt_another_way_get_the_label_map_that_reads_them(spark, fixture_dir,
+                                                                     tmp_path):
+    """COVID/ and Normal/ are rejected, each with its map; a cut list still shows both."""
+    covid_images = sorted(os.listdir(os.path.join(fixture_dir, "covid")))
+    for folder in ("COVID", "Normal"):
+        os.makedirs(tmp_path / folder)
+        for i in range(11):  # 22 rejects: more than the 20 a message lists
+            name = covid_images[i % len(covid_images)]
+            shutil.copy(os.path.join(fixture_dir, "covid", name), tmp_path / folder / f"{i}-{name}")
+    with pytest.raises(IngestError) as error:
+        read_images(spark, str(tmp_path), known_labels=("normal", "covid", "pneumonia"),
+                    inspect_labels=("normal", "covid"))
+    message = str(error.value)
+    assert "22 of 22" in message and "... and 2 more" in message
+    assert """label 'COVID' is not one of normal, covid, pneumonia (map it with label_map, e.g. \
+--label-map '{"COVID": "covid"}')""" in message
+    assert """--label-map '{"Normal": "normal"}'""" in message
+
+
+def test_a_cut_list_of_rejects_shows_every_reason_it_can():
+    from covidspark.data.rejects import shown_rejects
+
+    rejects = [(f"a{i}", "same") for i in range(30)] + [("b", "other"), ("c", "third")]
+    shown = shown_rejects(rejects, 20)
+    assert len(shown) == 20 and {r for _, r in shown} == {"same", "other", "third"}
+    assert shown == sorted(shown, key=rejects.index)  # in the list's own order
+    assert shown_rejects(rejects[:30], 20) == rejects[:20]
+    assert shown_rejects(rejects, 100) == rejects
+    many = [(str(i), f"reason {i}") for i in range(25)]
+    assert shown_rejects(many, 20) == many[:20]
+
+
 def test_unknown_labels_come_from_the_ingest_query_undecoded(spark, fixture_dir, tmp_path):
     """With validation, the ingest pass's query of its failures also finds unknown labels.
 

@@ -19,7 +19,7 @@ Commands
 ``covidspark spark-env --write``: this environment's ``spark-submit`` uses its Python.
 
 Exit status: 0 success; 2 bad input (:class:`covidspark.errors.UserError`: the
-message names the file, row or flag); 1 anything else, with its traceback.
+message names the file, row or flag); 1 anything else, with its traceback; 130 Ctrl-C.
 """
 import argparse
 import dataclasses
@@ -45,25 +45,14 @@ def _comma_list(text):
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-#: Where each command lists every file --lenient skipped (its summary prints 20).
-_REJECTS_LISTED = {**dict.fromkeys(("train", "finetune", "evaluate"),
-                                    "metrics.json lists them all"),
-                   "compare": "comparison.json lists them all",
-                   "predict": "all go to <out>.rejected.csv, or _rejected.csv in a Parquet --out",
-                   "featurize": "all go to a CSV in the store, <store>/<key>/rejected/"}
-#: What --seed seeds, by command.
-_SEEDED = {"train": "the split, random weights, RF/DT and the bootstrap",
-           "compare": "the split, random weights, RF/DT and the bootstrap",
-           "finetune": "the split, random weights, the head, sampling, augmentation and the "
-                       "bootstrap",
-           "evaluate": "the bootstrap", "predict": None, "featurize": "random weights"}
-_SPLITS = ("train", "compare", "finetune")
 _REMOTE_HELP = ("Spark Connect URL sc://HOST:PORT instead of a master, as spark-submit's --remote "
                 "(default: SPARK_REMOTE)")
 
 
 def _add_input_args(p, command, featurizer=True):
     """Flags of the commands that read images (and, with ``featurizer``, featurize them)."""
+    from covidspark.workflows.commands import REJECTS_LISTED, SEEDED, SPLITTING
+
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", action="append",
                         help="class-folder tree <DIR>/<label>/*.png|jpg (default: the embedded "
@@ -73,12 +62,12 @@ def _add_input_args(p, command, featurizer=True):
                    help="folder name -> label, as JSON or 'ozturk' "
                         "(Covid-19, No_findings, Pneumonia)")
     p.add_argument("--patients", help="CSV with path,patient_id (or patient_group): " + (
-        "images of one patient stay on one side of the split" if command in _SPLITS
+        "images of one patient stay on one side of the split" if command in SPLITTING
         else "fills patient_id (only train, compare and finetune use it, to split)"))
     p.add_argument("--lenient", action="store_true",
                    help=f"skip bad files instead of failing; the summary prints the first 20 "
-                        f"and {_REJECTS_LISTED[command]}")
-    seeded = _SEEDED[command]
+                        f"and {REJECTS_LISTED[command]}")
+    seeded = SEEDED[command]
     p.add_argument("--seed", type=int, default=0,
                    help="seed of " + (f"{seeded}; also of " if seeded else "")
                         + "the embedded data set")
@@ -436,8 +425,10 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         # pyspark's handler has cancelled the Spark jobs; its traceback says nothing more.
-        out = getattr(args, "out", None)
-        logger.error("interrupted%s", f"; --out {out} may hold a partial run" if out else "")
+        from covidspark.workflows.commands import after_interrupt
+
+        left = args and after_interrupt(args.command, vars(args))
+        logger.error("interrupted%s", f"; {left}" if left else "")
         return 130
     except Exception as exc:
         logger.exception("covidspark failed (a bug; please report it with this traceback): %s",

@@ -283,3 +283,18 @@ def test_ctrl_c_ends_a_job_with_130_and_one_line(tmp_path):
     assert job.wait(timeout=120) == 130, "".join(seen)[-3000:]
     assert f"ERROR covidspark: interrupted; --out {out} may hold a partial run" in "".join(seen)
     assert "a bug" not in "".join(seen)
+
+
+@pytest.mark.parametrize("argv, left", [
+    (["train", "--out", "r"], "--out r may hold a partial run"),
+    (["featurize", "--features", "s"], "the feature store s keeps every chunk it committed; "
+                                       "the same command computes only the rest"),
+    (["finetune", "--out", "f"], "the same command resumes from the last checkpoint in "
+                                 "f/checkpoints"),
+    (["serve", "--model-dir", "m"], None),
+    (["datasets", "describe", "d"], None)])
+def test_after_ctrl_c_each_command_says_what_it_leaves(argv, left):
+    from covidspark.workflows.commands import after_interrupt
+
+    args = parse_args(argv)
+    assert after_interrupt(args.command, vars(args)) == left

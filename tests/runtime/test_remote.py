@@ -51,7 +51,9 @@ def run_cli(*argv, before="", timeout=120):
     """``covidspark datasets describe`` in a fresh interpreter; it fails before reading."""
     script = (f"import sys\n{before}\nfrom covidspark.cli import main\n"
               f"sys.exit(main(['datasets', 'describe', {REPO_ROOT!r}, *{list(argv)!r}]))\n")
-    env_skip = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "PYSPARK_GATEWAY_PORT")
+    # A proxy setting turns the listener check off (gRPC would go through the proxy).
+    env_skip = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "PYSPARK_GATEWAY_PORT",
+                "grpc_proxy", "https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY")
     env = {k: v for k, v in os.environ.items() if k not in env_skip}
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO_ROOT, env=env)

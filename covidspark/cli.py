@@ -407,16 +407,19 @@ def main(argv=None):
     """Entry point of the ``covidspark`` command and of ``jobs/*.py``; returns the exit status.
 
     0: success. 2: a :class:`~covidspark.errors.UserError` (bad input or a
-    missing resource), reported in one message without a traceback. 1: any
-    other exception, reported with its traceback: that is a bug, not the
-    user's mistake. 130: interrupted (Ctrl-C), in one line.
+    missing resource; a Spark Connect server lost in the middle of the command
+    too), reported in one message without a traceback. 1: any other exception,
+    reported with its traceback: that is a bug, not the user's mistake. 130:
+    interrupted (Ctrl-C), in one line.
     """
     from covidspark.errors import UserError
     from covidspark.runtime.logs import configure_logging
+    from covidspark.workflows.commands import after_interrupt
 
     words = sys.argv[1:] if argv is None else argv
     configure_logging("-v" in words or "--verbose" in words)
     args = None
+    left = lambda: (args and after_interrupt(args.command, vars(args))) or ""  # noqa: E731
     try:
         args = parse_args(argv)
         args.func(args)
@@ -425,15 +428,18 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         # pyspark's handler has cancelled the Spark jobs; its traceback says nothing more.
-        from covidspark.workflows.commands import after_interrupt
-
-        left = args and after_interrupt(args.command, vars(args))
-        logger.error("interrupted%s", f"; {left}" if left else "")
+        logger.error("interrupted%s", left() and f"; {left()}")
         return 130
     except Exception as exc:
-        logger.exception("covidspark failed (a bug; please report it with this traceback): %s",
-                         exc)
-        return 1
+        from covidspark.runtime.remote import connection_lost
+
+        lost = connection_lost(exc)  # a Spark Connect server gone is no bug of covidspark's
+        if lost is None:
+            logger.exception("covidspark failed (a bug; please report it with this "
+                             "traceback): %s", exc)
+            return 1
+        logger.error("%s%s", lost, left() and f"; {left()}")
+        return 2
     return 0
 
 

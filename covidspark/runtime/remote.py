@@ -10,8 +10,15 @@ retried for :data:`LISTEN_WAIT_S` for a server that is still starting), and
 while pyspark waits on a server that listens but does not answer yet it logs a
 line every :data:`WAIT_LOG_INTERVAL_S`. URLs are logged as ``sc://host:port``,
 never with their parameters: those hold tokens.
+
+A server lost once the session is up (stopped, restarted, the network gone) is
+retried just as silently, and a server killed in the middle of a query fails it
+at once with a bare gRPC error. :func:`watch_connection` gives the client's
+retries lines of their own, and :func:`connection_lost` names the server in
+place of the gRPC error, so that the command line reports neither as a bug.
 """
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -47,8 +54,9 @@ def connect_address(url):
     parsed = urllib.parse.urlparse("http" + url[2:])
     try:
         port = parsed.port
-    except ValueError as exc:  # a port that is not a number, or out of range
-        raise InputError(f"Spark Connect URL {shown_url(url)}: {exc}") from None
+    except ValueError:  # urllib's text would quote the port with the parameters (tokens)
+        raise InputError(f"Spark Connect URL {shown_url(url)}: the port is not a number from "
+                         f"0 to 65535 (sc://HOST:PORT/;param=value...)") from None
     if not parsed.hostname:
         raise InputError(f"Spark Connect URL {shown_url(url)}: no host (sc://HOST:PORT)")
     return parsed.hostname, port if port is not None else DEFAULT_CONNECT_PORT
@@ -143,12 +151,17 @@ def waiting_lines(url, interval_s=None):
 
 def _unavailable(exc):
     """True for the client's "server unavailable" error, raw gRPC or wrapped by pyspark."""
+    return _grpc_status(exc) == "UNAVAILABLE"
+
+
+def _grpc_status(exc):
+    """The gRPC status name of a client error, raw gRPC or wrapped by pyspark; else None."""
     code = getattr(exc, "getGrpcStatusCode", None) or getattr(exc, "code", None)
     try:
         code = code() if callable(code) else None
     except Exception:  # an RpcError that is not a call has no code to give
-        return False
-    return getattr(code, "name", None) == "UNAVAILABLE"
+        return None
+    return getattr(code, "name", None)
 
 
 def _reason(exc):
@@ -160,3 +173,87 @@ def _reason(exc):
     if quoted:
         return quoted.group(1)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# The Connect session get_spark built, its server, and when its client began retrying.
+_WATCHED = {"session": None, "url": None, "since": None}
+
+
+def watch_connection(session, url):
+    """Have ``session``'s client say so while it retries a server that stopped answering.
+
+    pyspark's ``DefaultPolicy`` is replaced by one with the same settings that
+    logs a line when a streak of "unavailable" retries starts, and one every
+    :data:`WAIT_LOG_INTERVAL_S` while it lasts. A client with policies of its
+    own, or one without pluggable policies (pyspark before 4.0), is left alone.
+    """
+    _WATCHED.update(session=session, url=url, since=None)
+    try:
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+    except ImportError:
+        return
+    client = getattr(session, "client", None)
+    policies = client.get_retry_policies() if hasattr(client, "get_retry_policies") else None
+    if not policies or [type(policy) for policy in policies] != [DefaultPolicy]:
+        return
+    told = _told_policy_class().__new__(_told_policy_class())
+    told.__dict__.update(policies[0].__dict__)  # the client's settings, and the policy's name
+    told.url, told.last_failure, told.last_said = url, None, None
+    client.set_retry_policies([told])
+
+
+@functools.lru_cache(maxsize=None)
+def _told_policy_class():
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    class RetriesSaidPolicy(DefaultPolicy):
+        """pyspark's default policy, which logs while it retries an unavailable server."""
+
+        def can_retry(self, exception):
+            retry = super().can_retry(exception)
+            if retry and _unavailable(exception):
+                self._say(exception)
+            return retry
+
+        def _say(self, exception):
+            now = time.monotonic()
+            # Retries come at most max_backoff apart: a longer gap starts a new streak.
+            gap_s = (self.max_backoff or 60000) / 1000 + 10
+            if self.last_failure is None or now - self.last_failure > gap_s:
+                _WATCHED["since"], self.last_said = now, None
+            self.last_failure = now
+            if self.last_said is None:
+                logger.warning("Spark Connect server %s: not answering (%s); pyspark's client "
+                               "retries for about 10 minutes, then fails; Ctrl-C stops",
+                               shown_url(self.url), _reason(exception))
+                self.last_said = now
+            elif now - self.last_said >= WAIT_LOG_INTERVAL_S:
+                logger.warning("Spark Connect server %s: no answer for %.0f s",
+                               shown_url(self.url), now - _WATCHED["since"])
+                self.last_said = now
+
+    return RetriesSaidPolicy
+
+
+def connection_lost(exc):
+    """An :class:`InputError` naming the server when ``exc`` is its connection lost, else None.
+
+    Lost: gRPC ``UNAVAILABLE`` (the client's retries spent) or a stream the
+    server dropped (``CANCELLED``, "Stream removed": the server was killed in
+    the middle of a query), on the session :func:`watch_connection` watches.
+    That session is then not released when it stops (at exit): releasing a
+    session on a server that is gone is retried for another ten minutes.
+    """
+    url, status = _WATCHED["url"], _grpc_status(exc)
+    if url is None or status not in ("UNAVAILABLE", "CANCELLED"):
+        return None
+    detail = _reason(exc)
+    if status == "CANCELLED" and "Stream removed" not in detail:
+        return None
+    _WATCHED["session"].release_session_on_close = False
+    since = _WATCHED["since"]
+    waited = (f" and did not answer for {time.monotonic() - since:.0f} s"
+              if status == "UNAVAILABLE" and since is not None else "")
+    return InputError(f"Spark Connect server {shown_url(url)}: the connection was lost in the "
+                      f"middle of the command ({detail}){waited}; the server stopped, restarted "
+                      f"or cannot be reached")

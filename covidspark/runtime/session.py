@@ -219,7 +219,7 @@ def _connect_session(app_name, remote, master, conf):
     """A Spark Connect session: the server's settings are its own; only SQL settings apply."""
     from pyspark.sql import SparkSession
 
-    from covidspark.runtime.remote import wait_for_listener, waiting_lines
+    from covidspark.runtime.remote import wait_for_listener, waiting_lines, watch_connection
 
     if master:
         logger.warning("Spark Connect session at %s: --master %s is ignored",
@@ -227,6 +227,7 @@ def _connect_session(app_name, remote, master, conf):
     wait_for_listener(remote)
     with waiting_lines(remote):
         session = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
+    watch_connection(session, remote)
     _stop_at_exit(session)
     for key, value in (conf or {}).items():
         if key.startswith("spark.sql."):

@@ -36,6 +36,10 @@ def test_a_connect_url_it_cannot_read_names_the_url_not_its_token():
     with pytest.raises(InputError) as error:
         connect_address("sc://localhost:port/;token=SECRET")
     assert "sc://localhost:port" in str(error.value) and "SECRET" not in str(error.value)
+    # Without the "/" urllib reads the parameters as the port, and its error quoted them.
+    with pytest.raises(InputError, match="the port is not a number") as error:
+        connect_address("sc://localhost:15002;token=SECRET")
+    assert "SECRET" not in str(error.value)
 
 
 def test_a_master_that_is_a_connect_url_is_sent_to_remote():

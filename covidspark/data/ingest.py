@@ -198,8 +198,9 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
     inspected = inspect_images(candidates, max_pixels=max_pixels, counter=counter).persist(
         StorageLevel.DISK_ONLY)
     # This action fills the cache: the filter runs above the persisted relation.
-    with (Progress("read and check", total, lambda: counter.value) if counter is not None
-          else contextlib.nullcontext()):
+    # Files, not images: a bad file is counted when it has been checked.
+    with (Progress("read and check", total, lambda: counter.value, unit="files")
+          if counter is not None else contextlib.nullcontext()):
         failed = (inspected.filter(F.col("info.error").isNotNull() | unknown)
                   .select("path", "label", unknown.alias("unknown"),
                           F.col("info.error").alias("error")).collect())

@@ -14,13 +14,13 @@ import time
 logger = logging.getLogger(__name__)
 
 
-def format_progress(label, done, total, elapsed):
+def format_progress(label, done, total, elapsed, unit="images"):
     """``"featurize ResNet50: 480/1124 images (42.7 %), 6.9 images/s, ETA 93 s"``."""
     rate = done / elapsed if elapsed > 0 else 0.0
-    line = f"{label}: {done}/{total} images" if total is not None else f"{label}: {done} images"
+    line = f"{label}: {done}/{total} {unit}" if total is not None else f"{label}: {done} {unit}"
     if total:
         line += f" ({100.0 * done / total:.1f} %)"
-    line += f", {rate:.1f} images/s"
+    line += f", {rate:.1f} {unit}/s"
     if total and done and done < total and rate > 0:
         line += f", ETA {(total - done) / rate:.0f} s"
     return line
@@ -34,11 +34,14 @@ class Progress:
     label : str
         What is being done, e.g. ``"featurize ResNet50"``.
     total : int
-        Images expected.
+        Images (``unit``) expected.
     counter : callable
         Returns the images done so far (read on the driver).
     interval : float
         Seconds between lines.
+    unit : str
+        What is counted, as the lines say it (``"images"``; the ingest pass
+        counts ``"files"``, bad ones included).
 
     Examples
     --------
@@ -46,8 +49,9 @@ class Progress:
     ...     features.count()
     """
 
-    def __init__(self, label, total, counter, interval=10.0, log=None):
+    def __init__(self, label, total, counter, interval=10.0, log=None, unit="images"):
         self.label, self.total, self.counter, self.interval = label, total, counter, interval
+        self.unit = unit
         self.log = log or logger.info
         self.lines = []
         self._stop = threading.Event()
@@ -57,7 +61,7 @@ class Progress:
 
     def _emit(self):
         line = format_progress(self.label, self.counter() - self._base, self.total,
-                               time.time() - self._start)
+                               time.time() - self._start, self.unit)
         self.lines.append(line)
         self.log(line)
 

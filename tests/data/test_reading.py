@@ -243,14 +243,21 @@ def test_lenient_read_returns_rejects_and_loses_nothing(spark, fixture_dir, tmp_
 
 
 @classic_only("Connect has no accumulators for a progress line to poll")
-def test_the_ingest_pass_says_how_many_files_it_has_checked(spark, fixture_dir, caplog):
+def test_the_ingest_pass_says_how_many_files_it_has_checked(spark, fixture_dir, tmp_path,
+                                                             caplog):
+    import shutil
+
+    folder = tmp_path / "xrays"
+    shutil.copytree(fixture_dir, folder)
+    (folder / "covid" / "broken.png").write_bytes(b"not a png")  # checked, and counted
     on_disk = sum(name.lower().endswith((".png", ".jpg", ".jpeg"))
-                  for _, _, files in os.walk(fixture_dir) for name in files)
+                  for _, _, files in os.walk(folder) for name in files)
     with caplog.at_level(logging.INFO, logger="covidspark.runtime.progress"):
-        result = read_images(spark, fixture_dir)
+        result = read_images(spark, str(folder), strict=False)
+    assert result.rejected == 1
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("read and check")]
-    assert lines and lines[-1].startswith(f"read and check: {on_disk}/{on_disk} images (100.0 %)")
-    result.unpersist()
+    assert lines and lines[-1].startswith(f"read and check: {on_disk}/{on_disk} files (100.0 %)")
+    result.images.unpersist()
 
 
 def test_names_that_need_encoding_in_a_uri_are_read_once(spark, fixture_dir, tmp_path):

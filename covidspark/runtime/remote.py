@@ -175,8 +175,15 @@ def _reason(exc):
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-# The Connect session get_spark built, its server, and when its client began retrying.
-_WATCHED = {"session": None, "url": None, "since": None}
+# The Connect session get_spark built, its server, when its client began retrying, and
+# what the server said when it no longer knew the session or its query (it restarted).
+_WATCHED = {"session": None, "url": None, "since": None, "forgotten": None}
+
+# The server's errors for a session or query it does not know (SESSION_CHANGED: it
+# restarted since the session began), and pyspark's for what follows them: a client
+# closed on SESSION_CHANGED, a query whose results had begun to arrive.
+_FORGOTTEN = "INVALID_HANDLE."
+_AFTER_FORGOTTEN = ("NO_ACTIVE_SESSION", "RESPONSE_ALREADY_RECEIVED")
 
 
 def watch_connection(session, url):
@@ -187,7 +194,7 @@ def watch_connection(session, url):
     :data:`WAIT_LOG_INTERVAL_S` while it lasts. A client with policies of its
     own, or one without pluggable policies (pyspark before 4.0), is left alone.
     """
-    _WATCHED.update(session=session, url=url, since=None)
+    _WATCHED.update(session=session, url=url, since=None, forgotten=None)
     try:
         from pyspark.sql.connect.client.retries import DefaultPolicy
     except ImportError:
@@ -207,12 +214,19 @@ def _told_policy_class():
     from pyspark.sql.connect.client.retries import DefaultPolicy
 
     class RetriesSaidPolicy(DefaultPolicy):
-        """pyspark's default policy, which logs while it retries an unavailable server."""
+        """pyspark's default policy, which logs while it retries an unavailable server.
+
+        It also sees the error of a server that restarted, before pyspark turns
+        it into errors that do not say so (``NO_ACTIVE_SESSION`` on every later
+        call, ``RESPONSE_ALREADY_RECEIVED`` for a query in flight).
+        """
 
         def can_retry(self, exception):
             retry = super().can_retry(exception)
             if retry and _unavailable(exception):
                 self._say(exception)
+            elif not retry and _FORGOTTEN in _reason(exception):
+                _WATCHED["forgotten"] = _reason(exception)
             return retry
 
         def _say(self, exception):
@@ -238,13 +252,21 @@ def _told_policy_class():
 def connection_lost(exc):
     """An :class:`InputError` naming the server when ``exc`` is its connection lost, else None.
 
-    Lost: gRPC ``UNAVAILABLE`` (the client's retries spent) or a stream the
+    Lost: gRPC ``UNAVAILABLE`` (the client's retries spent), a stream the
     server dropped (``CANCELLED``, "Stream removed": the server was killed in
-    the middle of a query), on the session :func:`watch_connection` watches.
-    That session is then not released when it stops (at exit): releasing a
-    session on a server that is gone is retried for another ten minutes.
+    the middle of a query), or a server that restarted and no longer knows the
+    session, on the session :func:`watch_connection` watches. That session is
+    then not released when it stops (at exit): releasing a session on a server
+    that is gone is retried for another ten minutes.
     """
     url, status = _WATCHED["url"], _grpc_status(exc)
+    condition = str(getattr(exc, "getCondition", lambda: None)())
+    if url is not None and _WATCHED["forgotten"] and (condition in _AFTER_FORGOTTEN
+                                                      or condition.startswith(_FORGOTTEN)):
+        return InputError(f"Spark Connect server {shown_url(url)}: in the middle of the "
+                          f"command it no longer knew the command's session or query "
+                          f"({_WATCHED['forgotten']}); it restarted, or dropped them while it "
+                          f"could not be reached")
     if url is None or status not in ("UNAVAILABLE", "CANCELLED"):
         return None
     detail = _reason(exc)

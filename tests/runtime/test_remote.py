@@ -2,6 +2,7 @@
 import importlib
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -142,3 +143,76 @@ def test_an_active_session_is_kept_and_a_master_or_remote_given_is_said_to_be_ig
     assert said == ["An active Spark session is used as it is; --master local[7] is ignored",
                     "An active Spark session is used as it is; --remote sc://elsewhere:15002 "
                     "is ignored"]
+
+
+# The client of a Connect server that the test kills and starts again, as a cluster's
+# driver dies or restarts under a running command: the query in flight, then a command.
+_KILLED_SERVER_CLIENT = '''
+import sys
+from covidspark.cli import main
+from covidspark.runtime.remote import connection_lost
+from covidspark.runtime.session import get_spark
+
+spark = get_spark("client", remote=sys.argv[1])
+assert spark.range(5).count() == 5
+print("QUERY", flush=True)
+try:  # about 7 s on an idle server: killed in the middle
+    spark.range(0, 6 * 10**8, numPartitions=4).selectExpr("sum(sqrt(id * 1.0001))").collect()
+    print("QUERY ENDED", flush=True)
+except Exception as exc:
+    print("IN THE MIDDLE:", connection_lost(exc), flush=True)
+sys.stdin.readline()  # the server is up again
+sys.exit(main(["datasets", "describe", sys.argv[2]]))
+'''
+
+
+def _connect_server(port):
+    """A local Connect server in its own process group (the JVM killed with it); when ready."""
+    server = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "tests", "connect_server.py"),
+                               str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                              env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    assert server.stdout.readline().strip() == "ready"
+    return server
+
+
+@pytest.mark.connect
+@pytest.mark.subprocess
+def test_a_server_killed_mid_query_and_restarted_is_named_not_reported_as_a_bug(fixture_dir):
+    """pyspark's own errors: a bare gRPC CANCELLED, then NO_ACTIVE_SESSION from a closed client."""
+    import signal
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "PYSPARK_GATEWAY_PORT")}
+    server = _connect_server(port)
+    client = subprocess.Popen([sys.executable, "-c", _KILLED_SERVER_CLIENT,
+                               f"sc://127.0.0.1:{port}", fixture_dir], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert client.stdout.readline().strip() == "QUERY", client.stderr.read()[-3000:]
+        threading.Event().wait(2.0)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=60)
+        server = _connect_server(port)
+        client.stdin.write("restarted\n")
+        client.stdin.flush()
+        out, err = client.communicate(timeout=300)
+    finally:
+        client.kill()
+        os.killpg(server.pid, signal.SIGKILL)
+    url = f"sc://127.0.0.1:{port}"
+    # The query in flight: a dropped stream, or retries until the new server answers that
+    # it does not know the query (which of the two depends on how the connection went).
+    middle = re.search(rf"IN THE MIDDLE: Spark Connect server {re.escape(url)}: (.*)", out)
+    assert middle, out + err[-3000:]
+    assert middle.group(1).startswith((
+        "the connection was lost in the middle of the command (Stream removed",
+        "in the middle of the command it no longer knew the command's session or query "
+        "([RESPONSE_ALREADY_RECEIVED] INVALID_HANDLE.")), middle.group(1)
+    # The next command: the new server does not know the session.
+    assert client.returncode == 2, err[-3000:]
+    assert (f"Spark Connect server {url}: in the middle of the command it no longer knew the "
+            f"command's session or query ([INVALID_HANDLE.SESSION_CHANGED]") in err
+    assert "it restarted, or dropped them" in err
+    assert "a bug" not in err and "Traceback" not in err

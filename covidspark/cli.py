@@ -410,9 +410,9 @@ def main(argv=None):
     missing resource; a Spark Connect server lost in the middle of the command
     too), reported in one message without a traceback. 1: any other exception,
     reported with its traceback: that is a bug, not the user's mistake. 130:
-    interrupted (Ctrl-C), in one line.
+    interrupted (Ctrl-C; also an error py4j raised while it handled Ctrl-C), in one line.
     """
-    from covidspark.errors import UserError
+    from covidspark.errors import UserError, raised_by_interrupt
     from covidspark.runtime.logs import configure_logging
     from covidspark.workflows.commands import after_interrupt
 
@@ -426,13 +426,13 @@ def main(argv=None):
     except UserError as exc:
         logger.error("%s", exc.command_line_message())
         return 2
-    except KeyboardInterrupt:
-        # pyspark's handler has cancelled the Spark jobs; its traceback says nothing more.
-        logger.error("interrupted%s", left() and f"; {left()}")
-        return 130
-    except Exception as exc:
+    except (KeyboardInterrupt, Exception) as exc:
         from covidspark.runtime.remote import connection_lost
 
+        if raised_by_interrupt(exc):
+            # pyspark's handler has cancelled the Spark jobs; a traceback says nothing more.
+            logger.error("interrupted%s", left() and f"; {left()}")
+            return 130
         lost = connection_lost(exc)  # a Spark Connect server gone is no bug of covidspark's
         if lost is None:
             logger.exception("covidspark failed (a bug; please report it with this "

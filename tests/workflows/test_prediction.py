@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_command
+from conftest import CONNECT_URL, run_command
 from covidspark.runtime.filesystem import local_path
 
 
@@ -78,6 +78,7 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     run = run_command(["evaluate", "--model-dir", model, "--data", fixture_dir, "--bootstrap", "50",
                 "--out", str(tmp_path / "eval")])
     assert run["task"] == "binary" and run["metrics"]["n"] == 12
+    assert run["environment"]["spark_connect"] is bool(CONNECT_URL)  # which pass this is
     assert run["data"]["excluded"] == {"pneumonia": 6}
     truth = predicted.path.str.extract(r"/(covid|normal|pneumonia)/")[0]
     binary = truth != "pneumonia"

@@ -261,18 +261,18 @@ def connection_lost(exc):
     """
     url, status = _WATCHED["url"], _grpc_status(exc)
     condition = str(getattr(exc, "getCondition", lambda: None)())
-    if url is not None and _WATCHED["forgotten"] and (condition in _AFTER_FORGOTTEN
-                                                      or condition.startswith(_FORGOTTEN)):
+    forgotten = _WATCHED["forgotten"] and (condition in _AFTER_FORGOTTEN
+                                           or condition.startswith(_FORGOTTEN))
+    detail = _reason(exc)
+    dropped = status == "CANCELLED" and "Stream removed" in detail
+    if url is None or not (forgotten or dropped or status == "UNAVAILABLE"):
+        return None
+    _WATCHED["session"].release_session_on_close = False
+    if forgotten:
         return InputError(f"Spark Connect server {shown_url(url)}: in the middle of the "
                           f"command it no longer knew the command's session or query "
                           f"({_WATCHED['forgotten']}); it restarted, or dropped them while it "
                           f"could not be reached")
-    if url is None or status not in ("UNAVAILABLE", "CANCELLED"):
-        return None
-    detail = _reason(exc)
-    if status == "CANCELLED" and "Stream removed" not in detail:
-        return None
-    _WATCHED["session"].release_session_on_close = False
     since = _WATCHED["since"]
     waited = (f" and did not answer for {time.monotonic() - since:.0f} s"
               if status == "UNAVAILABLE" and since is not None else "")

@@ -101,7 +101,7 @@ def test_spark_submit_remote_reaches_get_spark(tmp_path):
 # A TCP forwarder to the pass's server that the test can cut: the server lost, as a
 # stopped cluster or a dropped network leaves a client, while the server itself lives on.
 _CUT_CONNECTION_SCRIPT = '''
-import socket, sys, threading, time
+import socket, sys, threading
 import pyspark.sql.connect.client.retries as retries
 defaults = list(retries.DefaultPolicy.__init__.__defaults__); defaults[0] = 3
 retries.DefaultPolicy.__init__.__defaults__ = tuple(defaults)  # about 1 s of retries, not 10 min

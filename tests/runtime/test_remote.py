@@ -168,9 +168,10 @@ sys.exit(main(["datasets", "describe", sys.argv[2]]))
 
 def _connect_server(port):
     """A local Connect server in its own process group (the JVM killed with it); when ready."""
-    server = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "tests", "connect_server.py"),
-                               str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    script = os.path.join(REPO_ROOT, "tests", "connect_server.py")
+    server = subprocess.Popen([sys.executable, script, str(port)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              start_new_session=True,
                               env={**os.environ, "PYSPARK_PYTHON": sys.executable})
     assert server.stdout.readline().strip() == "ready"
     return server

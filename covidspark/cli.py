@@ -419,7 +419,10 @@ def main(argv=None):
     words = sys.argv[1:] if argv is None else argv
     configure_logging("-v" in words or "--verbose" in words)
     args = None
-    left = lambda: (args and after_interrupt(args.command, vars(args))) or ""  # noqa: E731
+
+    def left():  # "; <what the command leaves>", or nothing where it names no output
+        leaves = args and after_interrupt(args.command, vars(args))
+        return f"; {leaves}" if leaves else ""
     try:
         args = parse_args(argv)
         args.func(args)
@@ -431,14 +434,14 @@ def main(argv=None):
 
         if raised_by_interrupt(exc):
             # pyspark's handler has cancelled the Spark jobs; a traceback says nothing more.
-            logger.error("interrupted%s", left() and f"; {left()}")
+            logger.error("interrupted%s", left())
             return 130
         lost = connection_lost(exc)  # a Spark Connect server gone is no bug of covidspark's
         if lost is None:
             logger.exception("covidspark failed (a bug; please report it with this "
                              "traceback): %s", exc)
             return 1
-        logger.error("%s%s", lost, left() and f"; {left()}")
+        logger.error("%s%s", lost, left())
         return 2
     return 0
 

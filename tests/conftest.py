@@ -284,6 +284,28 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def start_connect_server(port, log=None, own_process_group=False):
+    """``tests/connect_server.py PORT``, returned once it says it is ready.
+
+    Its stderr goes to ``log`` (a path), else nowhere. With ``own_process_group``
+    a ``killpg`` of its pid kills its JVM too (a server killed under a client).
+    Stop it by closing its stdin.
+    """
+    import subprocess
+
+    with open(log or os.devnull, "w") as err:
+        server = subprocess.Popen(
+            [sys.executable, os.path.join(REPO_ROOT, "tests", "connect_server.py"), str(port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+            start_new_session=own_process_group,
+            env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    if server.stdout.readline().strip() != "ready":
+        server.kill()
+        said = open(log).read()[-3000:] if log else ""
+        raise AssertionError(f"Connect server did not start:\n{said}")
+    return server
+
+
 CLUSTER_SH = os.path.join(REPO_ROOT, "cluster_configs", "standalone", "cluster.sh")
 
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, free_port
+from conftest import REPO_ROOT, free_port, start_connect_server
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.connect]
 
@@ -48,14 +48,8 @@ def connect_server(tmp_path_factory):
     # (C1 only, the serial collector): measured on this pass, its JVM used 344 s of CPU
     # with them (and a class-data archive, worth seconds at start-up) against 456 s with
     # the JVM's defaults, whose C2 compiler threads compete for the suite's 2 cores.
-    with open(log, "w") as err:
-        server = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "tests",
-                                                                "connect_server.py"), str(port)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                  text=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    server = start_connect_server(port, log)
     try:
-        line = server.stdout.readline()
-        assert line.strip() == "ready", f"Connect server did not start:\n{log.read_text()[-3000:]}"
         deadline = time.time() + 60
         while time.time() < deadline:
             with socket.socket() as s:

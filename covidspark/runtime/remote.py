@@ -38,8 +38,8 @@ LISTEN_WAIT_S = 60.0
 #: Seconds between "still waiting" lines while the server does not answer.
 WAIT_LOG_INTERVAL_S = 30.0
 
-# gRPC goes through these proxies; a direct connection says nothing about the way it takes.
-_PROXY_VARIABLES = ("grpc_proxy", "https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY")
+#: gRPC goes through these proxies; a direct connection says nothing of the way it takes.
+PROXY_VARIABLES = ("grpc_proxy", "https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY")
 
 
 def connect_address(url):
@@ -76,7 +76,7 @@ def wait_for_listener(url, wait_s=None):
         The host is unknown, or nothing listened there for ``wait_s`` seconds
         (default :data:`LISTEN_WAIT_S`). Skipped where a proxy is configured.
     """
-    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
         return
     host, port = connect_address(url)
     wait_s = LISTEN_WAIT_S if wait_s is None else wait_s
@@ -203,7 +203,8 @@ def watch_connection(session, url):
     policies = client.get_retry_policies() if hasattr(client, "get_retry_policies") else None
     if not policies or [type(policy) for policy in policies] != [DefaultPolicy]:
         return
-    told = _told_policy_class().__new__(_told_policy_class())
+    policy_class = _told_policy_class()
+    told = policy_class.__new__(policy_class)
     told.__dict__.update(policies[0].__dict__)  # the client's settings, and the policy's name
     told.url, told.last_failure, told.last_said = url, None, None
     client.set_retry_policies([told])

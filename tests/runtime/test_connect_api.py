@@ -162,13 +162,12 @@ def test_a_server_lost_mid_command_is_named_and_its_retries_said_not_a_bug(fixtu
     import subprocess
     import sys
 
-    from covidspark.runtime.remote import connect_address
+    from covidspark.runtime.remote import PROXY_VARIABLES, connect_address
 
     script = tmp_path / "cut.py"
     script.write_text(_CUT_CONNECTION_SCRIPT)
     env = {k: v for k, v in os.environ.items()
-           if k not in ("SPARK_REMOTE", "PYSPARK_GATEWAY_PORT", "http_proxy", "https_proxy",
-                        "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+           if k not in ("SPARK_REMOTE", "PYSPARK_GATEWAY_PORT", *PROXY_VARIABLES)}
     done = subprocess.run([sys.executable, str(script), str(connect_address(CONNECT_URL)[1]),
                            "datasets", "describe", fixture_dir], env=env, capture_output=True,
                           text=True, timeout=240)

@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from conftest import REPO_ROOT, free_port
+from conftest import REPO_ROOT, free_port, start_connect_server
 from covidspark.errors import InputError
-from covidspark.runtime.remote import connect_address, shown_url
+from covidspark.runtime.remote import PROXY_VARIABLES, connect_address, shown_url
 from covidspark.runtime.session import get_spark
 
 URLS = ["sc://localhost", "sc://localhost:15099", "sc://10.1.2.3:443/;token=abc;use_ssl=true",
@@ -58,7 +58,7 @@ def run_cli(*argv, before="", timeout=120):
               f"sys.exit(main(['datasets', 'describe', {REPO_ROOT!r}, *{list(argv)!r}]))\n")
     # A proxy setting turns the listener check off (gRPC would go through the proxy).
     env_skip = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "PYSPARK_GATEWAY_PORT",
-                "grpc_proxy", "https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY")
+                *PROXY_VARIABLES)
     env = {k: v for k, v in os.environ.items() if k not in env_skip}
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO_ROOT, env=env)
@@ -166,17 +166,6 @@ sys.exit(main(["datasets", "describe", sys.argv[2]]))
 '''
 
 
-def _connect_server(port):
-    """A local Connect server in its own process group (the JVM killed with it); when ready."""
-    script = os.path.join(REPO_ROOT, "tests", "connect_server.py")
-    server = subprocess.Popen([sys.executable, script, str(port)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              start_new_session=True,
-                              env={**os.environ, "PYSPARK_PYTHON": sys.executable})
-    assert server.stdout.readline().strip() == "ready"
-    return server
-
-
 @pytest.mark.connect
 @pytest.mark.subprocess
 def test_a_server_killed_mid_query_and_restarted_is_named_not_reported_as_a_bug(fixture_dir):
@@ -186,7 +175,7 @@ def test_a_server_killed_mid_query_and_restarted_is_named_not_reported_as_a_bug(
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "PYSPARK_GATEWAY_PORT")}
-    server = _connect_server(port)
+    server = start_connect_server(port, own_process_group=True)
     client = subprocess.Popen([sys.executable, "-c", _KILLED_SERVER_CLIENT,
                                f"sc://127.0.0.1:{port}", fixture_dir], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -195,7 +184,7 @@ def test_a_server_killed_mid_query_and_restarted_is_named_not_reported_as_a_bug(
         threading.Event().wait(2.0)
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=60)
-        server = _connect_server(port)
+        server = start_connect_server(port, own_process_group=True)
         client.stdin.write("restarted\n")
         client.stdin.flush()
         out, err = client.communicate(timeout=300)

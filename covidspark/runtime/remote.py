@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import warnings
 
 from covidspark.errors import InputError
 
@@ -178,6 +179,8 @@ def _reason(exc):
 # The Connect session get_spark built, its server, when its client began retrying, and
 # what the server said when it no longer knew the session or its query (it restarted).
 _WATCHED = {"session": None, "url": None, "since": None, "forgotten": None}
+# Set as the interpreter exits: the watched client's retries end.
+_EXITING = threading.Event()
 
 # The server's errors for a session or query it does not know (SESSION_CHANGED: it
 # restarted since the session began), and pyspark's for what follows them: a client
@@ -208,6 +211,25 @@ def watch_connection(session, url):
     told.__dict__.update(policies[0].__dict__)  # the client's settings, and the policy's name
     told.url, told.last_failure, told.last_said = url, None, None
     client.set_retry_policies([told])
+    _end_retries_at_exit()
+
+
+@functools.lru_cache(maxsize=None)
+def _end_retries_at_exit():
+    """Have the watched client stop retrying when the interpreter exits.
+
+    A query that failed on a lost server leaves its ``ReleaseExecute`` calls
+    retrying in pyspark's release thread pool, and the interpreter joins that
+    pool's threads before it runs ``atexit``: ten more minutes before the
+    process ended. Hooks registered with ``threading._register_atexit`` (what
+    ``concurrent.futures`` itself uses; CPython only) run before that join, the
+    latest first, so this one runs before the pool's.
+    """
+    import concurrent.futures.thread  # noqa: F401 - its hook first, so that this one runs before it
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(_EXITING.set)
 
 
 @functools.lru_cache(maxsize=None)
@@ -223,7 +245,8 @@ def _told_policy_class():
         """
 
         def can_retry(self, exception):
-            retry = super().can_retry(exception)
+            # The process is ending: a retry in flight ends at its next attempt.
+            retry = super().can_retry(exception) and not _EXITING.is_set()
             if retry and _unavailable(exception):
                 self._say(exception)
             elif not retry and _FORGOTTEN in _reason(exception):
@@ -248,6 +271,50 @@ def _told_policy_class():
                 self.last_said = now
 
     return RetriesSaidPolicy
+
+
+#: Tries and seconds each that the release of a session at exit gets. The release
+#: is a courtesy: a server drops a session that no client uses (Spark Connect's
+#: session timeout), and pyspark's own retries would hold a process whose server
+#: is gone for about ten more minutes.
+EXIT_RELEASE_RETRIES = 3
+EXIT_RELEASE_DEADLINE_S = 10.0
+
+
+def release_at_exit(session, url):
+    """Release a Connect ``session`` on its server within seconds, before it is stopped.
+
+    A few quick tries (:data:`EXIT_RELEASE_RETRIES`, each
+    :data:`EXIT_RELEASE_DEADLINE_S` at most) instead of pyspark's ten minutes;
+    a server that does not answer gets a line, not a traceback, and the session
+    is then stopped without a second release. Sessions marked not to be
+    released (:func:`connection_lost`) and pyspark 3.5's (no pluggable retries)
+    are left to ``stop()``.
+    """
+    import dataclasses
+
+    client = getattr(session, "client", None)
+    if not getattr(session, "release_session_on_close", False) or not hasattr(
+            client, "set_retry_policies"):
+        return
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    client.set_retry_policies([DefaultPolicy(max_retries=EXIT_RELEASE_RETRIES, max_backoff=1000)])
+    # A server that is gone without a reset (a network cut) would hold each try until
+    # pyspark's deadline for the call, 10 minutes; only pyspark 4.1+ has deadlines.
+    deadlines = getattr(client, "_rpc_deadlines", None)
+    if dataclasses.is_dataclass(deadlines) and hasattr(deadlines, "release_session"):
+        client._rpc_deadlines = dataclasses.replace(
+            deadlines, release_session=EXIT_RELEASE_DEADLINE_S)
+    try:
+        with warnings.catch_warnings():  # pyspark's RETRIES_EXCEEDED: the line below says it
+            warnings.simplefilter("ignore")
+            client.release_session()
+    except Exception as exc:  # noqa: BLE001 - the process ends either way
+        logger.warning("Spark Connect server %s: the session was not released at exit (%s); "
+                       "the server drops it when it times out",
+                       shown_url(url), _reason(exc))
+    session.release_session_on_close = False
 
 
 def connection_lost(exc):

@@ -228,7 +228,7 @@ def _connect_session(app_name, remote, master, conf):
     with waiting_lines(remote):
         session = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
     watch_connection(session, remote)
-    _stop_at_exit(session)
+    _stop_at_exit(session, remote)
     for key, value in (conf or {}).items():
         if key.startswith("spark.sql."):
             session.conf.set(key, value)
@@ -240,7 +240,7 @@ def _connect_session(app_name, remote, master, conf):
 _STOPPED_AT_EXIT = set()
 
 
-def _stop_at_exit(session):
+def _stop_at_exit(session, url):
     """Stop a Spark Connect session when the interpreter exits, before its objects are freed.
 
     A pyspark.ml model on Connect releases its server-side copy from ``__del__``.
@@ -248,7 +248,9 @@ def _stop_at_exit(session):
     job that loaded a ``PipelineModel`` wrote its output and never ended. Once the
     session is stopped those releases do nothing, and the server drops the
     session's models with the session. atexit runs this before the client's own
-    exit handler (registered earlier), which then finds the client closed.
+    exit handler (registered earlier), which then finds the client closed. The
+    session is released within seconds (:func:`~covidspark.runtime.remote.release_at_exit`):
+    with pyspark's retries, a process whose server had gone waited ten more minutes.
     """
     import atexit
 
@@ -258,6 +260,9 @@ def _stop_at_exit(session):
 
     def stop():
         if not getattr(session, "is_stopped", False):  # pyspark 3.5 has no is_stopped
+            from covidspark.runtime.remote import release_at_exit
+
+            release_at_exit(session, url)
             session.stop()
 
     atexit.register(stop)

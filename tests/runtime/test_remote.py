@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -206,3 +207,65 @@ def test_a_server_killed_mid_query_and_restarted_is_named_not_reported_as_a_bug(
             f"command's session or query ([INVALID_HANDLE.SESSION_CHANGED]") in err
     assert "it restarted, or dropped them" in err
     assert "a bug" not in err and "Traceback" not in err
+
+
+# A Python-API client whose server is gone: a thread of its own retries a query,
+# and the main thread ends. pyspark would retry both that query and the session's
+# release at exit for about ten minutes each.
+_GONE_SERVER_CLIENT = '''
+import sys, threading, time
+from covidspark.runtime.session import get_spark
+
+spark = get_spark("client", remote=sys.argv[1])
+assert spark.range(5).count() == 5
+print("QUERY", flush=True)
+sys.stdin.readline()  # the server is gone
+
+def query():
+    try:
+        spark.range(5).count()
+    except Exception as exc:
+        print("THREAD ENDED:", type(exc).__name__, flush=True)
+
+threading.Thread(target=query).start()  # not a daemon: the interpreter waits for it
+time.sleep(2.0)  # its first retries
+print("EXIT", time.monotonic(), flush=True)
+'''
+
+
+@pytest.mark.connect
+@pytest.mark.subprocess
+def test_a_process_whose_server_is_gone_exits_in_seconds_not_ten_minutes():
+    import signal
+
+    if importlib.util.find_spec("pyspark.sql.connect.client.retries") is None:
+        pytest.skip("this pyspark's Connect client has no retry policies to end (Spark < 4)")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "PYSPARK_GATEWAY_PORT")}
+    server = start_connect_server(port, own_process_group=True)
+    client = subprocess.Popen([sys.executable, "-c", _GONE_SERVER_CLIENT, f"sc://127.0.0.1:{port}"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert client.stdout.readline().strip() == "QUERY", client.stderr.read()[-3000:]
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=60)
+        client.stdin.write("gone\n")
+        client.stdin.flush()
+        # A retry in flight sleeps out its backoff (12.8 s by then) before it ends.
+        out, err = client.communicate(timeout=120)
+        ended = time.monotonic()
+    finally:
+        client.kill()
+    exited = re.search(r"EXIT ([\d.]+)", out)
+    assert exited, out + err[-3000:]
+    # time.monotonic() is system-wide on Linux: the two processes' clocks agree.
+    assert ended - float(exited.group(1)) < 60, err[-3000:]
+    url = f"sc://127.0.0.1:{port}"
+    # The thread's query ended with an error (which one is pyspark's, at interpreter exit).
+    assert "THREAD ENDED:" in out, out
+    assert (f"Spark Connect server {url}: the session was not released at exit "
+            f"(failed to connect to all addresses") in err
+    assert "the server drops it when it times out" in err
+    assert "Traceback" not in err and "RETRIES_EXCEEDED" not in err

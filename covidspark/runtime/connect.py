@@ -39,6 +39,20 @@ def session_key(spark):
     return ("classic", id(spark.sparkContext._jsc))
 
 
+def connect_server(spark):
+    """The Spark Connect server of ``spark``, ``sc://host:port`` without the URL's
+    parameters (tokens); None for a classic session.
+
+    For a Connect session covidspark did not build (a notebook's), the host
+    its client names: ``sc://host``.
+    """
+    if not is_connect(spark):
+        return None
+    from covidspark.runtime.remote import watched_url
+
+    return watched_url(spark) or f"sc://{spark.client.host}"
+
+
 def set_job_description(spark, text):
     """Name the Spark jobs that follow (the Spark UI's description column).
 

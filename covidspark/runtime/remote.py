@@ -317,6 +317,12 @@ def release_at_exit(session, url):
     session.release_session_on_close = False
 
 
+def watched_url(spark):
+    """``sc://host:port`` of ``spark`` (no parameters) when :func:`watch_connection`
+    watches it, else None."""
+    return shown_url(_WATCHED["url"]) if _WATCHED["session"] is spark else None
+
+
 def connection_lost(exc):
     """An :class:`InputError` naming the server when ``exc`` is its connection lost, else None.
 

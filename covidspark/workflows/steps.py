@@ -414,13 +414,13 @@ def environment(spark):
     import pyspark
 
     from covidspark import __version__
-    from covidspark.runtime.connect import is_connect, master as session_master
+    from covidspark.runtime.connect import connect_server, is_connect, master as session_master
     from covidspark.runtime.session import worker_python
 
     return {"covidspark": __version__, "spark": spark.version, "pyspark": pyspark.__version__,
             "python": platform.python_version(), "driver_python": sys.executable,
             "worker_python": worker_python(spark), "master": session_master(spark),
-            "spark_connect": is_connect(spark),
+            "spark_connect": is_connect(spark), "connect_server": connect_server(spark),
             "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions"))}
 
 

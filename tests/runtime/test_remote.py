@@ -214,11 +214,12 @@ def test_a_server_killed_mid_query_and_restarted_is_named_not_reported_as_a_bug(
 # release at exit for about ten minutes each.
 _GONE_SERVER_CLIENT = '''
 import sys, threading, time
+from covidspark.runtime.connect import connect_server
 from covidspark.runtime.session import get_spark
 
 spark = get_spark("client", remote=sys.argv[1])
 assert spark.range(5).count() == 5
-print("QUERY", flush=True)
+print("SERVER", connect_server(spark), flush=True)  # as metrics.json records it
 sys.stdin.readline()  # the server is gone
 
 def query():
@@ -244,11 +245,13 @@ def test_a_process_whose_server_is_gone_exits_in_seconds_not_ten_minutes():
     env = {k: v for k, v in os.environ.items()
            if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "PYSPARK_GATEWAY_PORT")}
     server = start_connect_server(port, own_process_group=True)
-    client = subprocess.Popen([sys.executable, "-c", _GONE_SERVER_CLIENT, f"sc://127.0.0.1:{port}"],
+    url = f"sc://127.0.0.1:{port}"
+    client = subprocess.Popen([sys.executable, "-c", _GONE_SERVER_CLIENT, url + "/;user_id=me"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env)
     try:
-        assert client.stdout.readline().strip() == "QUERY", client.stderr.read()[-3000:]
+        said = client.stdout.readline().strip()
+        assert said == f"SERVER {url}", said + client.stderr.read()[-3000:]  # no parameters
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=60)
         client.stdin.write("gone\n")
@@ -262,7 +265,6 @@ def test_a_process_whose_server_is_gone_exits_in_seconds_not_ten_minutes():
     assert exited, out + err[-3000:]
     # time.monotonic() is system-wide on Linux: the two processes' clocks agree.
     assert ended - float(exited.group(1)) < 60, err[-3000:]
-    url = f"sc://127.0.0.1:{port}"
     # The thread's query ended with an error (which one is pyspark's, at interpreter exit).
     assert "THREAD ENDED:" in out, out
     assert (f"Spark Connect server {url}: the session was not released at exit "

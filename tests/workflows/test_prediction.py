@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import CONNECT_URL, run_command
+from covidspark.runtime.remote import connect_address
 from covidspark.runtime.filesystem import local_path
 
 
@@ -79,6 +80,9 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
                 "--out", str(tmp_path / "eval")])
     assert run["task"] == "binary" and run["metrics"]["n"] == 12
     assert run["environment"]["spark_connect"] is bool(CONNECT_URL)  # which pass this is
+    # The pass's session is built by pyspark's builder, not get_spark: its client's host.
+    assert run["environment"]["connect_server"] == (
+        f"sc://{connect_address(CONNECT_URL)[0]}" if CONNECT_URL else None)
     assert run["data"]["excluded"] == {"pneumonia": 6}
     truth = predicted.path.str.extract(r"/(covid|normal|pneumonia)/")[0]
     binary = truth != "pneumonia"

@@ -58,9 +58,8 @@ def _add_input_args(p, command, featurizer=True):
                         help="class-folder tree <DIR>/<label>/*.png|jpg (default: the embedded "
                              "synthetic set); repeat for several sources (source = folder name)")
     source.add_argument("--manifest", help="CSV with path,label[,patient_id,source]")
-    p.add_argument("--label-map", default=None,
-                   help="folder name -> label, as JSON or 'ozturk' "
-                        "(Covid-19, No_findings, Pneumonia)")
+    p.add_argument("--label-map", default=None, help="folder name -> label, as JSON or "
+                   "'ozturk' (Covid-19, No_findings, Pneumonia)")
     p.add_argument("--patients", help="CSV with path,patient_id (or patient_group): " + (
         "images of one patient stay on one side of the split" if command in SPLITTING
         else "fills patient_id (only train, compare and finetune use it, to split)"))
@@ -406,11 +405,11 @@ def parse_args(argv=None):
 def main(argv=None):
     """Entry point of the ``covidspark`` command and of ``jobs/*.py``; returns the exit status.
 
-    0: success. 2: a :class:`~covidspark.errors.UserError` (bad input or a
-    missing resource; a Spark Connect server lost in the middle of the command
-    too), reported in one message without a traceback. 1: any other exception,
-    reported with its traceback: that is a bug, not the user's mistake. 130:
-    interrupted (Ctrl-C; also an error py4j raised while it handled Ctrl-C), in one line.
+    0: success. 2: a :class:`~covidspark.errors.UserError` (bad input or a missing
+    resource; also a Connect server lost mid-command, a standalone master that did not
+    take the application), in one message without a traceback. 1: any other exception,
+    with its traceback: a bug, not the user's mistake. 130: interrupted (Ctrl-C; also
+    an error py4j raised while it handled Ctrl-C), in one line.
     """
     from covidspark.errors import UserError, raised_by_interrupt
     from covidspark.runtime.logs import configure_logging
@@ -431,12 +430,13 @@ def main(argv=None):
         return 2
     except (KeyboardInterrupt, Exception) as exc:
         from covidspark.runtime.remote import connection_lost
+        from covidspark.runtime.session import stopped_context_error
 
         if raised_by_interrupt(exc):
             # pyspark's handler has cancelled the Spark jobs; a traceback says nothing more.
             logger.error("interrupted%s", left())
             return 130
-        lost = connection_lost(exc)  # a Spark Connect server gone is no bug of covidspark's
+        lost = connection_lost(exc) or stopped_context_error()  # the cluster's, not a bug
         if lost is None:
             logger.exception("covidspark failed (a bug; please report it with this "
                              "traceback): %s", exc)

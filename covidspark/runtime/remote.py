@@ -22,7 +22,6 @@ import functools
 import logging
 import os
 import re
-import socket
 import threading
 import time
 import urllib.parse
@@ -79,32 +78,11 @@ def wait_for_listener(url, wait_s=None):
     """
     if any(os.environ.get(name) for name in PROXY_VARIABLES):
         return
-    host, port = connect_address(url)
-    wait_s = LISTEN_WAIT_S if wait_s is None else wait_s
-    deadline = time.monotonic() + wait_s
-    told = False
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=5).close()
-            return
-        except socket.gaierror as exc:
-            if exc.errno != socket.EAI_AGAIN:  # EAI_AGAIN: the resolver may answer later
-                raise InputError(f"Spark Connect server {shown_url(url)}: host {host!r} not "
-                                 f"found ({exc.strerror or exc})") from None
-            reason = exc.strerror or str(exc)
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-        if time.monotonic() >= deadline:
-            raise InputError(
-                f"Spark Connect server {shown_url(url)}: nothing listens at {host}:{port} "
-                f"({reason.lower()}) after {wait_s:.0f} s; start the server, or check the "
-                f"URL (--remote, SPARK_REMOTE)")
-        if not told:
-            logger.warning("Spark Connect server %s: nothing listens at %s:%s yet (%s); "
-                           "waiting up to %.0f s", shown_url(url), host, port, reason.lower(),
-                           wait_s)
-            told = True
-        time.sleep(1.0)
+    from covidspark.runtime.listeners import wait_for_listener as wait
+
+    wait([connect_address(url)], f"Spark Connect server {shown_url(url)}",
+         "start the server, or check the URL (--remote, SPARK_REMOTE)",
+         LISTEN_WAIT_S if wait_s is None else wait_s)
 
 
 @contextlib.contextmanager

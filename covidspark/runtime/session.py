@@ -17,6 +17,7 @@ import os
 import sys
 
 from covidspark.errors import InputError, InputNotFoundError
+from covidspark.runtime.listeners import wait_for_master
 from covidspark.runtime.logs import LOG4J2_CONFIG, verbose
 from covidspark.runtime.remote import shown_url
 
@@ -84,6 +85,8 @@ def get_spark(app_name="covidspark", master=None, conf=None, remote=None):
     # Decided before resolve_master may connect to spark-submit's JVM.
     own_jvm = SparkContext._jvm is None and "PYSPARK_GATEWAY_PORT" not in os.environ
     resolved = resolve_master(master)
+    if resolved.startswith("spark://"):  # before Spark's own minute of silent retries
+        wait_for_master(resolved)
     local = is_local_master(resolved)
     if local:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -129,13 +132,50 @@ def get_spark(app_name="covidspark", master=None, conf=None, remote=None):
     for key, value in settings.items():
         builder = builder.config(key, value)
     try:
-        return builder.getOrCreate()
+        session = builder.getOrCreate()
     except Exception as exc:
-        if "Could not parse Master URL" not in str(exc):
+        if "Could not parse Master URL" in str(exc):
+            raise InputError(f"Spark master {resolved!r} (--master, or spark-submit's): Spark "
+                             f"cannot parse it; give local[N], spark://HOST:PORT, yarn or "
+                             f"k8s://HOST:PORT") from None
+        stopped = stopped_context_error()
+        if stopped is None:
             raise
-        raise InputError(f"Spark master {resolved!r} (--master, or spark-submit's): "
-                         f"Spark cannot parse it; give local[N], spark://HOST:PORT, yarn or "
-                         f"k8s://HOST:PORT") from None
+        raise stopped from None
+    # pyspark 3.5 may hand the session back while Spark stops its context; 4.x raises.
+    stopped = stopped_context_error()
+    if stopped is not None:
+        raise stopped
+    return session
+
+
+def stopped_context_error():
+    """The :class:`InputError` when Spark has stopped the context a standalone master
+    was to run, else None.
+
+    Spark stops it when the master does not register the application (after
+    three tries, 20 s apart: "All masters are unresponsive") or removes it
+    (killed on the master's page). pyspark's errors then depend on how far the
+    stop has gone ("Cannot call methods on a stopped SparkContext", "LiveListenerBus
+    is stopped", ...), and may come from the command's first use of the session.
+    """
+    from pyspark import SparkContext
+
+    context = SparkContext._active_spark_context
+    if context is None or not context.master.startswith("spark://"):
+        return None
+    try:
+        if not context._jsc.sc().isStopped():
+            return None
+    except Exception:  # noqa: BLE001 - the JVM itself is gone: not this case
+        return None
+    import pyspark
+
+    return InputError(f"Spark master {context.master} (--master, or spark-submit's): Spark "
+                      f"stopped the application's context (its log above says why: 'All masters "
+                      f"are unresponsive' when the port is not a Spark master's or the master "
+                      f"runs another Spark version than this client's {pyspark.__version__}; "
+                      f"'Master removed our application' when it was killed there)")
 
 
 #: MLlib's netlib loaders: the system library each one opens, and the property that stops it.

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO_ROOT, free_port, start_connect_server
 from covidspark.errors import InputError
+from covidspark.runtime.listeners import master_addresses
 from covidspark.runtime.remote import PROXY_VARIABLES, connect_address, shown_url
 from covidspark.runtime.session import get_spark
 
@@ -66,15 +67,21 @@ def run_cli(*argv, before="", timeout=120):
 
 
 @pytest.mark.subprocess
-def test_nothing_listening_at_the_remote_is_a_clear_error_without_its_token():
+@pytest.mark.parametrize("flag, url, shorten, name", [
+    ("--remote", "sc://127.0.0.1:{port}/;token=SECRET", "remote as w; w.LISTEN_WAIT_S = 2",
+     "Spark Connect server sc://127.0.0.1:{port}"),
+    ("--master", "spark://127.0.0.1:{port}", "listeners as w; w.MASTER_WAIT_S = 2",
+     "Spark master spark://127.0.0.1:{port}")])
+def test_nothing_listening_is_a_clear_error_not_minutes_of_silent_retries(flag, url, shorten,
+                                                                          name):
     port = free_port()
-    done = run_cli("--remote", f"sc://127.0.0.1:{port}/;token=SECRET",
-                   before="import covidspark.runtime.remote as r; r.LISTEN_WAIT_S = 2")
+    done = run_cli(flag, url.format(port=port), before=f"import covidspark.runtime.{shorten}")
     assert done.returncode == 2, done.stderr
-    assert (f"Spark Connect server sc://127.0.0.1:{port}: nothing listens at 127.0.0.1:{port} "
-            f"(connection refused) after 2 s") in done.stderr
+    assert (f"{name.format(port=port)}: nothing listens at 127.0.0.1:{port} "
+            f"(connection refused) after 2 s; start the ") in done.stderr
     assert "waiting up to 2 s" in done.stderr  # said while it waited
     assert "SECRET" not in done.stderr and "Traceback" not in done.stderr
+    assert "a bug" not in done.stderr
 
 
 @pytest.mark.subprocess
@@ -123,6 +130,24 @@ def test_a_remote_that_never_answers_is_reported_while_waited_for_and_then_named
     assert f"Spark Connect server {url}: no answer after 1 s; pyspark's client" in done.stderr
     assert f"Spark Connect server {url}: no answer in " in done.stderr
     assert "check that a Spark Connect server runs there" in done.stderr
+    assert "a bug" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_standalone_masters_url_is_read_as_spark_reads_it():
+    assert master_addresses("spark://m1:7077,m2:7078") == [("m1", 7077), ("m2", 7078)]
+    assert master_addresses("spark://m") == [("m", 7077)]  # Spark's default port
+    assert master_addresses("spark://[::1]:7079") == [("::1", 7079)]
+
+
+@pytest.mark.subprocess
+def test_a_port_that_is_not_a_spark_master_is_named_not_reported_as_a_bug(silent_server):
+    # Spark's client tries three times, 20 s apart (not configurable): about a minute.
+    done = run_cli("--master", f"spark://127.0.0.1:{silent_server}", timeout=240)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert (f"Spark master spark://127.0.0.1:{silent_server} (--master, or spark-submit's): "
+            f"Spark stopped the application's context (its log above says why: 'All masters "
+            f"are unresponsive' when the port is not a Spark master's") in done.stderr
+    assert "All masters are unresponsive! Giving up." in done.stderr  # Spark's own line
     assert "a bug" not in done.stderr and "Traceback" not in done.stderr
 
 

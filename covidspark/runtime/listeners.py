@@ -1,4 +1,4 @@
-"""Waiting for a server to listen before a session is built on it.
+"""Before a session is built on a cluster: is its server there to be found?
 
 Spark's clients retry a server that is not there without a word a user can act
 on: pyspark's Connect client for about ten minutes, a standalone master's
@@ -6,9 +6,11 @@ client three times 20 s apart, after which Spark logs "All masters are
 unresponsive" and the context it was starting stops (pyspark then raises
 "Cannot call methods on a stopped SparkContext"). A plain TCP connection to the
 server's host and port says at once whether anything listens there; it is
-retried for a while for a server that is still starting.
+retried for a while for a server that is still starting. YARN's
+ResourceManager is found through the Hadoop configuration, which must be there.
 """
 import logging
+import os
 import socket
 import time
 
@@ -91,3 +93,29 @@ def wait_for_master(master, wait_s=None):
     wait_for_listener(master_addresses(master), f"Spark master {master}",
                       "start the master (cluster_configs/standalone/cluster.sh start), or check "
                       "the URL (--master, or spark-submit's)", wait_s)
+
+
+def require_yarn_config(settings):
+    """Raise :class:`InputError` when ``--master yarn`` has no ResourceManager to find.
+
+    Hadoop's YARN client reads ``yarn-site.xml`` from the driver JVM's class
+    path (where Spark's launcher puts ``HADOOP_CONF_DIR`` and ``YARN_CONF_DIR``,
+    also when ``spark-env.sh`` sets them); without one, and without
+    ``spark.hadoop.yarn.resourcemanager.*`` in ``settings`` (the session's
+    Spark settings), it retries the default ResourceManager, 0.0.0.0:8032, for
+    15 minutes (``yarn.resourcemanager.connect.max-wait.ms``), logged at INFO
+    only. spark-submit refuses such a launch itself; a session that pyspark
+    starts is not checked. Call once the driver JVM runs.
+    """
+    from pyspark import SparkContext
+
+    if any(key.startswith("spark.hadoop.yarn.resourcemanager.") for key in settings):
+        return
+    loader = SparkContext._jvm.java.lang.Thread.currentThread().getContextClassLoader()
+    if loader.getResource("yarn-site.xml") is not None:
+        return
+    raise InputError("--master yarn (or spark-submit's): the driver finds no yarn-site.xml "
+                     "(HADOOP_CONF_DIR and YARN_CONF_DIR unset, or without it), so Spark cannot "
+                     "find the ResourceManager (it would try 0.0.0.0:8032 for 15 minutes); run "
+                     "on a node of the cluster (EMR's primary node has them) or export "
+                     "HADOOP_CONF_DIR=/etc/hadoop/conf")

@@ -17,7 +17,7 @@ import os
 import sys
 
 from covidspark.errors import InputError, InputNotFoundError
-from covidspark.runtime.listeners import wait_for_master
+from covidspark.runtime.listeners import require_yarn_config, wait_for_master
 from covidspark.runtime.logs import LOG4J2_CONFIG, verbose
 from covidspark.runtime.remote import shown_url
 
@@ -118,6 +118,8 @@ def get_spark(app_name="covidspark", master=None, conf=None, remote=None):
     # covidspark's defaults yield to what the user gave Spark itself (pyspark's
     # convention): spark-submit's --conf, spark-defaults.conf, PYSPARK_SUBMIT_ARGS.
     submitted = submitted_settings(launch)
+    if resolved == "yarn":  # the JVM runs now: its class path has the Hadoop configuration
+        require_yarn_config({**submitted, **(conf or {})})
     if submitted.get("spark.app.name", "") in _default_app_names(sys.argv):
         submitted.pop("spark.app.name", None)  # spark-submit's name when --name gave none
     settings = {key: value for key, value in defaults.items() if key not in submitted}

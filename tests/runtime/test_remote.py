@@ -151,6 +151,33 @@ def test_a_port_that_is_not_a_spark_master_is_named_not_reported_as_a_bug(silent
     assert "a bug" not in done.stderr and "Traceback" not in done.stderr
 
 
+_YARN_SITE = """<?xml version="1.0"?>
+<configuration>
+  <property><name>yarn.resourcemanager.address</name><value>127.0.0.1:{port}</value></property>
+  <property><name>yarn.resourcemanager.connect.max-wait.ms</name><value>2000</value></property>
+  <property><name>yarn.resourcemanager.connect.retry-interval.ms</name><value>500</value></property>
+  <property><name>ipc.client.connect.max.retries</name><value>0</value></property>
+</configuration>
+"""
+
+
+@pytest.mark.subprocess
+def test_yarn_without_a_hadoop_configuration_is_refused_at_once_not_after_15_minutes(tmp_path):
+    unset = "import os\nfor k in ('HADOOP_CONF_DIR', 'YARN_CONF_DIR'): os.environ.pop(k, None)"
+    done = run_cli("--master", "yarn", before=unset)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert ("--master yarn (or spark-submit's): the driver finds no yarn-site.xml "
+            "(HADOOP_CONF_DIR and YARN_CONF_DIR unset, or without it)") in done.stderr
+    assert "Traceback" not in done.stderr
+    # With one on the JVM's class path (HADOOP_CONF_DIR), Spark goes on to the
+    # ResourceManager it names: nothing listens there, and Hadoop gives up in 2 s.
+    (tmp_path / "yarn-site.xml").write_text(_YARN_SITE.format(port=free_port()))
+    done = run_cli("--master", "yarn", before=f"{unset}\nos.environ['HADOOP_CONF_DIR'] = "
+                                               f"{str(tmp_path)!r}")
+    assert "finds no yarn-site.xml" not in done.stderr
+    assert "ConnectException" in done.stderr, done.stderr[-3000:]
+
+
 @pytest.mark.subprocess
 def test_a_master_spark_cannot_parse_is_a_user_error_not_a_bug():
     done = run_cli("--master", "localhost:7077")

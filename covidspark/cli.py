@@ -430,7 +430,7 @@ def main(argv=None):
         return 2
     except (KeyboardInterrupt, Exception) as exc:
         from covidspark.runtime.remote import connection_lost
-        from covidspark.runtime.session import stopped_context_error
+        from covidspark.runtime.masters import stopped_context_error
 
         if raised_by_interrupt(exc):
             # pyspark's handler has cancelled the Spark jobs; a traceback says nothing more.

@@ -78,7 +78,7 @@ def wait_for_listener(url, wait_s=None):
     """
     if any(os.environ.get(name) for name in PROXY_VARIABLES):
         return
-    from covidspark.runtime.listeners import wait_for_listener as wait
+    from covidspark.runtime.masters import wait_for_listener as wait
 
     wait([connect_address(url)], f"Spark Connect server {shown_url(url)}",
          "start the server, or check the URL (--remote, SPARK_REMOTE)",

@@ -17,7 +17,8 @@ import os
 import sys
 
 from covidspark.errors import InputError, InputNotFoundError
-from covidspark.runtime.listeners import require_yarn_config, wait_for_master
+from covidspark.runtime.masters import (require_yarn_config, start_error, stopped_context_error,
+                                        wait_for_master)
 from covidspark.runtime.logs import LOG4J2_CONFIG, verbose
 from covidspark.runtime.remote import shown_url
 
@@ -136,48 +137,15 @@ def get_spark(app_name="covidspark", master=None, conf=None, remote=None):
     try:
         session = builder.getOrCreate()
     except Exception as exc:
-        if "Could not parse Master URL" in str(exc):
-            raise InputError(f"Spark master {resolved!r} (--master, or spark-submit's): Spark "
-                             f"cannot parse it; give local[N], spark://HOST:PORT, yarn or "
-                             f"k8s://HOST:PORT") from None
-        stopped = stopped_context_error()
-        if stopped is None:
+        error = start_error(resolved, exc)
+        if error is None:
             raise
-        raise stopped from None
+        raise error from None
     # pyspark 3.5 may hand the session back while Spark stops its context; 4.x raises.
     stopped = stopped_context_error()
     if stopped is not None:
         raise stopped
     return session
-
-
-def stopped_context_error():
-    """The :class:`InputError` when Spark has stopped the context a standalone master
-    was to run, else None.
-
-    Spark stops it when the master does not register the application (after
-    three tries, 20 s apart: "All masters are unresponsive") or removes it
-    (killed on the master's page). pyspark's errors then depend on how far the
-    stop has gone ("Cannot call methods on a stopped SparkContext", "LiveListenerBus
-    is stopped", ...), and may come from the command's first use of the session.
-    """
-    from pyspark import SparkContext
-
-    context = SparkContext._active_spark_context
-    if context is None or not context.master.startswith("spark://"):
-        return None
-    try:
-        if not context._jsc.sc().isStopped():
-            return None
-    except Exception:  # noqa: BLE001 - the JVM itself is gone: not this case
-        return None
-    import pyspark
-
-    return InputError(f"Spark master {context.master} (--master, or spark-submit's): Spark "
-                      f"stopped the application's context (its log above says why: 'All masters "
-                      f"are unresponsive' when the port is not a Spark master's or the master "
-                      f"runs another Spark version than this client's {pyspark.__version__}; "
-                      f"'Master removed our application' when it was killed there)")
 
 
 #: MLlib's netlib loaders: the system library each one opens, and the property that stops it.

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO_ROOT, free_port, start_connect_server
 from covidspark.errors import InputError
-from covidspark.runtime.listeners import master_addresses
+from covidspark.runtime.masters import master_addresses
 from covidspark.runtime.remote import PROXY_VARIABLES, connect_address, shown_url
 from covidspark.runtime.session import get_spark
 
@@ -70,7 +70,7 @@ def run_cli(*argv, before="", timeout=120):
 @pytest.mark.parametrize("flag, url, shorten, name", [
     ("--remote", "sc://127.0.0.1:{port}/;token=SECRET", "remote as w; w.LISTEN_WAIT_S = 2",
      "Spark Connect server sc://127.0.0.1:{port}"),
-    ("--master", "spark://127.0.0.1:{port}", "listeners as w; w.MASTER_WAIT_S = 2",
+    ("--master", "spark://127.0.0.1:{port}", "masters as w; w.MASTER_WAIT_S = 2",
      "Spark master spark://127.0.0.1:{port}")])
 def test_nothing_listening_is_a_clear_error_not_minutes_of_silent_retries(flag, url, shorten,
                                                                           name):
@@ -171,11 +171,17 @@ def test_yarn_without_a_hadoop_configuration_is_refused_at_once_not_after_15_min
     assert "Traceback" not in done.stderr
     # With one on the JVM's class path (HADOOP_CONF_DIR), Spark goes on to the
     # ResourceManager it names: nothing listens there, and Hadoop gives up in 2 s.
-    (tmp_path / "yarn-site.xml").write_text(_YARN_SITE.format(port=free_port()))
+    port = free_port()
+    (tmp_path / "yarn-site.xml").write_text(_YARN_SITE.format(port=port))
     done = run_cli("--master", "yarn", before=f"{unset}\nos.environ['HADOOP_CONF_DIR'] = "
                                                f"{str(tmp_path)!r}")
     assert "finds no yarn-site.xml" not in done.stderr
-    assert "ConnectException" in done.stderr, done.stderr[-3000:]
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert (f"YARN ResourceManager 127.0.0.1:{port}: nothing listens there (connection "
+            f"refused); Hadoop's client retries for up to 2 s") in done.stderr  # before it waits
+    assert ("--master yarn (or spark-submit's): the ResourceManager did not answer "
+            "(java.net.ConnectException: Call From ") in done.stderr
+    assert "Traceback" not in done.stderr and "a bug" not in done.stderr
 
 
 @pytest.mark.subprocess

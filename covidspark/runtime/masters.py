@@ -178,9 +178,11 @@ def start_error(master, exc):
                           f"parse it; give local[N], spark://HOST:PORT, yarn or k8s://HOST:PORT")
     if master == "yarn" and "failed on connection exception" in text:
         said = next((line for line in text.splitlines() if "ConnectException" in line), text)
-        return InputError(f"--master yarn (or spark-submit's): the ResourceManager did not "
-                          f"answer ({said.strip(': ')}); check that YARN runs there and that "
-                          f"the driver's yarn-site.xml names it")
+        # The ResourceManager, or HDFS (the application's staging folder): the line says which.
+        return InputError(f"--master yarn (or spark-submit's): a server of the cluster did not "
+                          f"answer as the session started ({said.strip(': ')}); check that YARN "
+                          f"and HDFS run there and that the driver's Hadoop configuration "
+                          f"(yarn-site.xml, core-site.xml) names them")
     return stopped_context_error()
 
 

@@ -179,8 +179,9 @@ def test_yarn_without_a_hadoop_configuration_is_refused_at_once_not_after_15_min
     assert done.returncode == 2, done.stderr[-3000:]
     assert (f"YARN ResourceManager 127.0.0.1:{port}: nothing listens there (connection "
             f"refused); Hadoop's client retries for up to 2 s") in done.stderr  # before it waits
-    assert ("--master yarn (or spark-submit's): the ResourceManager did not answer "
-            "(java.net.ConnectException: Call From ") in done.stderr
+    assert ("--master yarn (or spark-submit's): a server of the cluster did not answer as the "
+            "session started (java.net.ConnectException: Call From ") in done.stderr
+    assert f":{port} failed on connection exception" in done.stderr  # which server
     assert "Traceback" not in done.stderr and "a bug" not in done.stderr
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+import urllib.parse
 
 from covidspark.errors import InputError
 
@@ -82,7 +83,12 @@ def _connect_to_one(addresses):
 
 
 def master_addresses(master):
-    """``[(host, port)]`` of a standalone master URL ``spark://h1[:p1][,h2[:p2]...]``."""
+    """``[(host, port)]`` of a standalone master URL ``spark://h1[:p1][,h2[:p2]...]``, or of
+    a Kubernetes API server's, ``k8s://[https://]host[:port]`` (https when no scheme)."""
+    if master.startswith("k8s://"):
+        url = master[len("k8s://"):]
+        parsed = urllib.parse.urlparse(url if "://" in url else "https://" + url)
+        return [(parsed.hostname, parsed.port or (80 if parsed.scheme == "http" else 443))]
     addresses = []
     for part in master[len("spark://"):].split(","):
         host, colon, port = part.strip().rpartition(":")
@@ -93,7 +99,10 @@ def master_addresses(master):
 
 
 def wait_for_master(master, wait_s=None):
-    """Return once something listens at a ``spark://`` master's host and port.
+    """Return once something listens at a ``spark://`` or ``k8s://`` master's host and port.
+
+    A Kubernetes API server behind an HTTP proxy (``HTTPS_PROXY``, which
+    Spark's Kubernetes client follows) is not checked.
 
     Raises
     ------
@@ -101,10 +110,17 @@ def wait_for_master(master, wait_s=None):
         Nothing listened there for ``wait_s`` (default :data:`MASTER_WAIT_S`)
         seconds, or a host is unknown.
     """
+    from covidspark.runtime.remote import PROXY_VARIABLES
+
     wait_s = MASTER_WAIT_S if wait_s is None else wait_s
+    if not master.startswith("k8s://"):
+        advice = "start the master (cluster_configs/standalone/cluster.sh start), or check"
+    elif any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return
+    else:
+        advice = "check that this machine reaches the cluster's API server, and"
     wait_for_listener(master_addresses(master), f"Spark master {master}",
-                      "start the master (cluster_configs/standalone/cluster.sh start), or check "
-                      "the URL (--master, or spark-submit's)", wait_s)
+                      f"{advice} the URL (--master, or spark-submit's)", wait_s)
 
 
 def require_yarn_config(settings):

@@ -86,7 +86,7 @@ def get_spark(app_name="covidspark", master=None, conf=None, remote=None):
     # Decided before resolve_master may connect to spark-submit's JVM.
     own_jvm = SparkContext._jvm is None and "PYSPARK_GATEWAY_PORT" not in os.environ
     resolved = resolve_master(master)
-    if resolved.startswith("spark://"):  # before Spark's own minute of silent retries
+    if resolved.startswith(("spark://", "k8s://")):  # before Spark's own retries
         wait_for_master(resolved)
     local = is_local_master(resolved)
     if local:

@@ -71,14 +71,17 @@ def run_cli(*argv, before="", timeout=120):
     ("--remote", "sc://127.0.0.1:{port}/;token=SECRET", "remote as w; w.LISTEN_WAIT_S = 2",
      "Spark Connect server sc://127.0.0.1:{port}"),
     ("--master", "spark://127.0.0.1:{port}", "masters as w; w.MASTER_WAIT_S = 2",
-     "Spark master spark://127.0.0.1:{port}")])
+     "Spark master spark://127.0.0.1:{port}"),
+    ("--master", "k8s://https://127.0.0.1:{port}", "masters as w; w.MASTER_WAIT_S = 2",
+     "Spark master k8s://https://127.0.0.1:{port}")])
 def test_nothing_listening_is_a_clear_error_not_minutes_of_silent_retries(flag, url, shorten,
                                                                           name):
     port = free_port()
     done = run_cli(flag, url.format(port=port), before=f"import covidspark.runtime.{shorten}")
     assert done.returncode == 2, done.stderr
     assert (f"{name.format(port=port)}: nothing listens at 127.0.0.1:{port} "
-            f"(connection refused) after 2 s; start the ") in done.stderr
+            f"(connection refused) after 2 s; ") in done.stderr
+    assert "check" in done.stderr.rsplit("after 2 s; ", 1)[1]  # what to do
     assert "waiting up to 2 s" in done.stderr  # said while it waited
     assert "SECRET" not in done.stderr and "Traceback" not in done.stderr
     assert "a bug" not in done.stderr
@@ -133,10 +136,14 @@ def test_a_remote_that_never_answers_is_reported_while_waited_for_and_then_named
     assert "a bug" not in done.stderr and "Traceback" not in done.stderr
 
 
-def test_a_standalone_masters_url_is_read_as_spark_reads_it():
+def test_standalone_and_kubernetes_master_urls_are_read_as_spark_reads_them():
     assert master_addresses("spark://m1:7077,m2:7078") == [("m1", 7077), ("m2", 7078)]
     assert master_addresses("spark://m") == [("m", 7077)]  # Spark's default port
     assert master_addresses("spark://[::1]:7079") == [("::1", 7079)]
+    # Kubernetes: https when the URL gives no scheme, and its port
+    assert master_addresses("k8s://https://api.example:6443") == [("api.example", 6443)]
+    assert master_addresses("k8s://api.example") == [("api.example", 443)]
+    assert master_addresses("k8s://http://127.0.0.1") == [("127.0.0.1", 80)]
 
 
 @pytest.mark.subprocess

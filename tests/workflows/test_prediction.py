@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import CONNECT_URL, run_command
-from covidspark.runtime.remote import connect_address
 from covidspark.runtime.filesystem import local_path
+from covidspark.runtime.remote import connect_address
 
 
 def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp_path):

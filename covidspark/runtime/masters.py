@@ -12,7 +12,6 @@ starting. YARN's ResourceManager is found through the Hadoop configuration,
 which must be there.
 """
 import logging
-import os
 import socket
 import time
 import urllib.parse
@@ -47,7 +46,7 @@ def wait_for_listener(addresses, name, advice, wait_s):
         A host is unknown, or nothing listened at any address for ``wait_s``.
     """
     deadline = time.monotonic() + wait_s
-    shown = ", ".join(f"{host}:{port}" for host, port in addresses)
+    shown = _shown(addresses)
     told = False
     while True:
         reason, unknown_host = _connect_to_one(addresses)
@@ -63,6 +62,11 @@ def wait_for_listener(addresses, name, advice, wait_s):
                            name, shown, reason, wait_s)
             told = True
         time.sleep(1.0)
+
+
+def _shown(addresses):
+    """``host:port, host:port`` as lines and errors name the addresses."""
+    return ", ".join(f"{host}:{port}" for host, port in addresses)
 
 
 def _connect_to_one(addresses):
@@ -110,12 +114,12 @@ def wait_for_master(master, wait_s=None):
         Nothing listened there for ``wait_s`` (default :data:`MASTER_WAIT_S`)
         seconds, or a host is unknown.
     """
-    from covidspark.runtime.remote import PROXY_VARIABLES
+    from covidspark.runtime.remote import proxy_configured
 
     wait_s = MASTER_WAIT_S if wait_s is None else wait_s
     if not master.startswith("k8s://"):
         advice = "start the master (cluster_configs/standalone/cluster.sh start), or check"
-    elif any(os.environ.get(name) for name in PROXY_VARIABLES):
+    elif proxy_configured():
         return
     else:
         advice = "check that this machine reaches the cluster's API server, and"
@@ -181,8 +185,7 @@ def _say_if_no_resource_manager(settings):
     if reason is not None:
         logger.warning("YARN ResourceManager %s: nothing listens there (%s); Hadoop's client "
                        "retries for up to %.0f s (yarn.resourcemanager.connect.max-wait.ms), "
-                       "then fails; Ctrl-C stops",
-                       ", ".join(f"{host}:{port}" for host, port in addresses), reason, wait_s)
+                       "then fails; Ctrl-C stops", _shown(addresses), reason, wait_s)
 
 
 def start_error(master, exc):

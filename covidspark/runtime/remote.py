@@ -42,6 +42,11 @@ WAIT_LOG_INTERVAL_S = 30.0
 PROXY_VARIABLES = ("grpc_proxy", "https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY")
 
 
+def proxy_configured():
+    """Whether a proxy variable is set: a TCP check of the server says nothing then."""
+    return any(os.environ.get(name) for name in PROXY_VARIABLES)
+
+
 def connect_address(url):
     """``(host, port)`` of a Spark Connect URL ``sc://host[:port][/;param=value...]``.
 
@@ -76,7 +81,7 @@ def wait_for_listener(url, wait_s=None):
         The host is unknown, or nothing listened there for ``wait_s`` seconds
         (default :data:`LISTEN_WAIT_S`). Skipped where a proxy is configured.
     """
-    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+    if proxy_configured():
         return
     from covidspark.runtime.masters import wait_for_listener as wait
 

@@ -51,7 +51,7 @@ _REMOTE_HELP = ("Spark Connect URL sc://HOST:PORT instead of a master, as spark-
 
 def _add_input_args(p, command, featurizer=True):
     """Flags of the commands that read images (and, with ``featurizer``, featurize them)."""
-    from covidspark.workflows.commands import REJECTS_LISTED, SEEDED, SPLITTING
+    from covidspark.workflows.commands import PATIENTS_USE, REJECTS_LISTED, SEEDED
 
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", action="append",
@@ -60,9 +60,8 @@ def _add_input_args(p, command, featurizer=True):
     source.add_argument("--manifest", help="CSV with path,label[,patient_id,source]")
     p.add_argument("--label-map", default=None, help="folder name -> label, as JSON or "
                    "'ozturk' (Covid-19, No_findings, Pneumonia)")
-    p.add_argument("--patients", help="CSV with path,patient_id (or patient_group): " + (
-        "images of one patient stay on one side of the split" if command in SPLITTING
-        else "fills patient_id (only train, compare and finetune use it, to split)"))
+    p.add_argument("--patients", help="CSV with path,patient_id (or patient_group): "
+                   + PATIENTS_USE[command])
     p.add_argument("--lenient", action="store_true",
                    help=f"skip bad files instead of failing; the summary prints the first 20 "
                         f"and {REJECTS_LISTED[command]}")

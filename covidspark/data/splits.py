@@ -95,9 +95,14 @@ def _components(rows, group_cols):
     return {row["path"]: membership.get(row["path"], row["path"]) for row in rows}
 
 
-def _units_by_key(rows, group_cols, key):
-    """``{path: unit}``: the components of :func:`_components`, each named by its smallest
-    ``key``, so the seeded order of the units does not depend on the rows' paths."""
+def units_by_key(rows, group_cols, key):
+    """``{path: unit}``: rows that share any non-null value of any of ``group_cols``
+    are one unit, named by its smallest ``key``.
+
+    ``rows`` are mappings with ``path`` (unique), ``key`` and the group columns.
+    The names do not depend on the rows' paths or order, so a seeded order of
+    the units (the split's, the bootstrap's) is the same on every run.
+    """
     component_of = _components(rows, group_cols)
     name = {}
     for row in rows:
@@ -121,13 +126,28 @@ def _assign(components, targets, seed):
     counts = {name: 0 for name in targets}
     assignment = {}
     total = 0
-    for component, size in sorted(components, key=lambda c: _stable_hash(seed, c[0])):
+    ordered = sorted(components, key=lambda c: _stable_hash(seed, c[0]))
+    for component, size in ordered:
         total += size
         # The deficit after adding this component, relative to the target share.
         best = max(targets, key=lambda name: (targets[name] * total - counts[name],
                                               targets[name], name))
         assignment[component] = best
         counts[best] += size
+    # Whole units can leave a small share empty (two patients of three images and a
+    # 20 % test share: both go to train). As the ungrouped split does, each bin gets a
+    # unit while another bin holds two: the largest share's smallest unit moves, the
+    # largest shares (test before validation) served first.
+    for name in sorted(targets, key=lambda n: (-targets[n], str(n))):
+        if name in assignment.values():
+            continue
+        held = {b: [c for c, _ in ordered if assignment[c] == b] for b in targets}
+        donor = max(targets, key=lambda b: (len(held[b]), targets[b], str(b)))
+        if len(held[donor]) < 2:
+            break
+        size_of = dict(ordered)
+        moved = min(held[donor], key=lambda c: size_of[c])  # first in seeded order on ties
+        assignment[moved] = name
     return assignment
 
 
@@ -195,7 +215,7 @@ def grouped_split(df, fractions=(0.8, 0.0, 0.2), seed=0, label_col="label",
         raise InputError(f"grouped_split: {len(missing)} row(s) without {key!r}, e.g. "
                          f"{missing[0]!r}; every row needs one (read_images sets image_id)")
     rows = [{**r, "path": r[row_col]} for r in rows]
-    component_of = _units_by_key(rows, [*present, *keys], key)
+    component_of = units_by_key(rows, [*present, *keys], key)
     members = {}
     for r in rows:
         members.setdefault(component_of[r["path"]], []).append(r[label_col])
@@ -290,6 +310,13 @@ def split_images(images, test_fraction=0.2, validation_fraction=0.0, seed=0, k_f
         share = (1.0 - test_fraction - validation_fraction, validation_fraction, test_fraction)
         split, summary = grouped_split(images, share, seed, group_cols=group_cols,
                                               k_folds=k_folds)
+        if not summary["images"].get("test"):
+            n = sum(sum(per_label.values()) for per_label in summary["images"].values())
+            raise InputError(
+                f"The split left no test images: the {n} images form {summary['units']} "
+                f"unit(s) (a patient's images, near-duplicates and identical files stay "
+                f"together), at most one per class, and a unit is never split. Add images "
+                f"or patients, or test on another source (--train-source, --test-source)")
         by = " and ".join(group_cols) if has_groups else "nothing (every image its own unit)"
         info["method"] = (f"stratified by label, grouped by {by} ({summary['units']} units), "
                           f"seeded" + (f", {k_folds} folds" if k_folds else ""))

@@ -210,18 +210,28 @@ def score_metrics(y_true, probability, labels, positive_label="covid"):
 # --------------------------------------------------------------- bootstrap
 
 def bootstrap_intervals(y_true, y_pred, labels, probability=None, positive_label="covid",
-                        n_resamples=1000, confidence=0.95, seed=0):
-    """Percentile bootstrap confidence intervals over test rows.
+                        n_resamples=1000, confidence=0.95, seed=0, groups=None):
+    """Percentile bootstrap confidence intervals over test rows, or over groups of rows.
 
-    Resamples the rows ``n_resamples`` times with replacement (seeded) and
-    takes the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles
-    of accuracy and of the positive class's precision, recall and F1 (and,
-    for two classes with probabilities, ROC-AUC).
+    Resamples ``n_resamples`` times with replacement (seeded) and takes the
+    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of accuracy
+    and of the positive class's precision, recall and F1 (and, for two classes
+    with probabilities, ROC-AUC).
+
+    With ``groups`` (one value per row: a patient, or the split's unit), whole
+    groups are drawn (a cluster bootstrap): images of one patient are not
+    independent draws, and resampling them one by one makes the intervals too
+    narrow. Each resample draws as many groups as there are, so its row count
+    varies. Groups are numbered in sorted order of their values, so the result
+    does not depend on the rows' order; one group per row gives the same
+    resamples as no ``groups``.
 
     Returns
     -------
     dict
-        ``{metric: [low, high]}`` plus ``n_resamples``, ``confidence``, ``seed``;
+        ``{metric: [low, high]}`` plus ``n_resamples``, ``confidence``, ``seed``,
+        ``resampled`` (``"images"``, or ``"groups"`` when some group has two or
+        more rows) and ``units`` (the number of images or groups drawn from);
         empty when there are no rows.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -229,6 +239,7 @@ def bootstrap_intervals(y_true, y_pred, labels, probability=None, positive_label
     n, k = y_true.size, len(labels)
     if n == 0 or n_resamples <= 0:
         return {}
+    draw = _group_draws(n, groups)
     positive = list(labels).index(positive_label)
     rng = np.random.default_rng(seed)
     samples = {"accuracy": [], f"{positive_label}_precision": [], f"{positive_label}_recall": [],
@@ -238,12 +249,12 @@ def bootstrap_intervals(y_true, y_pred, labels, probability=None, positive_label
         samples[f"{positive_label}_roc_auc"] = []
         score = np.asarray(probability, dtype=float)[:, positive]
     for _ in range(n_resamples):
-        idx = rng.integers(0, n, n)
+        idx = draw(rng)
         counts = confusion_from_arrays(y_true[idx], y_pred[idx], k)
         tp = counts[positive, positive]
         predicted, support = counts[:, positive].sum(), counts[positive].sum()
         precision, recall, f1 = precision_recall_f1(tp, predicted, support)
-        samples["accuracy"].append(np.trace(counts) / n)
+        samples["accuracy"].append(np.trace(counts) / idx.size)
         samples[f"{positive_label}_precision"].append(precision)
         samples[f"{positive_label}_recall"].append(recall)
         samples[f"{positive_label}_f1"].append(f1)
@@ -254,4 +265,36 @@ def bootstrap_intervals(y_true, y_pred, labels, probability=None, positive_label
     tail = (1 - confidence) / 2
     intervals = {name: [float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))]
                  for name, values in samples.items() if values}
-    return {**intervals, "n_resamples": int(n_resamples), "confidence": confidence, "seed": seed}
+    return {**intervals, "n_resamples": int(n_resamples), "confidence": confidence, "seed": seed,
+            "resampled": "groups" if draw.units < n else "images", "units": draw.units}
+
+
+def _group_draws(n, groups):
+    """A function ``rng -> row indices`` of one resample: ``units`` groups drawn, rows expanded.
+
+    Rows are sorted by group once; a draw of groups ``g`` becomes the rows
+    ``start[g] .. start[g] + size[g]`` of that order, without a Python loop.
+    """
+    if groups is None:
+        codes = np.arange(n)
+    else:
+        if len(groups) != n:
+            raise ValueError(f"groups: {len(groups)} values for {n} rows")
+        values = np.asarray(groups)
+        if values.dtype == object:  # mixed or None-bearing values: compare as text
+            values = values.astype(str)
+        codes = np.unique(values, return_inverse=True)[1].ravel()
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    starts = np.cumsum(sizes) - sizes
+    units = sizes.size
+
+    def draw(rng):
+        chosen = rng.integers(0, units, units)
+        lengths = sizes[chosen]
+        # Position within the resample minus where its group's run begins in it.
+        shift = np.repeat(starts[chosen] - (np.cumsum(lengths) - lengths), lengths)
+        return order[np.arange(lengths.sum()) + shift]
+
+    draw.units = units
+    return draw

@@ -47,6 +47,14 @@ def headline_cells(metrics, positive=POSITIVE):
 HEADLINE_HEADER = ["COVID precision", "COVID recall", "COVID F1", "accuracy", "ROC-AUC", "PR-AUC"]
 
 
+def resampled(ci, n):
+    """What a run's bootstrap drew, for the reports: the test images, or groups of them."""
+    if ci.get("resampled") == "groups":
+        return (f"{ci['units']} groups of the {n} test images (a patient's images, "
+                f"near-duplicates and identical files are one group)")
+    return f"the {n} test images"
+
+
 def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -76,6 +84,8 @@ def format_table(metrics):
         lines.append(f"{int(ci['confidence'] * 100)} % bootstrap intervals ({ci['n_resamples']} "
                      f"resamples): covid precision{_interval(metrics, 'covid_precision')}, "
                      f"recall{_interval(metrics, 'covid_recall')}, f1{_interval(metrics, 'covid_f1')}")
+        if ci.get("resampled") == "groups":
+            lines.append(f"  each resample draws {resampled(ci, metrics['n'])}")
     matrix = metrics["confusion_matrix"]["counts"]
     lines.append("")
     lines.append("confusion matrix (rows: true, columns: predicted)")
@@ -159,8 +169,9 @@ def markdown_report(run, plots=()):
         if run.get("baseline"):
             rows.append([run["baseline"]["name"], *headline_cells(run["baseline"]["metrics"])])
         ci = metrics.get("confidence_intervals") or {}
-        note = (f"Brackets: {int(ci['confidence'] * 100)} % bootstrap intervals over test images "
-                f"({ci['n_resamples']} resamples, seed {ci['seed']})." if ci else "")
+        note = (f"Brackets: {int(ci['confidence'] * 100)} % bootstrap intervals "
+                f"({ci['n_resamples']} resamples, seed {ci['seed']}) over "
+                f"{resampled(ci, metrics['n'])}." if ci else "")
         auc_note = ("ROC-AUC and PR-AUC: COVID vs rest." if len(labels) == 2 else
                     "ROC-AUC and PR-AUC: macro mean of one-vs-rest.")
         out.append("## Results\n\n" + markdown_table(["model", *HEADLINE_HEADER], rows)
@@ -287,7 +298,12 @@ def comparison_markdown(comparison):
             rows.append([runs["baseline"]["name"], *headline_cells(runs["baseline"]["metrics"])])
         out.append(f"## {task} ({runs['counts']['train']} train / {runs['counts']['test']} test "
                    f"images)\n\n" + markdown_table(["model", *HEADLINE_HEADER], rows) + "\n")
+        # Every run of a task has the same test rows, so the first run's intervals say it.
+        ci = next((r["metrics"]["confidence_intervals"] for r in runs["runs"]
+                   if r["metrics"].get("confidence_intervals")), None)
+        if ci:
+            out.append(f"Brackets: {int(ci['confidence'] * 100)} % bootstrap intervals over "
+                       f"{resampled(ci, runs['counts']['test'])}.\n")
         out += [r["verdict"] + "\n" for r in runs["runs"] if r.get("verdict_warns")]
-    out.append("Brackets: 95 % bootstrap intervals over the test images. Per-run reports, "
-               "figures and models are in the task folders.\n")
+    out.append("Per-run reports, figures and models are in the task folders.\n")
     return "\n".join(out)

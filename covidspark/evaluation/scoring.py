@@ -16,6 +16,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 DEFAULT_BOOTSTRAP = 1000
+#: Columns whose shared values make test rows one bootstrap unit, as they made them one
+#: unit of the split: a patient, a near-duplicate group, identical files (``image_id``).
+UNIT_COLS = ("patient_id", "dup_group", "image_id")
 
 
 def confusion_matrix(predictions, n_classes, label_col="label_index", prediction_col="prediction"):
@@ -33,10 +36,12 @@ def confusion_matrix(predictions, n_classes, label_col="label_index", prediction
 
 
 def collect_scores(predictions, label_col="label_index", prediction_col="prediction",
-                   probability_col="probability"):
+                   probability_col="probability", unit_cols=None):
     """``(y_true, y_pred, probability)`` numpy arrays of a predictions DataFrame.
 
-    ``probability`` is None when the column is absent.
+    ``probability`` is None when the column is absent. With ``unit_cols`` (a
+    sequence, possibly empty), a fourth item: each row's bootstrap unit
+    (:func:`bootstrap_units`).
     """
     from pyspark.ml.functions import vector_to_array
 
@@ -44,16 +49,37 @@ def collect_scores(predictions, label_col="label_index", prediction_col="predict
     has_probability = probability_col in predictions.columns
     if has_probability:
         columns.append(vector_to_array(probability_col).alias("_p"))
-    rows = predictions.select(*columns).collect()
+    present = [c for c in unit_cols or () if c in predictions.columns]
+    rows = predictions.select(*columns, *present).collect()
     y_true = np.array([r[0] for r in rows], dtype=np.int64)
     y_pred = np.array([r[1] for r in rows], dtype=np.int64)
     probability = np.array([r[2] for r in rows], dtype=float) if has_probability else None
-    return y_true, y_pred, probability
+    if unit_cols is None:
+        return y_true, y_pred, probability
+    return y_true, y_pred, probability, bootstrap_units(rows, present)
+
+
+def bootstrap_units(rows, unit_cols):
+    """Each row's unit: rows sharing a non-null value of any of ``unit_cols`` are one.
+
+    Units are named by their smallest ``image_id`` (when collected), so the
+    bootstrap's draws do not depend on the rows' order or paths. Returns None
+    when no unit column was collected (every row its own unit).
+    """
+    from covidspark.data.splits import units_by_key
+
+    if not unit_cols:
+        return None
+    keyed = [{"path": i, **{c: row[c] for c in unit_cols}} for i, row in enumerate(rows)]
+    key = "image_id" if "image_id" in unit_cols and all(
+        r["image_id"] is not None for r in keyed) else "path"
+    unit_of = units_by_key(keyed, unit_cols, key)
+    return [str(unit_of[i]) for i in range(len(keyed))]
 
 
 def evaluate(predictions, labels, label_col="label_index", prediction_col="prediction",
              probability_col="probability", positive_label="covid", bootstrap=DEFAULT_BOOTSTRAP,
-             seed=0, confidence=0.95):
+             seed=0, confidence=0.95, unit_cols=UNIT_COLS):
     """Compute the report's metrics from a predictions DataFrame.
 
     Parameters
@@ -72,6 +98,11 @@ def evaluate(predictions, labels, label_col="label_index", prediction_col="predi
         Seed of the resampling.
     confidence : float
         Interval coverage (0.95).
+    unit_cols : sequence of str
+        Columns that group test rows for the bootstrap (those present are
+        used): rows sharing a patient, a duplicate group or identical bytes are
+        drawn together, as the split kept them together. Empty: every row is
+        drawn on its own.
 
     Returns
     -------
@@ -87,8 +118,8 @@ def evaluate(predictions, labels, label_col="label_index", prediction_col="predi
     labels = list(labels)
     matrix = confusion_matrix(predictions, len(labels), label_col, prediction_col)
     metrics = metrics_from_confusion(matrix, labels)
-    y_true, y_pred, probability = collect_scores(predictions, label_col, prediction_col,
-                                                 probability_col)
+    y_true, y_pred, probability, units = collect_scores(
+        predictions, label_col, prediction_col, probability_col, unit_cols=tuple(unit_cols or ()))
     collected = confusion_from_arrays(y_true, y_pred, len(labels)).tolist()
     if collected != matrix:  # the DataFrame changed between two reads (non-deterministic input)
         raise RuntimeError(f"Predictions changed between reads: {matrix} vs {collected}; "
@@ -97,7 +128,7 @@ def evaluate(predictions, labels, label_col="label_index", prediction_col="predi
         metrics.update(score_metrics(y_true, probability, labels, positive_label))
     metrics["confidence_intervals"] = bootstrap_intervals(
         y_true, y_pred, labels, probability, positive_label, n_resamples=bootstrap,
-        confidence=confidence, seed=seed)
+        confidence=confidence, seed=seed, groups=units)
     return metrics
 
 

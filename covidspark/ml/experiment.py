@@ -164,6 +164,12 @@ def evaluate_fitted(model, data, task, task_info, options=None, result=None):
     predictions = model.transform(test)
     result["metrics"] = evaluation.evaluate(predictions, labels, bootstrap=options.bootstrap,
                                             seed=options.seed)
+    if result["metrics"]["n"] == 0:
+        # Metrics of nothing would read as numbers: a class with one image (or one
+        # patient) has no unit for the test side.
+        raise InputError(f"No test images of the {task} task's classes ({', '.join(labels)}) "
+                         f"after the split; each class needs at least two images (two "
+                         f"patients, when images are grouped by patient) to be tested")
     if result["threshold"] is not None:
         positive, score = evaluation.positive_scores(predictions, labels)
         result["threshold"]["test_table"] = thresholds.tradeoff_table(

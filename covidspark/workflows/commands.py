@@ -21,8 +21,15 @@ SEEDED = {**dict.fromkeys(("train", "compare"),
                       "bootstrap",
           "evaluate": "the bootstrap", "predict": None, "featurize": "random weights"}
 
-#: The commands that split the images (and so use --patients).
-SPLITTING = ("train", "compare", "finetune")
+#: What --patients does, by command: the splitting commands keep a patient on one side;
+#: every command with metrics draws a patient's test images together in its bootstrap.
+PATIENTS_USE = {
+    **dict.fromkeys(("train", "compare", "finetune"),
+                    "images of one patient stay on one side of the split, and the bootstrap "
+                    "intervals draw them together"),
+    "evaluate": "the bootstrap intervals draw a patient's images together",
+    "predict": "adds a patient_id column to the predictions",
+    "featurize": "not used: the store keeps features by image content (give it to train)"}
 
 #: What is left after Ctrl-C, by command (formatted with its flags); others: the default.
 AFTER_INTERRUPT = {

@@ -56,7 +56,8 @@ def rejected_location(out):
 def predict(config):
     """Predict every image of ``config.images`` (any layout) or ``config.data`` / ``manifest``.
 
-    Writes ``path`` (and ``label`` for labelled input), ``predicted_label``,
+    Writes ``path`` (with ``patients``, ``patient_id``; ``label`` for labelled
+    input), ``predicted_label``,
     ``p_<class>`` per class, ``threshold`` (the binary COVID threshold the model
     predicts with; null for 3-class) and, with ``heatmaps``, ``heatmap`` (the
     overlay PNG's path, computed on the executors).
@@ -92,7 +93,8 @@ def predict(config):
     model, indexer = steps.load_model(spark, config.model_dir)
     labels = list(indexer.labels)
     if config.images:
-        result = read_images(spark, config.images, strict=False, labelled=False)
+        result = read_images(spark, config.images, strict=False, labelled=False,
+                             patients=config.patients)
         rejects = [(r.path, r.reason) for r in result.rejects.collect()]
         if rejects and not config.lenient:
             from covidspark.data.rejects import WORKFLOW_ADVICE, IngestError
@@ -132,7 +134,8 @@ def predict(config):
     # The binary COVID threshold the model predicted with (null for 3-class argmax).
     threshold = F.lit(saved_threshold(model)).cast("double").alias("threshold")
     predictions = predictions.select(
-        "path", *([F.col("label").alias("label")] if not config.images else []),
+        "path", *(["patient_id"] if config.patients else []),
+        *([F.col("label").alias("label")] if not config.images else []),
         "predicted_label", *[probability[k].alias(f"p_{name}") for k, name in enumerate(labels)],
         threshold, *(["heatmap", HEATMAP_PNG_COL] if heatmaps else []))
     if heatmaps:

@@ -3,6 +3,7 @@ from collections import Counter
 import pytest
 
 from covidspark.data.splits import stratified_split
+from covidspark.errors import InputError
 
 
 def _table(spark, counts):
@@ -158,3 +159,35 @@ def test_identical_files_are_one_unit_and_a_missing_id_is_named(spark):
     rows[3] = ("/a/3.png", None, "normal")
     with pytest.raises(ValueError, match=r"1 row\(s\) without 'image_id', e.g. '/a/3.png'"):
         grouped_split(spark.createDataFrame(rows, schema), (0.5, 0.0, 0.5))
+
+
+def test_a_small_class_of_whole_patients_still_has_a_test_patient(spark):
+    from covidspark.data.splits import grouped_split, split_images
+
+    # Two COVID patients of three images, a 20 % test share: by shares alone both
+    # would train (0.2 x 6 images is less than one patient), leaving nothing to test.
+    rows = [(f"c-{p}-{k}", f"id-c-{p}-{k}", "covid", f"covid-patient-{p}", None)
+            for p in range(2) for k in range(3)]
+    rows += [(f"n-{i}", f"id-n-{i}", "normal", f"normal-patient-{i}", None) for i in range(10)]
+    schema = "path string, image_id string, label string, patient_id string, dup_group string"
+    df = spark.createDataFrame(rows, schema)
+    for seed in range(5):
+        _, summary = grouped_split(df, (0.8, 0.0, 0.2), seed=seed)
+        assert summary["images"]["test"]["covid"] == 3 and summary["images"]["train"]["covid"] == 3
+        assert summary["images"]["test"]["normal"] == 2
+    # With a validation share too, test is served first; a class of two patients has none
+    # to spare for validation, one of three gives each side one.
+    _, summary = grouped_split(df, (0.7, 0.1, 0.2), seed=0)
+    assert summary["images"]["test"]["covid"] == 3 and "covid" not in summary["images"].get(
+        "validation", {})
+    three = df.union(spark.createDataFrame([(f"c-2-{k}", f"id-c-2-{k}", "covid", "covid-patient-2",
+                                             None) for k in range(3)], schema))
+    _, summary = grouped_split(three, (0.7, 0.1, 0.2), seed=0)
+    assert {side: per["covid"] for side, per in summary["images"].items()} == {
+        "train": 3, "validation": 3, "test": 3}
+    # One patient per class: nothing can be tested, and the error says why.
+    alone = spark.createDataFrame([("a", "id-a", "covid", "p1", None),
+                                   ("b", "id-b", "covid", "p1", None),
+                                   ("c", "id-c", "normal", "p2", None)], schema)
+    with pytest.raises(InputError, match=r"no test images: the 3 images form 2 unit\(s\)"):
+        split_images(alone, 0.2, seed=0)

@@ -56,3 +56,17 @@ def test_a_balanced_fit_weights_its_rows_and_says_so(imbalanced):
                            plain.stages[1].coefficientMatrix.toArray())
     # covidspark 0.1 took a bool: True still means balanced.
     assert TrainOptions(class_weight=True).class_weight == "balanced"
+
+
+def test_a_split_without_test_rows_is_refused_not_scored_as_numbers(imbalanced):
+    from pyspark.sql import functions as F
+
+    from covidspark.errors import InputError
+    from covidspark.ml.experiment import TrainOptions, fit_and_evaluate
+
+    # Metrics of no rows came out as zeros with exit 0 (a grouped split of a few
+    # patients could put them all in train).
+    all_train = imbalanced.withColumn("split", F.lit("train"))
+    with pytest.raises(InputError, match=r"No test images of the 3class task's classes \(normal, "
+                                         r"covid, pneumonia\) after the split"):
+        fit_and_evaluate(all_train, "3class", "dt", TrainOptions(bootstrap=0))

@@ -241,9 +241,13 @@ def test_each_command_s_help_says_where_its_skipped_files_are_listed(command, li
     # write none (their CSVs: tests/workflows/test_prediction.py, tests/ml/test_feature_store.py).
     help_text = _flag_help(command, "--lenient")
     assert listed in help_text and not_listed not in help_text
-    # --patients splits only where there is a split.
-    splits = "one side of the split" in _flag_help(command, "--patients")
-    assert splits == (command in ("train", "compare", "finetune"))
+    # --patients splits only where there is a split; it groups the bootstrap wherever
+    # there are metrics; predict writes it out; featurize says it does not use it.
+    patients = _flag_help(command, "--patients")
+    assert ("one side of the split" in patients) == (command in ("train", "compare", "finetune"))
+    assert ("bootstrap intervals draw" in patients) == (command not in ("predict", "featurize"))
+    assert ("patient_id column" in patients) == (command == "predict")
+    assert ("not used" in patients) == (command == "featurize")
 
 
 def test_finetune_s_help_says_which_train_flags_it_refuses():

@@ -65,6 +65,10 @@ def test_lenient_job_with_patients_lists_rejects_and_groups_patients(fixture_dir
             in printed)
     assert "grouped by patient_id" in run["split"]["method"]
     assert run["counts"]["total"] == 12
+    # The intervals draw the test set's patients (three images each), not its images.
+    ci = run["metrics"]["confidence_intervals"]
+    assert ci, (run["counts"], run["metrics"]["n"])
+    assert ci["resampled"] == "groups" and ci["units"] == -(-run["counts"]["test"] // 3)
 
 
 def test_datasets_describe_command(fixture_dir, tmp_path, spark, capsys):

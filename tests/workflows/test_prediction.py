@@ -89,6 +89,28 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     accuracy = (predicted.predicted_label[binary] == truth[binary]).mean()
     assert run["metrics"]["accuracy"] == pytest.approx(accuracy)
     assert (tmp_path / "eval" / "report.md").exists()
+    assert run["metrics"]["confidence_intervals"]["resampled"] == "images"
+    # --patients: evaluate's bootstrap draws a patient's images together (two per
+    # patient here: 6 of the 12), and predict writes each image's patient.
+    files = sorted(os.path.join(fixture_dir, label, name) for label in ("covid", "normal")
+                   for name in os.listdir(os.path.join(fixture_dir, label)))
+    patient_of = {path: f"patient-{i // 2}" for i, path in enumerate(files)}
+    patients = tmp_path / "patients.csv"
+    patients.write_text("path,patient_id\n" + "".join(f"{p},{g}\n" for p, g in
+                                                        patient_of.items()))
+    grouped = run_command(["evaluate", "--model-dir", model, "--data", fixture_dir,
+                           "--patients", str(patients), "--bootstrap", "50",
+                           "--out", str(tmp_path / "eval-patients")])
+    ci = grouped["metrics"]["confidence_intervals"]
+    assert (ci["resampled"], ci["units"]) == ("groups", 6)
+    report = (tmp_path / "eval-patients" / "report.md").read_text()
+    assert "6 groups of the 12 test images" in report
+    run_command(["predict", "--model-dir", model, "--images", os.path.join(fixture_dir, "covid"),
+                 "--patients", str(patients), "--out", str(tmp_path / "with-patients.csv")])
+    by_patient = pd.read_csv(tmp_path / "with-patients.csv")
+    assert list(by_patient.columns[:2]) == ["path", "patient_id"] and len(by_patient) == 6
+    assert {local_path(p): g for p, g in zip(by_patient.path, by_patient.patient_id)} == {
+        p: g for p, g in patient_of.items() if "/covid/" in p}
     assert main(["evaluate", "--model-dir", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
 
     # A set of one class (an external COVID-only set): its recall is measured, the

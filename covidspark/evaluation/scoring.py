@@ -3,9 +3,11 @@
 The confusion matrix is counted in Spark (one small aggregation, exact at any
 scale). Score-based metrics (ROC-AUC, PR-AUC, curves, bootstrap intervals,
 threshold tables) need the rows: the label, the prediction and the class
-probabilities of each test row (``n x (k + 2)`` doubles) are collected to the
-driver, which is a few MB for a million rows. The numbers themselves come
-from :mod:`covidspark.evaluation.metrics`.
+probabilities of each test row (``n x (k + 2)`` doubles), and for the
+bootstrap's units its ``image_id``, ``patient_id`` and ``dup_group`` where
+present, are collected to the driver: about 100 bytes a row, 100 MB for a
+million test images. The numbers themselves come from
+:mod:`covidspark.evaluation.metrics`.
 
 The report writers live in :mod:`covidspark.evaluation.reports`.
 """

@@ -47,12 +47,18 @@ def headline_cells(metrics, positive=POSITIVE):
 HEADLINE_HEADER = ["COVID precision", "COVID recall", "COVID F1", "accuracy", "ROC-AUC", "PR-AUC"]
 
 
+# What makes test images one bootstrap group, by the column that says it.
+_GROUPED_BY = {"patient_id": "a patient's images", "dup_group": "near-duplicates",
+               "image_id": "identical files"}
+
+
 def resampled(ci, n):
     """What a run's bootstrap drew, for the reports: the test images, or groups of them."""
-    if ci.get("resampled") == "groups":
-        return (f"{ci['units']} groups of the {n} test images (a patient's images, "
-                f"near-duplicates and identical files are one group)")
-    return f"the {n} test images"
+    if ci.get("resampled") != "groups":
+        return f"the {n} test images"
+    kinds = [_GROUPED_BY.get(c, c) for c in ci.get("grouped_by") or _GROUPED_BY]
+    listed = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+    return f"{ci['units']} groups of the {n} test images ({listed} are one group)"
 
 
 def markdown_table(header, rows):

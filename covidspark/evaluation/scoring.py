@@ -42,8 +42,8 @@ def collect_scores(predictions, label_col="label_index", prediction_col="predict
     """``(y_true, y_pred, probability)`` numpy arrays of a predictions DataFrame.
 
     ``probability`` is None when the column is absent. With ``unit_cols`` (a
-    sequence, possibly empty), a fourth item: each row's bootstrap unit
-    (:func:`bootstrap_units`).
+    sequence, possibly empty), a fourth item: ``(each row's bootstrap unit, the
+    columns that grouped them)`` (:func:`bootstrap_units`).
     """
     from pyspark.ml.functions import vector_to_array
 
@@ -62,21 +62,23 @@ def collect_scores(predictions, label_col="label_index", prediction_col="predict
 
 
 def bootstrap_units(rows, unit_cols):
-    """Each row's unit: rows sharing a non-null value of any of ``unit_cols`` are one.
+    """``(units, columns)``: each row's unit, and the columns with a value in some row.
 
-    Units are named by their smallest ``image_id`` (when collected), so the
-    bootstrap's draws do not depend on the rows' order or paths. Returns None
-    when no unit column was collected (every row its own unit).
+    Rows sharing a non-null value of any of ``unit_cols`` are one unit. Units
+    are named by their smallest ``image_id`` (when collected), so the
+    bootstrap's draws do not depend on the rows' order or paths. ``units`` is
+    None when no unit column was collected (every row its own unit).
     """
     from covidspark.data.splits import units_by_key
 
     if not unit_cols:
-        return None
+        return None, []
+    used = [c for c in unit_cols if any(row[c] is not None for row in rows)]
     keyed = [{"path": i, **{c: row[c] for c in unit_cols}} for i, row in enumerate(rows)]
     key = "image_id" if "image_id" in unit_cols and all(
         r["image_id"] is not None for r in keyed) else "path"
     unit_of = units_by_key(keyed, unit_cols, key)
-    return [str(unit_of[i]) for i in range(len(keyed))]
+    return [str(unit_of[i]) for i in range(len(keyed))], used
 
 
 def evaluate(predictions, labels, label_col="label_index", prediction_col="prediction",
@@ -120,7 +122,7 @@ def evaluate(predictions, labels, label_col="label_index", prediction_col="predi
     labels = list(labels)
     matrix = confusion_matrix(predictions, len(labels), label_col, prediction_col)
     metrics = metrics_from_confusion(matrix, labels)
-    y_true, y_pred, probability, units = collect_scores(
+    y_true, y_pred, probability, (units, grouped_by) = collect_scores(
         predictions, label_col, prediction_col, probability_col, unit_cols=tuple(unit_cols or ()))
     collected = confusion_from_arrays(y_true, y_pred, len(labels)).tolist()
     if collected != matrix:  # the DataFrame changed between two reads (non-deterministic input)
@@ -131,6 +133,8 @@ def evaluate(predictions, labels, label_col="label_index", prediction_col="predi
     metrics["confidence_intervals"] = bootstrap_intervals(
         y_true, y_pred, labels, probability, positive_label, n_resamples=bootstrap,
         confidence=confidence, seed=seed, groups=units)
+    if metrics["confidence_intervals"].get("resampled") == "groups":
+        metrics["confidence_intervals"]["grouped_by"] = grouped_by
     return metrics
 
 

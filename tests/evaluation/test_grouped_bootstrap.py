@@ -113,6 +113,7 @@ def test_evaluate_groups_test_rows_by_patient_duplicate_group_and_identical_file
     metrics = evaluate(df, LABELS, bootstrap=200)
     ci = metrics["confidence_intervals"]
     assert (ci["resampled"], ci["units"], metrics["n"]) == ("groups", expected_units, len(rows))
+    assert ci["grouped_by"] == ["patient_id", "dup_group", "image_id"]
     # The draws follow the units' contents, not the order in which Spark returns rows.
     again = evaluate(df.repartition(7, "path").orderBy(F.rand(1)), LABELS, bootstrap=200)
     assert again["confidence_intervals"] == ci

@@ -104,7 +104,9 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     ci = grouped["metrics"]["confidence_intervals"]
     assert (ci["resampled"], ci["units"]) == ("groups", 6)
     report = (tmp_path / "eval-patients" / "report.md").read_text()
-    assert "6 groups of the 12 test images" in report
+    # No near-duplicate search in evaluate: the report does not claim one.
+    assert "6 groups of the 12 test images (a patient's images and identical files are one " \
+        "group)" in report
     run_command(["predict", "--model-dir", model, "--images", os.path.join(fixture_dir, "covid"),
                  "--patients", str(patients), "--out", str(tmp_path / "with-patients.csv")])
     by_patient = pd.read_csv(tmp_path / "with-patients.csv")

@@ -269,6 +269,46 @@ def bootstrap_intervals(y_true, y_pred, labels, probability=None, positive_label
             "resampled": "groups" if draw.units < n else "images", "units": draw.units}
 
 
+def paired_difference(correct_a, correct_b, groups=None, n_resamples=1000, confidence=0.95,
+                      seed=0):
+    """Accuracy of A minus accuracy of B on the same rows, with a paired bootstrap interval.
+
+    Each resample draws rows (or whole ``groups``) once and scores both models on
+    them, so what the two get right or wrong together cancels: the interval is
+    the difference's, not two intervals side by side. With the same ``groups``
+    and ``seed`` the resamples are those of :func:`bootstrap_intervals`.
+
+    Parameters
+    ----------
+    correct_a, correct_b : array-like of bool
+        Whether each model got each row right, rows in the same order.
+    groups : array-like, optional
+        One value per row, as in :func:`bootstrap_intervals`.
+
+    Returns
+    -------
+    dict
+        ``difference``, ``interval`` [low, high], ``n_resamples``, ``confidence``,
+        ``seed``, ``resampled``, ``units``; None without rows or resamples.
+    """
+    a = np.asarray(correct_a, dtype=float)
+    b = np.asarray(correct_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference: {a.size} and {b.size} rows")
+    if a.size == 0 or n_resamples <= 0:
+        return None
+    each = a - b
+    draw = _group_draws(each.size, groups)
+    rng = np.random.default_rng(seed)
+    resampled = [each[draw(rng)].mean() for _ in range(n_resamples)]
+    tail = (1 - confidence) / 2
+    return {"difference": float(each.mean()),
+            "interval": [float(np.quantile(resampled, tail)),
+                         float(np.quantile(resampled, 1 - tail))],
+            "n_resamples": int(n_resamples), "confidence": confidence, "seed": seed,
+            "resampled": "groups" if draw.units < each.size else "images", "units": draw.units}
+
+
 def _group_draws(n, groups):
     """A function ``rng -> row indices`` of one resample: ``units`` groups drawn, rows expanded.
 

@@ -23,6 +23,21 @@ DEFAULT_BOOTSTRAP = 1000
 UNIT_COLS = ("patient_id", "dup_group", "image_id")
 
 
+class Metrics(dict):
+    """The metrics of :func:`evaluate`, a dict (what ``metrics.json`` holds), which also
+    keeps its test rows in ``rows`` for a paired comparison with another model on the
+    same rows (:func:`paired_accuracy`); ``rows`` is not written anywhere."""
+
+    rows = None
+
+
+class TestRows:
+    """Each test row's key (``path``), whether the model got it right, and its bootstrap unit."""
+
+    def __init__(self, keys, correct, units):
+        self.keys, self.correct, self.units = keys, correct, units
+
+
 def confusion_matrix(predictions, n_classes, label_col="label_index", prediction_col="prediction"):
     """Counts ``[true][predicted]`` as a list of lists, computed in Spark."""
     from pyspark.sql import functions as F
@@ -43,7 +58,7 @@ def collect_scores(predictions, label_col="label_index", prediction_col="predict
 
     ``probability`` is None when the column is absent. With ``unit_cols`` (a
     sequence, possibly empty), a fourth item: ``(each row's bootstrap unit, the
-    columns that grouped them)`` (:func:`bootstrap_units`).
+    columns that grouped them, each row's path or None)`` (:func:`bootstrap_units`).
     """
     from pyspark.ml.functions import vector_to_array
 
@@ -52,13 +67,16 @@ def collect_scores(predictions, label_col="label_index", prediction_col="predict
     if has_probability:
         columns.append(vector_to_array(probability_col).alias("_p"))
     present = [c for c in unit_cols or () if c in predictions.columns]
-    rows = predictions.select(*columns, *present).collect()
+    keyed = "path" in predictions.columns and "path" not in present
+    rows = predictions.select(*columns, *present, *(["path"] if keyed else [])).collect()
     y_true = np.array([r[0] for r in rows], dtype=np.int64)
     y_pred = np.array([r[1] for r in rows], dtype=np.int64)
     probability = np.array([r[2] for r in rows], dtype=float) if has_probability else None
     if unit_cols is None:
         return y_true, y_pred, probability
-    return y_true, y_pred, probability, bootstrap_units(rows, present)
+    units, grouped_by = bootstrap_units(rows, present)
+    keys = [r["path"] for r in rows] if keyed else None
+    return y_true, y_pred, probability, (units, grouped_by, keys)
 
 
 def bootstrap_units(rows, unit_cols):
@@ -122,7 +140,7 @@ def evaluate(predictions, labels, label_col="label_index", prediction_col="predi
     labels = list(labels)
     matrix = confusion_matrix(predictions, len(labels), label_col, prediction_col)
     metrics = metrics_from_confusion(matrix, labels)
-    y_true, y_pred, probability, (units, grouped_by) = collect_scores(
+    y_true, y_pred, probability, (units, grouped_by, keys) = collect_scores(
         predictions, label_col, prediction_col, probability_col, unit_cols=tuple(unit_cols or ()))
     collected = confusion_from_arrays(y_true, y_pred, len(labels)).tolist()
     if collected != matrix:  # the DataFrame changed between two reads (non-deterministic input)
@@ -135,7 +153,31 @@ def evaluate(predictions, labels, label_col="label_index", prediction_col="predi
         confidence=confidence, seed=seed, groups=units)
     if metrics["confidence_intervals"].get("resampled") == "groups":
         metrics["confidence_intervals"]["grouped_by"] = grouped_by
+    metrics = Metrics(metrics)
+    metrics.rows = TestRows(keys, y_true == y_pred, units)
     return metrics
+
+
+def paired_accuracy(metrics_a, metrics_b):
+    """A's accuracy minus B's on their common test rows, with a paired bootstrap interval.
+
+    Both from :func:`evaluate`, on the same rows (matched by path), drawn as A's
+    intervals were (the same units, number of resamples and seed). None when
+    either lacks its rows, the rows differ, or A has no intervals (``bootstrap=0``).
+    """
+    from covidspark.evaluation.metrics import paired_difference
+
+    a, b = getattr(metrics_a, "rows", None), getattr(metrics_b, "rows", None)
+    ci = metrics_a.get("confidence_intervals") or {}
+    if a is None or b is None or a.keys is None or b.keys is None or not ci:
+        return None
+    order_a, order_b = np.argsort(a.keys, kind="stable"), np.argsort(b.keys, kind="stable")
+    if [a.keys[i] for i in order_a] != [b.keys[i] for i in order_b]:
+        return None
+    return paired_difference(
+        a.correct[order_a], b.correct[order_b],
+        groups=None if a.units is None else [a.units[i] for i in order_a],
+        n_resamples=ci["n_resamples"], confidence=ci["confidence"], seed=ci["seed"])
 
 
 def positive_scores(predictions, labels, positive_label="covid", label_col="label_index",

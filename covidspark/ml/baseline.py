@@ -4,7 +4,8 @@ On the Ozturk data such a model already reaches about 95 % binary accuracy,
 because COVID-19 and normal images come from different archives (borders,
 text, exposure), not because it sees pneumonia. Every report puts it beside
 the deep-feature model, trained on the same split, and says so when the
-model does not clearly beat it.
+model does not clearly beat it: when the paired bootstrap interval of the
+accuracy difference on the same test images does not lie above 0.
 """
 import numpy as np
 from pyspark.ml import Transformer
@@ -73,11 +74,14 @@ def thumbnail(data, size=BASELINE_SIZE, name="<bytes>"):
     return decoding.resize_gray(image, size) / np.float32(255.0)
 
 
-def verdict(model_name, model_metrics, baseline_metrics):
+def verdict(model_name, model_metrics, baseline_metrics, difference=None):
     """One sentence comparing the model with the baseline, and whether it is a warning.
 
-    The model *clearly* beats the baseline when the lower end of its accuracy's
-    bootstrap interval is above the baseline's accuracy.
+    With ``difference`` (:func:`covidspark.evaluation.scoring.paired_accuracy`:
+    the model's accuracy minus the baseline's on the same test images, with a
+    paired bootstrap interval), the model *clearly* beats the baseline when that
+    interval lies above 0. Without (metrics that kept no rows), when the lower
+    end of the model's own accuracy interval is above the baseline's accuracy.
 
     Returns
     -------
@@ -85,12 +89,20 @@ def verdict(model_name, model_metrics, baseline_metrics):
         The sentence and True when the model does not clearly beat the baseline.
     """
     accuracy, base = model_metrics["accuracy"], baseline_metrics["accuracy"]
-    ci = model_metrics.get("confidence_intervals", {}).get("accuracy")
-    low = ci[0] if ci else accuracy
-    if low > base:
-        return (f"{model_name} beats the 32x32-pixel baseline: accuracy {accuracy:.3f} "
-                f"(95 % interval from {low:.3f}) vs {base:.3f}.", False)
+    if difference is not None:
+        low, high = difference["interval"]
+        said = (f"accuracy {accuracy:.3f} vs {base:.3f} on the same {model_metrics['n']} test "
+                f"images: {difference['difference']:+.3f}, 95 % interval {low:+.3f} to "
+                f"{high:+.3f}, paired")
+        clearly = low > 0
+    else:
+        ci = model_metrics.get("confidence_intervals", {}).get("accuracy")
+        low = ci[0] if ci else accuracy
+        said = f"accuracy {accuracy:.3f}, 95 % interval from {low:.3f}, vs {base:.3f}"
+        clearly = low > base
+    if clearly:
+        return f"{model_name} beats the 32x32-pixel baseline ({said}).", False
     return (f"**Caution: {model_name} does not clearly beat a logistic regression on 32x32 "
-            f"pixels** (accuracy {accuracy:.3f}, 95 % interval from {low:.3f}, vs {base:.3f} for "
-            f"the baseline). Much of what it learned may be the sources' look (borders, text, "
-            f"exposure) rather than the lungs; test it on another source (--test-source).", True)
+            f"pixels** ({said}). Much of what it learned may be the sources' look (borders, "
+            f"text, exposure) rather than the lungs; test it on another source "
+            f"(--test-source).", True)

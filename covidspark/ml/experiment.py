@@ -193,9 +193,14 @@ def baseline(pixels, task, options=None):
 
 
 def with_verdict(model_name, result, baseline_result):
-    """Attach the baseline and its one-sentence verdict to a run's result (in place)."""
+    """Attach the baseline, the paired accuracy difference and the one-sentence verdict to
+    a run's result (in place)."""
+    from covidspark.evaluation.scoring import paired_accuracy
     from covidspark.ml.baseline import verdict
 
-    sentence, warns = verdict(model_name, result["metrics"], baseline_result["metrics"])
-    result["baseline"] = {**baseline_result, "verdict": sentence, "warns": warns}
+    difference = paired_accuracy(result["metrics"], baseline_result["metrics"])
+    sentence, warns = verdict(model_name, result["metrics"], baseline_result["metrics"],
+                              difference)
+    result["baseline"] = {**baseline_result, "difference": difference, "verdict": sentence,
+                          "warns": warns}
     return result

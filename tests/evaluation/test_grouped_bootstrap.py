@@ -143,3 +143,34 @@ def test_evaluate_groups_test_rows_by_patient_duplicate_group_and_identical_file
 def test_groups_must_match_the_rows():
     with pytest.raises(ValueError, match="3 values for 4 rows"):
         bootstrap_intervals([0, 1, 0, 1], [0, 1, 1, 1], LABELS, groups=["a", "b", "c"])
+
+
+def test_paired_accuracy_matches_rows_by_path_and_draws_their_units(spark):
+    from covidspark.evaluation.metrics import paired_difference
+    from covidspark.evaluation.scoring import paired_accuracy
+
+    rng = np.random.default_rng(8)
+    paths = [f"img-{i:03d}.png" for i in range(60)]
+    patients = [f"P{i // 3}" for i in range(60)]
+    truth = rng.integers(0, 2, 60).astype(float)
+    guess_a = np.where(rng.random(60) < 0.9, truth, 1 - truth)
+    guess_b = np.where(rng.random(60) < 0.75, truth, 1 - truth)
+
+    def scored(guess, order):
+        return _predictions(spark, [[paths[i], f"id-{i}", patients[i], None, float(truth[i]),
+                                     float(guess[i]), Vectors.dense([1 - guess[i], guess[i]])]
+                                    for i in order])
+
+    a = evaluate(scored(guess_a, range(60)), LABELS, bootstrap=300, seed=4)
+    b = evaluate(scored(guess_b, rng.permutation(60)), LABELS, bootstrap=300, seed=4)
+    got = paired_accuracy(a, b)
+    # A unit is named by its smallest image id (the groups' numbering follows the names).
+    name = {p: min(f"id-{i}" for i in range(60) if patients[i] == p) for p in patients}
+    assert got == paired_difference(guess_a == truth, guess_b == truth,
+                                    groups=[name[p] for p in patients], n_resamples=300, seed=4)
+    assert (got["resampled"], got["units"]) == ("groups", 20)
+    # Not the same images, or no intervals: nothing to pair.
+    fewer = evaluate(scored(guess_b, range(59)), LABELS, bootstrap=300)
+    assert paired_accuracy(a, fewer) is None
+    assert paired_accuracy(evaluate(scored(guess_a, range(60)), LABELS, bootstrap=0), b) is None
+    assert paired_accuracy(dict(a), b) is None  # a copy keeps no rows

@@ -45,9 +45,68 @@ def test_pixel_featurizer_names_a_bad_file(spark):
 
 
 def test_verdict():
-    model = {"accuracy": 0.97, "confidence_intervals": {"accuracy": [0.95, 0.99]}}
+    # Metrics that kept no test rows: the model's own interval against the baseline's accuracy.
+    model = {"accuracy": 0.97, "n": 100, "confidence_intervals": {"accuracy": [0.95, 0.99]}}
     assert verdict("m", model, {"accuracy": 0.93}) == (
-        "m beats the 32x32-pixel baseline: accuracy 0.970 (95 % interval from 0.950) vs 0.930.",
+        "m beats the 32x32-pixel baseline (accuracy 0.970, 95 % interval from 0.950, vs 0.930).",
         False)
     sentence, warns = verdict("m", model, {"accuracy": 0.96})
     assert warns and "does not clearly beat" in sentence
+
+
+def test_the_verdict_pairs_model_and_baseline_on_the_same_images():
+    from covidspark.evaluation.metrics import bootstrap_intervals, paired_difference
+
+    labels = ["normal", "covid"]
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 120)
+    # The baseline errs on 10 images; the model on 6 of those, and nowhere else.
+    wrong = rng.choice(120, 10, replace=False)
+    baseline_pred, model_pred = y.copy(), y.copy()
+    baseline_pred[wrong] = 1 - y[wrong]
+    model_pred[wrong[:6]] = 1 - y[wrong[:6]]
+    ci = bootstrap_intervals(y, model_pred, labels, n_resamples=500, seed=0)
+    model = {"accuracy": 114 / 120, "n": 120, "confidence_intervals": ci}
+    baseline = {"accuracy": 110 / 120}
+    difference = paired_difference(model_pred == y, baseline_pred == y, n_resamples=500)
+    assert difference["difference"] == pytest.approx(4 / 120)
+    # Never worse on any image: every resample's difference is >= 0, and > 0 at the 2.5 %
+    # quantile. Side by side, the model's own interval reaches below the baseline's 0.917.
+    assert difference["interval"][0] > 0 and ci["accuracy"][0] < 110 / 120
+    sentence, warns = verdict("m", model, baseline, difference)
+    assert not warns and sentence == (
+        "m beats the 32x32-pixel baseline (accuracy 0.950 vs 0.917 on the same 120 test images: "
+        f"+0.033, 95 % interval {difference['interval'][0]:+.3f} to "
+        f"{difference['interval'][1]:+.3f}, paired).")
+    assert verdict("m", model, baseline)[1]  # the side-by-side rule would have cautioned
+    # The same accuracies with errors on other images: the difference could be 0.
+    disjoint = y.copy()
+    elsewhere = np.setdiff1d(np.arange(120), wrong)[:6]
+    disjoint[elsewhere] = 1 - y[elsewhere]
+    apart = paired_difference(disjoint == y, baseline_pred == y, n_resamples=500)
+    assert apart["difference"] == pytest.approx(4 / 120) and apart["interval"][0] <= 0
+    sentence, warns = verdict("m", model, baseline, apart)
+    assert warns and "does not clearly beat" in sentence and "paired" in sentence
+
+
+def test_paired_difference_matches_a_brute_force_paired_resampling():
+    from sklearn.metrics import accuracy_score
+
+    from covidspark.evaluation.metrics import paired_difference
+
+    rng = np.random.default_rng(4)
+    sizes = rng.integers(1, 4, 50)
+    groups = np.repeat([f"p{i:02d}" for i in range(50)], sizes)
+    y = rng.integers(0, 2, groups.size)
+    a = np.where(rng.random(groups.size) < 0.9, y, 1 - y)
+    b = np.where(rng.random(groups.size) < 0.8, y, 1 - y)
+    got = paired_difference(a == y, b == y, groups=groups, n_resamples=300, seed=9)
+    rows_of = [np.flatnonzero(groups == g) for g in sorted(set(groups))]
+    draws, diffs = np.random.default_rng(9), []
+    for _ in range(300):
+        idx = np.concatenate([rows_of[g] for g in draws.integers(0, 50, 50)])
+        diffs.append(accuracy_score(y[idx], a[idx]) - accuracy_score(y[idx], b[idx]))
+    np.testing.assert_allclose(got["interval"], np.quantile(diffs, [0.025, 0.975]))
+    assert got["difference"] == pytest.approx(accuracy_score(y, a) - accuracy_score(y, b))
+    assert (got["resampled"], got["units"]) == ("groups", 50)
+    assert paired_difference([], [], n_resamples=10) is None

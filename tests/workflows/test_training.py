@@ -28,6 +28,13 @@ def test_tuned_weighted_thresholded_run_featurizes_once(fixture_dir, tmp_path):
     assert run["threshold"]["threshold"] == 0.3
     assert [r["threshold"] for r in run["threshold"]["test_table"]].count(0.3) == 1
     assert run["baseline"]["name"].startswith("baseline") and "verdict" in run["baseline"]
+    # Model and baseline scored on the same test images, paired; the verdict follows
+    # the difference's interval.
+    paired = run["baseline"]["difference"]
+    assert paired["difference"] == pytest.approx(
+        run["metrics"]["accuracy"] - run["baseline"]["metrics"]["accuracy"])
+    assert paired["n_resamples"] == 100 and paired["units"] == run["counts"]["test"]
+    assert run["baseline"]["warns"] == (paired["interval"][0] <= 0)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["schema_version"] == 3 and saved["images_featurized"] == 12
     # Where the job's time went, step by step: no step longer than the whole.

@@ -292,6 +292,14 @@ def write_report(run, out_dir, files=None):
     return metrics_path, report_path
 
 
+def _difference_cell(difference):
+    """``+0.031 [-0.007, +0.069]``: a run's paired accuracy difference to the baseline."""
+    if not difference:
+        return "n/a"
+    low, high = difference["interval"]
+    return f"{difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def comparison_markdown(comparison):
     """The comparison report of :func:`covidspark.ml.experiment.compare`: one table per task."""
     out = ["# covidspark comparison\n"]
@@ -299,11 +307,16 @@ def comparison_markdown(comparison):
     out.append(f"- data: {comparison['data']}\n- weights: {comparison['weights']}\n"
                f"- split: {comparison['split']}\n")
     for task, runs in comparison["tasks"].items():
-        rows = [[f"{r['model']} + {r['classifier']}", *headline_cells(r["metrics"])] for r in runs["runs"]]
+        paired = runs.get("baseline") and any(r.get("difference") for r in runs["runs"])
+        rows = [[f"{r['model']} + {r['classifier']}", *headline_cells(r["metrics"]),
+                 *([_difference_cell(r.get("difference"))] if paired else [])]
+                for r in runs["runs"]]
         if runs.get("baseline"):
-            rows.append([runs["baseline"]["name"], *headline_cells(runs["baseline"]["metrics"])])
+            rows.append([runs["baseline"]["name"], *headline_cells(runs["baseline"]["metrics"]),
+                         *([""] if paired else [])])
+        header = ["model", *HEADLINE_HEADER, *(["accuracy vs baseline (paired)"] if paired else [])]
         out.append(f"## {task} ({runs['counts']['train']} train / {runs['counts']['test']} test "
-                   f"images)\n\n" + markdown_table(["model", *HEADLINE_HEADER], rows) + "\n")
+                   f"images)\n\n" + markdown_table(header, rows) + "\n")
         # Every run of a task has the same test rows, so the first run's intervals say it.
         ci = next((r["metrics"]["confidence_intervals"] for r in runs["runs"]
                    if r["metrics"].get("confidence_intervals")), None)

@@ -152,6 +152,7 @@ def compare(config):
                     "model": model_name, "classifier": classifier, "metrics": summary,
                     "threshold": result["threshold"] and result["threshold"]["threshold"],
                     "verdict": result.get("baseline", {}).get("verdict"),
+                    "difference": result.get("baseline", {}).get("difference"),
                     "verdict_warns": result.get("baseline", {}).get("warns", False),
                     "report": os.path.join(task, f"{model_name}-{classifier}", "report.md")})
         features.unpersist()

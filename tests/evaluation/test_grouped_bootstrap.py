@@ -135,6 +135,13 @@ def test_evaluate_groups_test_rows_by_patient_duplicate_group_and_identical_file
     comparison = {"data": "d", "weights": "w", "split": "s", "tasks": {"binary": {
         "runs": [run], "counts": run["counts"]}}}
     assert f"bootstrap intervals over {said}" in comparison_markdown(comparison)
+    # With the baseline, a column of each run's paired difference to it.
+    with_baseline = {**comparison, "tasks": {"binary": {
+        "runs": [{**run, "difference": {"difference": 0.031, "interval": [-0.007, 0.069]}}],
+        "counts": run["counts"], "baseline": {"name": "baseline", "metrics": plain}}}}
+    table = comparison_markdown(with_baseline)
+    assert "| accuracy vs baseline (paired) |" in table and "| +0.031 [-0.007, +0.069] |" in table
+    assert "paired" not in comparison_markdown(comparison)
     assert f"over the {n} test images" in comparison_markdown(
         {**comparison, "tasks": {"binary": {"runs": [{**run, "metrics": plain}],
                                             "counts": run["counts"]}}})

@@ -3,10 +3,10 @@
 The confusion matrix is counted in Spark (one small aggregation, exact at any
 scale). Score-based metrics (ROC-AUC, PR-AUC, curves, bootstrap intervals,
 threshold tables) need the rows: the label, the prediction and the class
-probabilities of each test row (``n x (k + 2)`` doubles), and for the
-bootstrap's units its ``image_id``, ``patient_id`` and ``dup_group`` where
-present, are collected to the driver: about 100 bytes a row, 100 MB for a
-million test images. The numbers themselves come from
+probabilities of each test row (``n x (k + 2)`` doubles), its ``path`` (to
+pair two models' rows) and, for the bootstrap's units, its ``image_id``,
+``patient_id`` and ``dup_group`` where present, are collected to the driver:
+about 200 bytes a row, 200 MB for a million test images. The numbers themselves come from
 :mod:`covidspark.evaluation.metrics`.
 
 The report writers live in :mod:`covidspark.evaluation.reports`.
@@ -31,7 +31,7 @@ class Metrics(dict):
     rows = None
 
 
-class TestRows:
+class ScoredRows:
     """Each test row's key (``path``), whether the model got it right, and its bootstrap unit."""
 
     def __init__(self, keys, correct, units):
@@ -154,7 +154,7 @@ def evaluate(predictions, labels, label_col="label_index", prediction_col="predi
     if metrics["confidence_intervals"].get("resampled") == "groups":
         metrics["confidence_intervals"]["grouped_by"] = grouped_by
     metrics = Metrics(metrics)
-    metrics.rows = TestRows(keys, y_true == y_pred, units)
+    metrics.rows = ScoredRows(keys, y_true == y_pred, units)
     return metrics
 
 

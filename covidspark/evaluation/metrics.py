@@ -275,8 +275,9 @@ def paired_difference(correct_a, correct_b, groups=None, n_resamples=1000, confi
 
     Each resample draws rows (or whole ``groups``) once and scores both models on
     them, so what the two get right or wrong together cancels: the interval is
-    the difference's, not two intervals side by side. With the same ``groups``
-    and ``seed`` the resamples are those of :func:`bootstrap_intervals`.
+    the difference's, not two intervals side by side. With the same rows in the
+    same order, ``groups`` and ``seed``, the resamples are those of
+    :func:`bootstrap_intervals`.
 
     Parameters
     ----------

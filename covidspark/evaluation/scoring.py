@@ -6,8 +6,8 @@ threshold tables) need the rows: the label, the prediction and the class
 probabilities of each test row (``n x (k + 2)`` doubles), its ``path`` (to
 pair two models' rows) and, for the bootstrap's units, its ``image_id``,
 ``patient_id`` and ``dup_group`` where present, are collected to the driver:
-about 200 bytes a row, 200 MB for a million test images. The numbers themselves come from
-:mod:`covidspark.evaluation.metrics`.
+about 200 bytes a row, 200 MB for a million test images. The numbers
+themselves come from :mod:`covidspark.evaluation.metrics`.
 
 The report writers live in :mod:`covidspark.evaluation.reports`.
 """
@@ -161,9 +161,10 @@ def evaluate(predictions, labels, label_col="label_index", prediction_col="predi
 def paired_accuracy(metrics_a, metrics_b):
     """A's accuracy minus B's on their common test rows, with a paired bootstrap interval.
 
-    Both from :func:`evaluate`, on the same rows (matched by path), drawn as A's
-    intervals were (the same units, number of resamples and seed). None when
-    either lacks its rows, the rows differ, or A has no intervals (``bootstrap=0``).
+    Both from :func:`evaluate`, on the same rows (matched by path), drawn like
+    A's intervals: its units, number of resamples and seed (the rows sorted by
+    path; with units, the draws are the intervals' own). None when either lacks
+    its rows, the rows differ, or A has no intervals (``bootstrap=0``).
     """
     from covidspark.evaluation.metrics import paired_difference
 

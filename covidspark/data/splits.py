@@ -136,8 +136,9 @@ def _assign(components, targets, seed):
         counts[best] += size
     # Whole units can leave a small share empty (two patients of three images and a
     # 20 % test share: both go to train). As the ungrouped split does, each bin gets a
-    # unit while another bin holds two: the largest share's smallest unit moves, the
-    # largest shares (test before validation) served first.
+    # unit while another bin holds two: the smallest unit of the bin holding the most
+    # moves, the largest shares (test before validation) served first.
+    size_of = dict(ordered)
     for name in sorted(targets, key=lambda n: (-targets[n], str(n))):
         if name in assignment.values():
             continue
@@ -145,7 +146,6 @@ def _assign(components, targets, seed):
         donor = max(targets, key=lambda b: (len(held[b]), targets[b], str(b)))
         if len(held[donor]) < 2:
             break
-        size_of = dict(ordered)
         moved = min(held[donor], key=lambda c: size_of[c])  # first in seeded order on ties
         assignment[moved] = name
     return assignment

@@ -239,7 +239,7 @@ def bootstrap_intervals(y_true, y_pred, labels, probability=None, positive_label
     n, k = y_true.size, len(labels)
     if n == 0 or n_resamples <= 0:
         return {}
-    draw = _group_draws(n, groups)
+    draw, drawn = _group_draws(n, groups)
     positive = list(labels).index(positive_label)
     rng = np.random.default_rng(seed)
     samples = {"accuracy": [], f"{positive_label}_precision": [], f"{positive_label}_recall": [],
@@ -266,7 +266,7 @@ def bootstrap_intervals(y_true, y_pred, labels, probability=None, positive_label
     intervals = {name: [float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))]
                  for name, values in samples.items() if values}
     return {**intervals, "n_resamples": int(n_resamples), "confidence": confidence, "seed": seed,
-            "resampled": "groups" if draw.units < n else "images", "units": draw.units}
+            **drawn}
 
 
 def paired_difference(correct_a, correct_b, groups=None, n_resamples=1000, confidence=0.95,
@@ -299,19 +299,21 @@ def paired_difference(correct_a, correct_b, groups=None, n_resamples=1000, confi
     if a.size == 0 or n_resamples <= 0:
         return None
     each = a - b
-    draw = _group_draws(each.size, groups)
+    draw, drawn = _group_draws(each.size, groups)
     rng = np.random.default_rng(seed)
     resampled = [each[draw(rng)].mean() for _ in range(n_resamples)]
     tail = (1 - confidence) / 2
     return {"difference": float(each.mean()),
             "interval": [float(np.quantile(resampled, tail)),
                          float(np.quantile(resampled, 1 - tail))],
-            "n_resamples": int(n_resamples), "confidence": confidence, "seed": seed,
-            "resampled": "groups" if draw.units < each.size else "images", "units": draw.units}
+            "n_resamples": int(n_resamples), "confidence": confidence, "seed": seed, **drawn}
 
 
 def _group_draws(n, groups):
-    """A function ``rng -> row indices`` of one resample: ``units`` groups drawn, rows expanded.
+    """``(draw, drawn)``: ``draw(rng)`` gives one resample's row indices (as many
+    groups drawn as there are, their rows expanded); ``drawn`` says what was drawn
+    (``resampled``: ``"images"``, or ``"groups"`` when a group has two or more
+    rows; ``units``: how many).
 
     Rows are sorted by group once; a draw of groups ``g`` becomes the rows
     ``start[g] .. start[g] + size[g]`` of that order, without a Python loop.
@@ -337,5 +339,4 @@ def _group_draws(n, groups):
         shift = np.repeat(starts[chosen] - (np.cumsum(lengths) - lengths), lengths)
         return order[np.arange(lengths.sum()) + shift]
 
-    draw.units = units
-    return draw
+    return draw, {"resampled": "groups" if units < n else "images", "units": units}

@@ -251,6 +251,10 @@ def main(argv=None):
     parser.add_argument("--train-runs", type=int, default=1,
                         help="run the train job this many times in the one JVM (later runs: "
                              "a notebook's second run on a warm cluster)")
+    parser.add_argument("--keep", choices=("auto", "cache"), default="auto",
+                        help="how a fit's rows are kept: auto (a local checkpoint in local "
+                             "mode), or cache (persisted, as on a cluster): the A/B of "
+                             "covidspark.runtime.lineage, one run of each")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.train_runs < 1:
@@ -267,9 +271,15 @@ def main(argv=None):
     from covidspark.workflows.config import TrainConfig
 
     spark = get_spark("covidspark-bench-jobs", master=args.master)
+    if args.keep == "cache":
+        from covidspark.runtime import lineage
+
+        lineage.executors_in_driver = lambda _spark: False
+
     counters = Counters(spark, decode_dir)
     result = {"weights": "random (seeded; not pretrained ImageNet)", "model": args.model,
-              "engine": args.engine, "master": args.master, "cores": os.cpu_count()}
+              "engine": args.engine, "master": args.master, "cores": os.cpu_count(),
+              "fit_rows_kept": "persisted" if args.keep == "cache" else "auto"}
 
     def train_config(source, out, label_map=args.label_map, patients=args.patients):
         return TrainConfig(**source, label_map=label_map, patients=patients,

@@ -4,6 +4,7 @@ import logging
 import os
 import time
 
+from covidspark.runtime import lineage
 from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
 
@@ -155,9 +156,9 @@ def compare(config):
                     "difference": result.get("baseline", {}).get("difference"),
                     "verdict_warns": result.get("baseline", {}).get("warns", False),
                     "report": os.path.join(task, f"{model_name}-{classifier}", "report.md")})
-        features.unpersist()
+        lineage.release(features)
     if pixels is not None:
-        pixels.unpersist()
+        lineage.release(pixels)
     comparison["timing_s"] = round(time.time() - started, 1)
     comparison["environment"] = steps.environment(spark)
     json_path = write_json(comparison, join(out, "comparison.json"), files)

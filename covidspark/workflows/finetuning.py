@@ -2,6 +2,7 @@
 import logging
 import time
 
+from covidspark.runtime import lineage
 from covidspark.workflows import steps
 from covidspark.workflows.training import TrainResult
 
@@ -67,7 +68,7 @@ def finetune(config):
         pixels = steps.baseline_pixels(spark, split)
         experiment.with_verdict(f"{config.model} fine-tuned", result,
                                 experiment.baseline(pixels, config.task, options))
-        pixels.unpersist()
+        lineage.release(pixels)
     curves = write_learning_curves(fit["history"], out, f"{config.model} fine-tuned, "
                                                         f"{config.task}", files)
     run = {

@@ -10,6 +10,7 @@ import sys
 import time
 
 from covidspark.errors import InputError
+from covidspark.runtime import lineage
 from covidspark.runtime.connect import set_job_description
 
 logger = logging.getLogger("covidspark")
@@ -314,9 +315,10 @@ def persist_compact(df, width, rows=None):
     mostly task scheduling (624 images: 139 LR jobs of 49 tasks, 21.9 s). The
     rows go to as many partitions as their vectors of ``width`` float64 values need
     (:data:`COMPACT_PARTITION_BYTES` each), hashed there by image id and sorted
-    by id and path within them, in one shuffle and one cache, none dropped
-    (dropping one waits, in Spark's CacheManager, for caches being built). Both
-    the count and the order are the data's own, not the scan's or the cluster's:
+    by id and path within them, in one shuffle, kept once (:func:`lineage.keep
+    <covidspark.runtime.lineage.keep>`: in local mode a local checkpoint, whose
+    jobs cost half as much; free it with :func:`~covidspark.runtime.lineage.release`).
+    Both the count and the order are the data's own, not the scan's or the cluster's:
     a fit's path (L-BFGS's sums, a forest's samples) follows them, so a laptop
     and a cluster of any size fit on the same partitions, row for row.
 
@@ -325,16 +327,13 @@ def persist_compact(df, width, rows=None):
     """
     import math
 
-    from pyspark import StorageLevel
-
     if rows is None:
         rows = df.count()
     needed = max(1, math.ceil(rows * width * 8 / COMPACT_PARTITION_BYTES))
     keys = [c for c in ("image_id", "path") if c in df.columns]
     spread = df.repartition(needed, *keys)
     compact = spread.sortWithinPartitions(*keys) if keys else spread
-    compact = compact.persist(StorageLevel.MEMORY_AND_DISK)
-    return compact, compact.count()
+    return lineage.keep(compact)
 
 
 def baseline_pixels(spark, split):
@@ -371,7 +370,7 @@ def pixel_baseline(spark, split, task, options):
     try:
         result = experiment.baseline(pixels, task, options)
     finally:
-        pixels.unpersist()
+        lineage.release(pixels)
     return {**result, "seconds": round(time.time() - started, 2)}
 
 

@@ -2,6 +2,7 @@
 import dataclasses
 import logging
 
+from covidspark.runtime import lineage
 from covidspark.runtime.connect import is_connect, set_job_description
 from covidspark.workflows import steps
 
@@ -143,7 +144,7 @@ def train(config):
             baseline = (pending.result() if pending is not None
                         else steps.pixel_baseline(spark, split, config.task, options))
             experiment.with_verdict(f"{config.model} + {config.classifier}", result, baseline)
-    features.unpersist()
+    lineage.release(features)
 
     model_dir = join(out, "model")
     with watch.step("save the model"):

@@ -5,6 +5,7 @@ import numpy as np
 def test_features_persist_once_in_as_few_partitions_as_their_size_needs(spark, monkeypatch):
     """One cache, none dropped (dropping one waits for every cache being built), in the
     partitions the vectors' bytes need, not the cores'."""
+    from covidspark.runtime import lineage
     from covidspark.workflows import steps
 
     # 40 rows, 256 float64 values wide: 80 KB.
@@ -17,14 +18,15 @@ def test_features_persist_once_in_as_few_partitions_as_their_size_needs(spark, m
         assert n == 40 and small.rdd.getNumPartitions() == 1
         assert sorted(r.i for r in small.collect()) == list(range(40))  # nothing lost or repeated
         assert spark.sparkContext._jsc.getPersistentRDDs().size() == before + 1  # one cache, kept
-        small.unpersist()
+        lineage.release(small)
+        assert spark.sparkContext._jsc.getPersistentRDDs().size() == before  # and freed
 
     # 32 KB partitions: 80 KB needs three, one more than local[2]'s cores.
     monkeypatch.setattr(steps, "COMPACT_PARTITION_BYTES", 32 * 1024)
     spread, n = steps.persist_compact(df, width=256)
     assert n == 40 and spread.rdd.getNumPartitions() == 3
     assert sorted(r.i for r in spread.collect()) == list(range(40))
-    spread.unpersist()
+    lineage.release(spread)
 
 
 def test_a_fit_s_rows_come_in_one_order_whatever_the_scan_s_partitions(spark, monkeypatch):
@@ -34,6 +36,7 @@ def test_a_fit_s_rows_come_in_one_order_whatever_the_scan_s_partitions(spark, mo
     from pyspark.ml.linalg import Vectors, VectorUDT
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
+    from covidspark.runtime import lineage
     from covidspark.workflows import steps
 
     # More features than rows and no regularisation: as with ResNet50's 2,048 features
@@ -59,7 +62,7 @@ def test_a_fit_s_rows_come_in_one_order_whatever_the_scan_s_partitions(spark, mo
             # The reference order: sorted by id, then path, whatever came in.
             assert [r.image_id for r in df.collect()] == sorted(r[0] for r in rows)
             fits.append(LogisticRegression().fit(df).coefficients.toArray())
-            df.unpersist()
+            lineage.release(df)
     assert all(np.array_equal(fits[0], f) for f in fits[1:])
 
     # A set too large for one partition: the same rows in the same partitions, each in
@@ -80,7 +83,7 @@ def test_a_fit_s_rows_come_in_one_order_whatever_the_scan_s_partitions(spark, mo
             # A forest draws its bootstrap samples partition by partition, row by row.
             forest = RandomForestClassifier(numTrees=5, seed=1).fit(df)
             forests.append(forest.toDebugString.split("\n", 1)[1])  # the trees, not the uid
-            df.unpersist()
+            lineage.release(df)
     assert all(layout == layouts[0] for layout in layouts[1:])
     assert all(forest == forests[0] for forest in forests[1:])
 

@@ -3,8 +3,8 @@ import numpy as np
 
 
 def test_features_persist_once_in_as_few_partitions_as_their_size_needs(spark, monkeypatch):
-    """One cache, none dropped (dropping one waits for every cache being built), in the
-    partitions the vectors' bytes need, not the cores'."""
+    """Kept once (a local checkpoint here, in local mode) and freed by ``release``, in
+    the partitions the vectors' bytes need, not the cores'."""
     from covidspark.runtime import lineage
     from covidspark.workflows import steps
 
@@ -17,7 +17,7 @@ def test_features_persist_once_in_as_few_partitions_as_their_size_needs(spark, m
         small, n = steps.persist_compact(df, width=256, rows=rows)
         assert n == 40 and small.rdd.getNumPartitions() == 1
         assert sorted(r.i for r in small.collect()) == list(range(40))  # nothing lost or repeated
-        assert spark.sparkContext._jsc.getPersistentRDDs().size() == before + 1  # one cache, kept
+        assert spark.sparkContext._jsc.getPersistentRDDs().size() == before + 1  # kept once
         lineage.release(small)
         assert spark.sparkContext._jsc.getPersistentRDDs().size() == before  # and freed
 

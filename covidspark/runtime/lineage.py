@@ -27,7 +27,7 @@ _IN_DRIVER = re.compile(r"local(\[[^\]]*\])?$")
 
 
 def runs_executor_in_driver(master):
-    """True for ``local``, ``local[N]``, ``local[*]``, ``local[N, F]``; not ``local-cluster[...]``."""
+    """True for ``local``, ``local[N]``, ``local[*]``, ``local[N, F]``; not ``local-cluster``."""
     return bool(_IN_DRIVER.match(master.replace(" ", "")))
 
 

@@ -1,4 +1,4 @@
-"""A fit's rows kept once: a local checkpoint where the executor is the driver, a cache elsewhere."""
+"""A fit's rows kept once: a local checkpoint where the executor is the driver, else a cache."""
 import numpy as np
 import pytest
 

@@ -17,6 +17,7 @@ anyway. Everywhere else (a cluster, ``local-cluster``, Spark Connect, whose
 server's master this side does not know) the rows are persisted, and a lost
 executor's share is recomputed from the lineage as before.
 """
+import contextlib
 import re
 
 from covidspark.runtime.connect import is_connect
@@ -62,6 +63,20 @@ def release(df):
         # Not df.unpersist(): it would wait, in Spark's CacheManager, for caches that
         # another thread is building (the baseline beside the fit), and free nothing.
         rdd.unpersist(False)
+
+
+@contextlib.contextmanager
+def held(df):
+    """``df`` (from :func:`keep`) until the block ends, then released, however it ends.
+
+    A fit that raises in a notebook would otherwise leave its rows in the
+    executors' memory for the session's life. ``None`` holds nothing.
+    """
+    try:
+        yield df
+    finally:
+        if df is not None:
+            release(df)
 
 
 def _checkpointed_rdd(df):

@@ -1,5 +1,6 @@
 """The compare workflow: backbones x classifiers x tasks on one split and one feature store."""
 import dataclasses
+import itertools
 import logging
 import os
 import time
@@ -112,8 +113,10 @@ def compare(config):
     split, split_info = steps.split_for(images, config, options)
     rows = split.count()
     pixels = steps.baseline_pixels(spark, split) if config.baseline else None
-    baselines = {task: experiment.baseline(pixels, task, options) for task in tasks} \
-        if config.baseline else {}
+    # The pixels serve the baselines alone: freed once they are fitted.
+    with lineage.held(pixels):
+        baselines = {task: experiment.baseline(pixels, task, options) for task in tasks} \
+            if config.baseline else {}
     comparison = {"data": facts["data"]["description"], "split": split_info["method"],
                   "weights": None, "warnings": notes, "rejected": facts["rejected"],
                   "duplicates": facts["duplicates"], "models": config.models,
@@ -128,8 +131,8 @@ def compare(config):
         comparison["featurized"][model_name] = {"seconds": round(seconds, 1),
                                                 "images": featurizer.imagesFeaturized(),
                                                 "ran_on": featurizer.ranOn()}
-        for task in tasks:
-            for classifier in config.classifiers:
+        with lineage.held(features):
+            for task, classifier in itertools.product(tasks, config.classifiers):
                 name = f"{model_name} + {classifier}"
                 set_job_description(spark, f"{task}: fit {name}")
                 logger.info("%s task: fitting %s", task, name)
@@ -156,9 +159,6 @@ def compare(config):
                     "difference": result.get("baseline", {}).get("difference"),
                     "verdict_warns": result.get("baseline", {}).get("warns", False),
                     "report": os.path.join(task, f"{model_name}-{classifier}", "report.md")})
-        lineage.release(features)
-    if pixels is not None:
-        lineage.release(pixels)
     comparison["timing_s"] = round(time.time() - started, 1)
     comparison["environment"] = steps.environment(spark)
     json_path = write_json(comparison, join(out, "comparison.json"), files)

@@ -65,10 +65,9 @@ def finetune(config):
         model.write().overwrite().save(model_dir)
     remember_training_images(split, model_dir)
     if config.baseline:
-        pixels = steps.baseline_pixels(spark, split)
-        experiment.with_verdict(f"{config.model} fine-tuned", result,
-                                experiment.baseline(pixels, config.task, options))
-        lineage.release(pixels)
+        with lineage.held(steps.baseline_pixels(spark, split)) as pixels:
+            experiment.with_verdict(f"{config.model} fine-tuned", result,
+                                    experiment.baseline(pixels, config.task, options))
     curves = write_learning_curves(fit["history"], out, f"{config.model} fine-tuned, "
                                                         f"{config.task}", files)
     run = {

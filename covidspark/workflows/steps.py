@@ -366,11 +366,8 @@ def pixel_baseline(spark, split, task, options):
     from covidspark.ml import experiment
 
     started = time.time()
-    pixels = baseline_pixels(spark, split)
-    try:
+    with lineage.held(baseline_pixels(spark, split)) as pixels:
         result = experiment.baseline(pixels, task, options)
-    finally:
-        lineage.release(pixels)
     return {**result, "seconds": round(time.time() - started, 2)}
 
 

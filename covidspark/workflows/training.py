@@ -135,7 +135,8 @@ def train(config):
     # Spark Connect keeps the active session per thread, and pyspark.ml looks it up
     # there: under Connect the baseline runs after the fit, in this thread.
     side_by_side = config.baseline and not is_connect(spark)
-    with watch.step("fit and evaluate"), ThreadPoolExecutor(max_workers=1) as pool:
+    with watch.step("fit and evaluate"), lineage.held(features), \
+            ThreadPoolExecutor(max_workers=1) as pool:
         pending = (pool.submit(steps.pixel_baseline, spark, split, config.task, options)
                    if side_by_side else None)
         head, result = experiment.fit_and_evaluate(features, config.task, config.classifier,
@@ -144,7 +145,6 @@ def train(config):
             baseline = (pending.result() if pending is not None
                         else steps.pixel_baseline(spark, split, config.task, options))
             experiment.with_verdict(f"{config.model} + {config.classifier}", result, baseline)
-    lineage.release(features)
 
     model_dir = join(out, "model")
     with watch.step("save the model"):

@@ -62,3 +62,24 @@ def test_on_a_cluster_the_kept_rows_are_a_cache_that_a_lost_executor_recomputes(
     assert "ShuffledRowRDD" in kept.rdd.toDebugString().decode()  # recomputable
     lineage.release(kept)
     assert not kept.is_cached
+
+
+def _persistent_rdds(spark):
+    return set(spark.sparkContext._jsc.getPersistentRDDs().keySet())
+
+
+@pytest.mark.parametrize("in_driver", [True, False], ids=["local checkpoint", "cache"])
+def test_held_rows_are_released_when_their_fit_raises(spark, monkeypatch, in_driver):
+    """A notebook's session outlives a failed fit: its rows must not stay in the executors."""
+    from pyspark.ml.classification import LogisticRegression
+
+    from covidspark.runtime import lineage
+
+    monkeypatch.setattr(lineage, "executors_in_driver", lambda _spark: in_driver)
+    before = _persistent_rdds(spark)
+    kept, _ = lineage.keep(_rows_with_lineage(spark))
+    assert len(_persistent_rdds(spark) - before) == 1
+    # A real fit that fails: Spark refuses the parameter once the fit starts.
+    with pytest.raises(Exception, match="maxIter"), lineage.held(kept):
+        LogisticRegression(maxIter=-1).fit(kept)
+    assert _persistent_rdds(spark) == before

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import threading
 
 import pytest
 
@@ -94,3 +95,33 @@ def test_train_on_one_source_test_on_another(fixture_dir, tmp_path):
 def test_threshold_needs_the_binary_task():
     with pytest.raises(ValueError, match="binary task"):
         run_command(["train", "--task", "3class", "--threshold", "f1", "--weights", "random"])
+
+
+def test_a_fit_that_raises_leaves_none_of_its_rows_kept(spark, fixture_dir, tmp_path,
+                                                         monkeypatch):
+    """The features a failed fit read are freed; a notebook's session goes on without them."""
+    from covidspark.ml import experiment
+    from covidspark.runtime import lineage
+
+    def persistent():
+        return set(spark.sparkContext._jsc.getPersistentRDDs().keySet())
+
+    seen = {}
+    fit = experiment.fit_and_evaluate
+
+    def fit_that_fails(features, *args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return fit(features, *args, **kwargs)  # the pixel baseline's, beside the fit
+        seen["kept"] = persistent()
+        seen["features"] = lineage._checkpointed_rdd(features).id()  # local mode: a checkpoint
+        raise RuntimeError("the fit failed")
+
+    monkeypatch.setattr(experiment, "fit_and_evaluate", fit_that_fails)
+    with pytest.raises(RuntimeError, match="the fit failed"):
+        run_command(["train", "--data", fixture_dir, "--model", "SmallCNN", "--weights",
+                     "random", "--bootstrap", "0", "--out", str(tmp_path / "run")])
+    assert seen["features"] in seen["kept"]
+    left = persistent()
+    assert seen["features"] not in left
+    # Nothing the fit step kept is left, the baseline's pixels beside it included.
+    assert left <= seen["kept"]

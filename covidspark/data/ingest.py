@@ -171,6 +171,7 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    from covidspark.runtime import lineage
     from covidspark.runtime.connect import ImageCounter
     from covidspark.runtime.progress import Progress
 
@@ -195,8 +196,8 @@ def inspect_and_persist(candidates, max_pixels=DEFAULT_MAX_PIXELS, stored_ids=No
     # On disk, not in memory: in local mode the executors share the driver's heap
     # (1 GB unless --driver-memory says more), which 10,000 images' bytes outgrow.
     counter = ImageCounter(candidates.sparkSession).accumulator
-    inspected = inspect_images(candidates, max_pixels=max_pixels, counter=counter).persist(
-        StorageLevel.DISK_ONLY)
+    inspected = lineage.persist(inspect_images(candidates, max_pixels=max_pixels,
+                                               counter=counter), StorageLevel.DISK_ONLY)
     # This action fills the cache: the filter runs above the persisted relation.
     # Files, not images: a bad file is counted when it has been checked.
     with (Progress("read and check", total, lambda: counter.value, unit="files")

@@ -16,11 +16,21 @@ the laptop, a Databricks single-node cluster), whose loss ends the application
 anyway. Everywhere else (a cluster, ``local-cluster``, Spark Connect, whose
 server's master this side does not know) the rows are persisted, and a lost
 executor's share is recomputed from the lineage as before.
+
+What a workflow keeps (these rows, the images' tables) is freed when the
+workflow returns or raises (:func:`frees_what_it_keeps`; after an error only
+where a release cannot hang or hide it, :func:`release_after_failure`): a
+notebook's session outlives many runs.
 """
 import contextlib
+import contextvars
+import functools
+import logging
 import re
 
 from covidspark.runtime.connect import is_connect
+
+logger = logging.getLogger("covidspark")
 
 #: Masters whose only executor runs in the driver's JVM: ``local``, ``local[4]``,
 #: ``local[*]``, ``local[4, 2]`` (with task retries). Not ``local-cluster[...]``.
@@ -48,10 +58,57 @@ def keep(df):
     from pyspark import StorageLevel
 
     if executors_in_driver(df.sparkSession):
-        kept = df.localCheckpoint(eager=True)
+        kept = _freed_with_the_workflow(df.localCheckpoint(eager=True))
     else:
-        kept = df.persist(StorageLevel.MEMORY_AND_DISK)
+        kept = persist(df, StorageLevel.MEMORY_AND_DISK)
     return kept, kept.count()
+
+
+#: What the running workflow has kept (None outside :func:`frees_what_it_keeps`).
+_KEPT_BY_WORKFLOW = contextvars.ContextVar("covidspark_kept_by_workflow", default=None)
+
+
+def persist(df, level):
+    """``df.persist(level)``; freed when the workflow that persisted it ends.
+
+    Outside a workflow (:func:`frees_what_it_keeps`), as ``df.persist``: the
+    caller unpersists it.
+    """
+    return _freed_with_the_workflow(df.persist(level))
+
+
+def _freed_with_the_workflow(df):
+    kept = _KEPT_BY_WORKFLOW.get()
+    if kept is not None:
+        kept.append(df)
+    return df
+
+
+def frees_what_it_keeps(workflow):
+    """Decorate a workflow: what it keeps (:func:`keep`, :func:`persist`) is freed when it
+    returns or raises (then as :func:`release_after_failure` says).
+
+    A workflow's images (the ingest pass's table on disk, the narrow table in
+    memory) and features outlive the run in a notebook's session otherwise: a
+    second train run on 100,000 images would leave a second copy of their bytes
+    on the executors' disks. What a workflow returns is plain data, never these
+    tables.
+    """
+    @functools.wraps(workflow)
+    def run(*args, **kwargs):
+        kept = []
+        token = _KEPT_BY_WORKFLOW.set(kept)
+        try:
+            result = workflow(*args, **kwargs)
+        except BaseException as error:
+            _KEPT_BY_WORKFLOW.reset(token)
+            release_after_failure(reversed(kept), error)
+            raise
+        _KEPT_BY_WORKFLOW.reset(token)
+        for df in reversed(kept):
+            release(df)
+        return result
+    return run
 
 
 def release(df):
@@ -67,16 +124,48 @@ def release(df):
 
 @contextlib.contextmanager
 def held(df):
-    """``df`` (from :func:`keep`) until the block ends, then released, however it ends.
+    """``df`` (from :func:`keep`) until the block ends, then released (after an error,
+    as :func:`release_after_failure` says).
 
     A fit that raises in a notebook would otherwise leave its rows in the
     executors' memory for the session's life. ``None`` holds nothing.
     """
     try:
         yield df
-    finally:
-        if df is not None:
+    except BaseException as error:
+        release_after_failure([df] if df is not None else [], error)
+        raise
+    if df is not None:
+        release(df)
+
+
+def release_after_failure(frames, error):
+    """Release ``frames`` after ``error``, unless that could hang or hide it.
+
+    Not after Ctrl-C or an exit (the process is ending), nor under Spark Connect:
+    the error may be the server's loss, and a release would wait out the client's
+    retries (minutes) before the error is reported; the server frees a session's
+    tables when the session ends. A release that fails is logged, not raised:
+    ``error`` is the one to report.
+    """
+    frames = list(frames)
+    if not frames or not isinstance(error, Exception) or not _classic_and_running(
+            frames[0].sparkSession):
+        return
+    for df in frames:
+        try:
             release(df)
+        except Exception:
+            logger.debug("a kept table was not released after the run failed", exc_info=True)
+
+
+def _classic_and_running(spark):
+    if is_connect(spark):
+        return False
+    try:
+        return not spark.sparkContext._jsc.sc().isStopped()
+    except Exception:  # the JVM is gone
+        return False
 
 
 def _checkpointed_rdd(df):

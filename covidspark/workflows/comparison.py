@@ -72,6 +72,7 @@ class CompareResult:
                 + f"comparison: {steps.shown(self.markdown_path)}")
 
 
+@lineage.frees_what_it_keeps
 def compare(config):
     """Fit and evaluate every (backbone, classifier, task) on one split; write the comparison.
 

@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Optional
 
+from covidspark.runtime import lineage
 from covidspark.workflows import steps
 
 logger = logging.getLogger("covidspark")
@@ -53,6 +54,7 @@ class FeaturizeResult:
             f"features: {self.location}"])
 
 
+@lineage.frees_what_it_keeps
 def featurize(config):
     """Featurize the config's images into its feature store (only the missing ones).
 

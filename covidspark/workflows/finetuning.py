@@ -12,6 +12,7 @@ FROM_RANDOM_NOTE = ("Fine-tuning STARTED FROM RANDOMLY INITIALISED (seeded) weig
                     "pretrained ImageNet weights: the studies fine-tuned ImageNet networks.")
 
 
+@lineage.frees_what_it_keeps
 def finetune(config):
     """Fine-tune a backbone and a new head, evaluate it beside the pixel baseline, save it.
 

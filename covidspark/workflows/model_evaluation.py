@@ -3,6 +3,7 @@ import dataclasses
 import logging
 import os
 
+from covidspark.runtime import lineage
 from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
 
@@ -45,6 +46,7 @@ class EvaluateResult:
         return "\n\n".join(block for block in blocks if block)
 
 
+@lineage.frees_what_it_keeps
 def evaluate_model(config):
     """Predict labelled images with a saved model; write ``metrics.json``, ``report.md``, figures.
 

@@ -4,6 +4,7 @@ import logging
 import posixpath
 from typing import Optional
 
+from covidspark.runtime import lineage
 from covidspark.runtime.connect import set_job_description
 from covidspark.workflows import steps
 
@@ -53,6 +54,7 @@ def rejected_location(out):
         out, "_rejected.csv")
 
 
+@lineage.frees_what_it_keeps
 def predict(config):
     """Predict every image of ``config.images`` (any layout) or ``config.data`` / ``manifest``.
 

@@ -211,7 +211,7 @@ def without_content(images):
     cores = default_parallelism(images.sparkSession, hidden=None)
     if cores:
         narrow = narrow.coalesce(cores)
-    narrow = narrow.persist(StorageLevel.MEMORY_AND_DISK)
+    narrow = lineage.persist(narrow, StorageLevel.MEMORY_AND_DISK)
 
     def with_content(df):
         # The rows (a few hundred bytes each without the thumbnails) are broadcast,

@@ -72,6 +72,7 @@ class TrainResult:
         return "\n".join(line for line in lines if line)
 
 
+@lineage.frees_what_it_keeps
 def train(config):
     """Train one classifier on deep features of chest X-rays and report it.
 

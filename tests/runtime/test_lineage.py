@@ -83,3 +83,40 @@ def test_held_rows_are_released_when_their_fit_raises(spark, monkeypatch, in_dri
     with pytest.raises(Exception, match="maxIter"), lineage.held(kept):
         LogisticRegression(maxIter=-1).fit(kept)
     assert _persistent_rdds(spark) == before
+
+
+def test_a_workflow_frees_what_it_kept_and_nothing_else(spark):
+    """Tables kept inside a workflow go when it ends; one persisted outside stays."""
+    from pyspark import StorageLevel
+
+    from covidspark.runtime import lineage
+
+    before = _persistent_rdds(spark)
+    outside = lineage.persist(spark.range(10), StorageLevel.MEMORY_AND_DISK)
+    assert outside.count() == 10
+
+    @lineage.frees_what_it_keeps
+    def workflow():
+        images = lineage.persist(spark.range(20), StorageLevel.DISK_ONLY)
+        features, rows = lineage.keep(images.filter("id % 2 = 0"))
+        assert images.count() == 20 and rows == 10
+        assert len(_persistent_rdds(spark) - before) == 3
+        return rows
+
+    assert workflow() == 10
+    assert len(_persistent_rdds(spark) - before) == 1 and outside.is_cached
+    outside.unpersist()
+    assert _persistent_rdds(spark) == before
+
+
+def test_after_ctrl_c_the_rows_are_left_to_the_ending_process(spark):
+    """A release after Ctrl-C could block in py4j while the user waits for the exit."""
+    from covidspark.runtime import lineage
+
+    before = _persistent_rdds(spark)
+    kept, _ = lineage.keep(_rows_with_lineage(spark))
+    with pytest.raises(KeyboardInterrupt), lineage.held(kept):
+        raise KeyboardInterrupt
+    assert len(_persistent_rdds(spark) - before) == 1
+    lineage.release(kept)
+    assert _persistent_rdds(spark) == before

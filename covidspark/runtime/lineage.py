@@ -112,7 +112,7 @@ def frees_what_it_keeps(workflow):
 
 
 def release(df):
-    """Free what :func:`keep` holds for ``df`` (its cache, or its local checkpoint's blocks)."""
+    """Free ``df`` (from :func:`keep` or :func:`persist`): its cache, or its checkpoint's blocks."""
     rdd = _checkpointed_rdd(df)
     if rdd is None:
         df.unpersist()

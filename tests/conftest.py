@@ -333,6 +333,11 @@ def standalone_cluster(state, workers, cores, memory, **env):
                                            capture_output=True, text=True).stdout
 
 
+def persistent_rdds(spark):
+    """Ids of the RDDs Spark keeps (caches, local checkpoints) in this session."""
+    return set(spark.sparkContext._jsc.getPersistentRDDs().keySet())
+
+
 def run_command(argv):
     """Run a command as the CLI does; its result as plain data (the run's dict)."""
     import dataclasses

@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from conftest import persistent_rdds
+
 
 @pytest.mark.parametrize("master, in_driver", [
     ("local", True), ("local[2]", True), ("local[*]", True), ("local[4, 2]", True),
@@ -64,10 +66,6 @@ def test_on_a_cluster_the_kept_rows_are_a_cache_that_a_lost_executor_recomputes(
     assert not kept.is_cached
 
 
-def _persistent_rdds(spark):
-    return set(spark.sparkContext._jsc.getPersistentRDDs().keySet())
-
-
 @pytest.mark.parametrize("in_driver", [True, False], ids=["local checkpoint", "cache"])
 def test_held_rows_are_released_when_their_fit_raises(spark, monkeypatch, in_driver):
     """A notebook's session outlives a failed fit: its rows must not stay in the executors."""
@@ -76,13 +74,13 @@ def test_held_rows_are_released_when_their_fit_raises(spark, monkeypatch, in_dri
     from covidspark.runtime import lineage
 
     monkeypatch.setattr(lineage, "executors_in_driver", lambda _spark: in_driver)
-    before = _persistent_rdds(spark)
+    before = persistent_rdds(spark)
     kept, _ = lineage.keep(_rows_with_lineage(spark))
-    assert len(_persistent_rdds(spark) - before) == 1
+    assert len(persistent_rdds(spark) - before) == 1
     # A real fit that fails: Spark refuses the parameter once the fit starts.
     with pytest.raises(Exception, match="maxIter"), lineage.held(kept):
         LogisticRegression(maxIter=-1).fit(kept)
-    assert _persistent_rdds(spark) == before
+    assert persistent_rdds(spark) == before
 
 
 def test_a_workflow_frees_what_it_kept_and_nothing_else(spark):
@@ -91,7 +89,7 @@ def test_a_workflow_frees_what_it_kept_and_nothing_else(spark):
 
     from covidspark.runtime import lineage
 
-    before = _persistent_rdds(spark)
+    before = persistent_rdds(spark)
     outside = lineage.persist(spark.range(10), StorageLevel.MEMORY_AND_DISK)
     assert outside.count() == 10
 
@@ -100,23 +98,23 @@ def test_a_workflow_frees_what_it_kept_and_nothing_else(spark):
         images = lineage.persist(spark.range(20), StorageLevel.DISK_ONLY)
         features, rows = lineage.keep(images.filter("id % 2 = 0"))
         assert images.count() == 20 and rows == 10
-        assert len(_persistent_rdds(spark) - before) == 3
+        assert len(persistent_rdds(spark) - before) == 3
         return rows
 
     assert workflow() == 10
-    assert len(_persistent_rdds(spark) - before) == 1 and outside.is_cached
+    assert len(persistent_rdds(spark) - before) == 1 and outside.is_cached
     outside.unpersist()
-    assert _persistent_rdds(spark) == before
+    assert persistent_rdds(spark) == before
 
 
 def test_after_ctrl_c_the_rows_are_left_to_the_ending_process(spark):
     """A release after Ctrl-C could block in py4j while the user waits for the exit."""
     from covidspark.runtime import lineage
 
-    before = _persistent_rdds(spark)
+    before = persistent_rdds(spark)
     kept, _ = lineage.keep(_rows_with_lineage(spark))
     with pytest.raises(KeyboardInterrupt), lineage.held(kept):
         raise KeyboardInterrupt
-    assert len(_persistent_rdds(spark) - before) == 1
+    assert len(persistent_rdds(spark) - before) == 1
     lineage.release(kept)
-    assert _persistent_rdds(spark) == before
+    assert persistent_rdds(spark) == before

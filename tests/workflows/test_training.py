@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from conftest import run_command
+from conftest import persistent_rdds, run_command
 from covidspark.errors import InputError
 
 
@@ -100,25 +100,20 @@ def test_threshold_needs_the_binary_task():
         run_command(["train", "--task", "3class", "--threshold", "f1", "--weights", "random"])
 
 
-def _persistent_rdds(spark):
-    """Ids of the RDDs Spark keeps (caches, local checkpoints) in this session."""
-    return set(spark.sparkContext._jsc.getPersistentRDDs().keySet())
-
-
 def test_a_fit_that_raises_leaves_none_of_its_rows_kept(spark, fixture_dir, tmp_path,
                                                          monkeypatch):
     """The features a failed fit read are freed; a notebook's session goes on without them."""
     from covidspark.ml import experiment
     from covidspark.runtime import lineage
 
-    before = _persistent_rdds(spark)
+    before = persistent_rdds(spark)
     seen = {}
     fit = experiment.fit_and_evaluate
 
     def fit_that_fails(features, *args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
             return fit(features, *args, **kwargs)  # the pixel baseline's, beside the fit
-        seen["kept"] = _persistent_rdds(spark)
+        seen["kept"] = persistent_rdds(spark)
         seen["features"] = lineage._checkpointed_rdd(features).id()  # local mode: a checkpoint
         raise RuntimeError("the fit failed")
 
@@ -130,7 +125,7 @@ def test_a_fit_that_raises_leaves_none_of_its_rows_kept(spark, fixture_dir, tmp_
     # Nothing the run kept is left: the features, the baseline's pixels beside the
     # fit, the images' tables (the ingest pass's on disk, the narrow one in memory).
     assert len(seen["kept"] - before) >= 3
-    assert _persistent_rdds(spark) == before
+    assert persistent_rdds(spark) == before
 
 
 # Four workflows' Spark paths, which other tests take; what is Spark's own here (a
@@ -139,11 +134,11 @@ def test_a_fit_that_raises_leaves_none_of_its_rows_kept(spark, fixture_dir, tmp_
 def test_a_workflow_leaves_nothing_persisted_in_the_session(spark, fixture_dir, tmp_path):
     """A notebook runs train, predict, evaluate and featurize again and again in one
     session: each run's image tables and features go when it ends."""
-    before = _persistent_rdds(spark)
+    before = persistent_rdds(spark)
     common = ["--data", fixture_dir, "--weights", "random"]
     run = run_command(["train", *common, "--model", "SmallCNN", "--bootstrap", "0",
                        "--out", str(tmp_path / "run")])
-    assert run["counts"]["total"] == 12 and _persistent_rdds(spark) == before
+    assert run["counts"]["total"] == 12 and persistent_rdds(spark) == before
     model = str(tmp_path / "run" / "model")
     for argv in (["predict", "--model-dir", model, "--images", fixture_dir,
                   "--out", str(tmp_path / "p.csv")],
@@ -152,4 +147,4 @@ def test_a_workflow_leaves_nothing_persisted_in_the_session(spark, fixture_dir, 
                  ["featurize", *common, "--model", "SmallCNN",
                   "--features", str(tmp_path / "store")]):
         run_command(argv)
-        assert _persistent_rdds(spark) == before, argv[0]
+        assert persistent_rdds(spark) == before, argv[0]

@@ -62,6 +62,8 @@ def evaluate_model(config):
     -------
     EvaluateResult
     """
+    from pyspark import StorageLevel
+
     from covidspark.evaluation.reports import write_report
     from covidspark.evaluation.scoring import evaluate
     from covidspark.evaluation.seen_images import listed
@@ -81,9 +83,11 @@ def evaluate_model(config):
     images = with_content(images)
     set_job_description(spark, 
         f"evaluate {os.path.basename(config.model_dir.rstrip('/'))}")
-    predictions = model.transform(images).persist()
-    metrics = evaluate(predictions, labels, bootstrap=config.bootstrap, seed=config.seed)
-    predictions.unpersist()
+    # Scored once for evaluate's several passes; freed as soon as they are done (or
+    # when the workflow ends, if evaluate raises).
+    scored = lineage.persist(model.transform(images), StorageLevel.MEMORY_AND_DISK)
+    with lineage.held(scored) as predictions:
+        metrics = evaluate(predictions, labels, bootstrap=config.bootstrap, seed=config.seed)
     featurizer = model.stages[0]
     run = {"task": task, "labels": labels, "classifier": type(model.stages[2]).__name__,
            "model": featurizer.getModelName(),

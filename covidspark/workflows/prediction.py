@@ -142,8 +142,8 @@ def predict(config):
         threshold, *(["heatmap", HEATMAP_PNG_COL] if heatmaps else []))
     if heatmaps:
         # Computed once, by one job on every core: the heat maps are written from
-        # the cache, then the table.
-        predictions = predictions.persist(StorageLevel.MEMORY_AND_DISK)
+        # the cache, then the table. Freed when predict ends (frees_what_it_keeps).
+        predictions = lineage.persist(predictions, StorageLevel.MEMORY_AND_DISK)
     with Progress("predict", total, done):
         if heatmaps:
             from covidspark.serving.heatmaps import write_heatmaps

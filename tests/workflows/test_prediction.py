@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import CONNECT_URL, run_command
+from conftest import CONNECT_URL, persistent_rdds, run_command
 from covidspark.runtime.filesystem import local_path
 from covidspark.runtime.remote import connect_address
 
 
-def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp_path):
+def test_predict_and_evaluate_with_a_saved_model(spark, fixture_dir, trained_model, tmp_path):
     import pandas as pd
     from PIL import Image
 
@@ -21,6 +21,8 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     from covidspark.errors import InputError
 
     model = trained_model  # covidspark train ... --threshold 0.4
+    # What the session keeps before; a Connect client cannot list the server's RDDs.
+    kept_before = None if CONNECT_URL else persistent_rdds(spark)
     images = tmp_path / "incoming"
     shutil.copytree(fixture_dir, images / "batch-1")
     (images / "batch-1" / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
@@ -44,6 +46,8 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     # One overlay per image, as large as the X-ray (the fixture's sides are <= 1024).
     # Written by the driver through the filesystem layer, at the URIs the table gives.
     assert all(h.startswith(f"file:{tmp_path}/heat/") for h in predicted.heatmap)
+    # The rejected read and the heat maps' cached predictions are freed when predict ends.
+    assert kept_before is None or persistent_rdds(spark) == kept_before
     assert sorted(os.listdir(tmp_path / "heat")) == sorted(os.path.basename(h)
                                                            for h in predicted.heatmap)
     for image, heatmap in zip(predicted.path, predicted.heatmap):
@@ -89,6 +93,7 @@ def test_predict_and_evaluate_with_a_saved_model(fixture_dir, trained_model, tmp
     accuracy = (predicted.predicted_label[binary] == truth[binary]).mean()
     assert run["metrics"]["accuracy"] == pytest.approx(accuracy)
     assert (tmp_path / "eval" / "report.md").exists()
+    assert kept_before is None or persistent_rdds(spark) == kept_before
     assert run["metrics"]["confidence_intervals"]["resampled"] == "images"
     # --patients: evaluate's bootstrap draws a patient's images together (two per
     # patient here: 6 of the 12), and predict writes each image's patient.

@@ -83,7 +83,8 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         Decode every image on the executors, once (:mod:`covidspark.data.ingest`):
         the check, size, mode, bit depth, perceptual hash and baseline thumbnail
         come from that one decode and land in an ``info`` column; the result is
-        persisted (``DISK_ONLY``; ``unpersist()`` it when done), so later
+        persisted (``DISK_ONLY``; free it when done: ``unpersist()`` the table,
+        or :meth:`IngestResult.unpersist` a non-strict read's result), so later
         steps read neither the files nor decode them again for these facts.
         Without it only file-level problems are caught here; decoding errors
         surface when the images are used.
@@ -153,7 +154,7 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         what = manifest if isinstance(manifest, str) else f"manifest table ({base_dir})"
     if patients is not None:
         candidates = _attach_patients(spark, candidates, patients)
-    images = candidates
+    images, persisted = candidates, None
     if validate:
         from covidspark.data.ingest import inspect_and_persist
 
@@ -161,6 +162,7 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         images, ingest_rejects = inspect_and_persist(candidates, max_pixels, stored_ids,
                                                      inspect_labels, known_labels, n_candidates)
         rejects = rejects + ingest_rejects
+        persisted = images
     elif known_labels is not None:
         from covidspark.data.ingest import unknown_label, unknown_label_reason
 
@@ -188,7 +190,7 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         logger.warning("read_images(%s): %d of %d files rejected, the first: %s",
                        what, len(reject_rows), total, reject_line(*reject_rows[0]))
     return IngestResult(images, spark.createDataFrame(reject_rows, REJECT_SCHEMA),
-                        total, len(reject_rows))
+                        total, len(reject_rows), persisted)
 
 
 def _class_folder_candidates(spark, root, label_map, source, pattern, path_filter, labelled=True,

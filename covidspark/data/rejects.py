@@ -67,12 +67,26 @@ class IngestResult:
     total : int
         Files (or manifest rows) found; ``accepted + rejected == total``.
     rejected : int
+    persisted : pyspark.sql.DataFrame or None
+        The ingest pass's persisted table (``validate=True``), which ``images``
+        reads; :meth:`unpersist` frees it.
     """
 
     images: object
     rejects: object
     total: int
     rejected: int
+    persisted: object = None
+
+    def unpersist(self, blocking=False):
+        """Free the ingest pass's table (its bytes on the executors' disks) when done.
+
+        ``images.unpersist()`` alone frees nothing once a file was rejected:
+        ``images`` is then a filter over the persisted table, and Spark uncaches
+        only the exact plan it cached.
+        """
+        if self.persisted is not None:
+            self.persisted.unpersist(blocking)
 
     @property
     def accepted(self):

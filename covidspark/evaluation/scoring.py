@@ -12,6 +12,7 @@ themselves come from :mod:`covidspark.evaluation.metrics`.
 The report writers live in :mod:`covidspark.evaluation.reports`.
 """
 import logging
+import typing
 
 import numpy as np
 
@@ -52,13 +53,38 @@ def confusion_matrix(predictions, n_classes, label_col="label_index", prediction
     return matrix
 
 
-def collect_scores(predictions, label_col="label_index", prediction_col="prediction",
-                   probability_col="probability", unit_cols=None):
-    """``(y_true, y_pred, probability)`` numpy arrays of a predictions DataFrame.
+class CollectedScores(typing.NamedTuple):
+    """A predictions DataFrame's test rows on the driver (:func:`collect_scores`)."""
 
-    ``probability`` is None when the column is absent. With ``unit_cols`` (a
-    sequence, possibly empty), a fourth item: ``(each row's bootstrap unit, the
-    columns that grouped them, each row's path or None)`` (:func:`bootstrap_units`).
+    #: Each row's true class index.
+    y_true: np.ndarray
+    #: Each row's predicted class index.
+    y_pred: np.ndarray
+    #: ``n x k`` class probabilities; None when the column is absent.
+    probability: object
+    #: Each row's bootstrap unit, or None: every row its own (:func:`bootstrap_units`).
+    units: object
+    #: The unit columns that grouped some rows.
+    grouped_by: list
+    #: Each row's ``path``, to pair two models' rows; None without a path column.
+    keys: object
+
+
+def collect_scores(predictions, label_col="label_index", prediction_col="prediction",
+                   probability_col="probability", unit_cols=()):
+    """The labels, predictions, probabilities and bootstrap units of a predictions DataFrame.
+
+    Parameters
+    ----------
+    predictions : pyspark.sql.DataFrame
+    label_col, prediction_col, probability_col : str
+    unit_cols : sequence of str
+        Columns whose shared values make rows one bootstrap unit (:data:`UNIT_COLS`);
+        those absent from ``predictions`` are ignored.
+
+    Returns
+    -------
+    CollectedScores
     """
     from pyspark.ml.functions import vector_to_array
 
@@ -66,17 +92,15 @@ def collect_scores(predictions, label_col="label_index", prediction_col="predict
     has_probability = probability_col in predictions.columns
     if has_probability:
         columns.append(vector_to_array(probability_col).alias("_p"))
-    present = [c for c in unit_cols or () if c in predictions.columns]
+    present = [c for c in unit_cols if c in predictions.columns]
     keyed = "path" in predictions.columns and "path" not in present
     rows = predictions.select(*columns, *present, *(["path"] if keyed else [])).collect()
     y_true = np.array([r[0] for r in rows], dtype=np.int64)
     y_pred = np.array([r[1] for r in rows], dtype=np.int64)
     probability = np.array([r[2] for r in rows], dtype=float) if has_probability else None
-    if unit_cols is None:
-        return y_true, y_pred, probability
     units, grouped_by = bootstrap_units(rows, present)
     keys = [r["path"] for r in rows] if keyed else None
-    return y_true, y_pred, probability, (units, grouped_by, keys)
+    return CollectedScores(y_true, y_pred, probability, units, grouped_by, keys)
 
 
 def bootstrap_units(rows, unit_cols):
@@ -140,8 +164,8 @@ def evaluate(predictions, labels, label_col="label_index", prediction_col="predi
     labels = list(labels)
     matrix = confusion_matrix(predictions, len(labels), label_col, prediction_col)
     metrics = metrics_from_confusion(matrix, labels)
-    y_true, y_pred, probability, (units, grouped_by, keys) = collect_scores(
-        predictions, label_col, prediction_col, probability_col, unit_cols=tuple(unit_cols or ()))
+    y_true, y_pred, probability, units, grouped_by, keys = collect_scores(
+        predictions, label_col, prediction_col, probability_col, unit_cols=unit_cols or ())
     collected = confusion_from_arrays(y_true, y_pred, len(labels)).tolist()
     if collected != matrix:  # the DataFrame changed between two reads (non-deterministic input)
         raise RuntimeError(f"Predictions changed between reads: {matrix} vs {collected}; "
@@ -184,7 +208,8 @@ def paired_accuracy(metrics_a, metrics_b):
 def positive_scores(predictions, labels, positive_label="covid", label_col="label_index",
                     probability_col="probability"):
     """``(is_positive, score)`` arrays: the rows' truth and their probability of ``positive_label``."""
-    y_true, _, probability = collect_scores(predictions, label_col, probability_col=probability_col)
+    scores = collect_scores(predictions, label_col, probability_col=probability_col)
+    y_true, probability = scores.y_true, scores.probability
     if probability is None:
         raise ValueError(f"Thresholds need class probabilities; column {probability_col!r} missing")
     k = list(labels).index(positive_label)

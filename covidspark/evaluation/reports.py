@@ -293,11 +293,18 @@ def write_report(run, out_dir, files=None):
 
 
 def _difference_cell(difference):
-    """``+0.031 [-0.007, +0.069]``: a run's paired accuracy difference to the baseline."""
+    """``+0.031 [-0.007, +0.069]``: a paired accuracy difference with its interval."""
     if not difference:
         return "n/a"
     low, high = difference["interval"]
     return f"{difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _best_cell(run, best):
+    """The best run's accuracy minus ``run``'s (``best`` for the best run itself)."""
+    if f"{run['model']} + {run['classifier']}" == best:
+        return "best"
+    return _difference_cell(run.get("best_minus_this"))
 
 
 def comparison_markdown(comparison):
@@ -308,13 +315,17 @@ def comparison_markdown(comparison):
                f"- split: {comparison['split']}\n")
     for task, runs in comparison["tasks"].items():
         paired = runs.get("baseline") and any(r.get("difference") for r in runs["runs"])
+        # Only with intervals: without them "best" is the larger of two numbers shown.
+        ranked = runs.get("best") and any(r.get("best_minus_this") for r in runs["runs"])
         rows = [[f"{r['model']} + {r['classifier']}", *headline_cells(r["metrics"]),
-                 *([_difference_cell(r.get("difference"))] if paired else [])]
+                 *([_difference_cell(r.get("difference"))] if paired else []),
+                 *([_best_cell(r, runs["best"])] if ranked else [])]
                 for r in runs["runs"]]
         if runs.get("baseline"):
             rows.append([runs["baseline"]["name"], *headline_cells(runs["baseline"]["metrics"]),
-                         *([""] if paired else [])])
-        header = ["model", *HEADLINE_HEADER, *(["accuracy vs baseline (paired)"] if paired else [])]
+                         *([""] if paired else []), *([""] if ranked else [])])
+        header = ["model", *HEADLINE_HEADER, *(["accuracy vs baseline (paired)"] if paired else []),
+                  *(["best's accuracy minus this (paired)"] if ranked else [])]
         out.append(f"## {task} ({runs['counts']['train']} train / {runs['counts']['test']} test "
                    f"images)\n\n" + markdown_table(header, rows) + "\n")
         # Every run of a task has the same test rows, so the first run's intervals say it.
@@ -323,6 +334,11 @@ def comparison_markdown(comparison):
         if ci:
             out.append(f"Brackets: {int(ci['confidence'] * 100)} % bootstrap intervals over "
                        f"{resampled(ci, runs['counts']['test'])}.\n")
+        if ranked:
+            out.append(f"Best: {runs['best']}, the most accurate on these test images. An "
+                       f"interval that holds 0 says they cannot tell it from that run; "
+                       f"one above 0, that it is ahead on them (chosen on the same images, "
+                       f"the best's lead is an optimistic estimate).\n")
         out += [r["verdict"] + "\n" for r in runs["runs"] if r.get("verdict_warns")]
     out.append("Per-run reports, figures and models are in the task folders.\n")
     return "\n".join(out)

@@ -204,3 +204,28 @@ def with_verdict(model_name, result, baseline_result):
     result["baseline"] = {**baseline_result, "difference": difference, "verdict": sentence,
                           "warns": warns}
     return result
+
+
+def differences_to_best(metrics):
+    """Each run's accuracy gap to the most accurate run on the same test rows, paired.
+
+    Parameters
+    ----------
+    metrics : list of covidspark.evaluation.scoring.Metrics
+        One task's runs, from :func:`fit_and_evaluate`, all on one split.
+
+    Returns
+    -------
+    (int or None, list)
+        The most accurate run's index (the first of a tie; None with fewer than
+        two runs), and per run the best's accuracy minus its own with a paired
+        bootstrap interval (:func:`covidspark.evaluation.scoring.paired_accuracy`):
+        None for the best itself, and without intervals (``bootstrap=0``).
+    """
+    from covidspark.evaluation.scoring import paired_accuracy
+
+    if len(metrics) < 2:
+        return None, [None] * len(metrics)
+    best = max(range(len(metrics)), key=lambda i: (metrics[i]["accuracy"], -i))
+    return best, [None if i == best else paired_accuracy(metrics[best], run)
+                  for i, run in enumerate(metrics)]

@@ -124,6 +124,7 @@ def compare(config):
                   "classifiers": config.classifiers,
                   "tasks": {task: {"runs": [], "baseline": baselines.get(task)} for task in tasks},
                   "featurized": {}}
+    scored = {task: [] for task in tasks}  # each run's metrics with its test rows
     for model_name in config.models:
         featurizer, resolved = steps.make_featurizer(config, notes, model=model_name)
         comparison["weights"] = resolved.description
@@ -152,6 +153,7 @@ def compare(config):
                 write_report(run, run_dir, files)
                 entry = comparison["tasks"][task]
                 entry["counts"] = result["counts"]
+                scored[task].append(result["metrics"])
                 summary = {k: v for k, v in result["metrics"].items() if k != "curves"}
                 entry["runs"].append({
                     "model": model_name, "classifier": classifier, "metrics": summary,
@@ -160,6 +162,12 @@ def compare(config):
                     "difference": result.get("baseline", {}).get("difference"),
                     "verdict_warns": result.get("baseline", {}).get("warns", False),
                     "report": os.path.join(task, f"{model_name}-{classifier}", "report.md")})
+    for task, entry in comparison["tasks"].items():
+        best, differences = experiment.differences_to_best(scored[task])
+        entry["best"] = None if best is None else \
+            f"{entry['runs'][best]['model']} + {entry['runs'][best]['classifier']}"
+        for run, difference in zip(entry["runs"], differences):
+            run["best_minus_this"] = difference
     comparison["timing_s"] = round(time.time() - started, 1)
     comparison["environment"] = steps.environment(spark)
     json_path = write_json(comparison, join(out, "comparison.json"), files)

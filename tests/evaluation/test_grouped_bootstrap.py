@@ -181,3 +181,41 @@ def test_paired_accuracy_matches_rows_by_path_and_draws_their_units(spark):
     assert paired_accuracy(a, fewer) is None
     assert paired_accuracy(evaluate(scored(guess_a, range(60)), LABELS, bootstrap=0), b) is None
     assert paired_accuracy(dict(a), b) is None  # a copy keeps no rows
+
+
+def test_each_run_is_paired_with_the_most_accurate_on_the_same_rows(spark):
+    from covidspark.ml.experiment import differences_to_best
+
+    rng = np.random.default_rng(11)
+    truth = rng.integers(0, 2, 80).astype(float)
+    guesses = {"weak": np.where(rng.random(80) < 0.7, truth, 1 - truth),
+               "strong": np.where(rng.random(80) < 0.95, truth, 1 - truth)}
+    guesses["tie"] = guesses["strong"].copy()  # as accurate: the first of a tie is the best
+
+    def evaluated(guess):
+        rows = [[f"img-{i:02d}.png", f"id-{i}", None, None, float(truth[i]), float(guess[i]),
+                 Vectors.dense([1 - guess[i], guess[i]])] for i in range(80)]
+        return evaluate(_predictions(spark, rows), LABELS, bootstrap=200, seed=3)
+
+    metrics = [evaluated(g) for g in guesses.values()]
+    best, differences = differences_to_best(metrics)
+    right = {name: (g == truth).mean() for name, g in guesses.items()}
+    assert best == 1 and right["strong"] > right["weak"]
+    weak, _, tie = differences
+    assert differences[1] is None
+    # The gap is the two accuracies' (counted here), its interval paired: row by row.
+    assert weak["difference"] == pytest.approx(right["strong"] - right["weak"])
+    assert weak["interval"][0] <= weak["difference"] <= weak["interval"][1]
+    assert (tie["difference"], tie["interval"]) == (0.0, [0.0, 0.0])
+    assert differences_to_best(metrics[:1]) == (None, [None])
+
+    # comparison.md: a column of each run's gap to the best, "best" on the best's row.
+    runs = [{"model": name, "classifier": "lr", "metrics": m, "best_minus_this": d}
+            for name, m, d in zip(guesses, metrics, differences)]
+    comparison = {"data": "d", "weights": "w", "split": "s", "tasks": {"binary": {
+        "runs": runs, "counts": {"train": 1, "test": 80}, "best": "strong + lr"}}}
+    table = comparison_markdown(comparison)
+    low, high = weak["interval"]
+    assert "| best's accuracy minus this (paired) |" in table
+    assert f"| {weak['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |" in table
+    assert "| best |" in table and "Best: strong + lr, the most accurate" in table

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import run_command
 
@@ -39,9 +40,20 @@ def test_compare_grid_from_one_feature_store(fixture_dir, tmp_path):
             assert len(seen) == 18 - len(set(LABELS[task]) ^ set(LABELS["3class"])) * 6 - n_test
             assert set(seen["label"]) == set(LABELS[task])
             assert seen["image_id"].is_unique and seen["phash64"].notna().all()
+        # Each run beside the most accurate on the same test images (the first of a tie).
+        accuracy = {f"{r['model']} + {r['classifier']}": r["metrics"]["accuracy"] for r in runs}
+        best = comparison["tasks"][task]["best"]
+        assert best == max(accuracy, key=lambda name: accuracy[name])
+        for name, r in zip(accuracy, runs):
+            if name == best:
+                assert r["best_minus_this"] is None
+            else:
+                assert r["best_minus_this"]["difference"] == pytest.approx(
+                    accuracy[best] - accuracy[name])
     table = (out / "comparison.md").read_text()
     assert "| ResNet50 + dt |" in table and "| SmallCNN + dt |" in table
     assert table.count("baseline: LR on 32x32 pixels") == 2
+    assert table.count("best's accuracy minus this (paired)") == 2
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["schema_version"] == 3
     # Per-class numbers in the comparison are the same as in each run's own report.

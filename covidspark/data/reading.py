@@ -18,6 +18,7 @@ import logging
 import os
 import posixpath
 
+from covidspark.data import layouts
 from covidspark.data.decoding import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, METADATA_EXTENSIONS
 from covidspark.data.known_files import identified
 from covidspark.data.listing import (binary_files_under, hidden_images, list_binary_files,
@@ -136,6 +137,10 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
         With ``strict=True``, if any file or row is rejected: empty, truncated,
         not an image, unsupported format, too many pixels, unknown label, file
         missing, path listed twice.
+    InputError
+        Before any file is read, if no class folder is a label ``label_map`` maps
+        or ``known_labels`` holds (a data set's root, whose class folders are one
+        level down: the message says so).
     FileNotFoundError
         If the root or the manifest does not exist.
     ValueError
@@ -146,7 +151,7 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
     if path is not None:
         candidates, n_candidates, rejects = _class_folder_candidates(
             spark, path, label_map, source, pattern, path_filter, labelled, inspect_labels,
-            known_files)
+            known_files, known_labels)
         what = path
     else:
         candidates, n_candidates, rejects = _manifest_candidates(
@@ -194,9 +199,13 @@ def read_images(spark, path=None, manifest=None, label_map=None, source=None, pa
 
 
 def _class_folder_candidates(spark, root, label_map, source, pattern, path_filter, labelled=True,
-                             read_labels=None, known=None):
+                             read_labels=None, known=None, known_labels=None):
     """Rows to validate, their number, and the ``(path, reason, counted)`` rejects
     found from paths alone.
+
+    A tree none of whose class folders is among ``known_labels`` (a data set's
+    root whose class folders are one level down) is an :class:`InputError` that
+    says so, before any file is read.
 
     ``counted`` says whether the rejected path is among the rows (and so counted
     in their number) or was set aside before. Images of class folders whose
@@ -255,7 +264,11 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
         keep.append(p)
         labels[folder] = label_map[folder] if label_map is not None else folder
     if labelled and label_map is not None and not labels and listing:
-        raise InputError(_no_folder_mapped(root, listing, prefix, label_map))
+        raise InputError(layouts.no_folder_mapped(root, listing, prefix, label_map))
+    if labelled and known_labels is not None and labels and \
+            not set(labels.values()) & set(known_labels):
+        raise InputError(layouts.no_known_class_folder(root, listing, prefix, labels, keep,
+                                                       list(known_labels)))
     if not keep and not rejects:
         raise InputError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}"
@@ -290,16 +303,6 @@ def _class_folder_candidates(spark, root, label_map, source, pattern, path_filte
         "content",
     )
     return _with_unread(spark, candidates, unread), len(keep) + len(unread), rejects
-
-
-def _no_folder_mapped(root, listing, prefix, label_map):
-    """The message for a class-folder tree none of whose folders ``label_map`` names."""
-    folders = sorted({p[len(prefix):].split("/", 1)[0] for p in listing
-                      if p.startswith(prefix) and "/" in p[len(prefix):]})
-    return (f"No class folder under {root} is in label_map: folders "
-            f"{', '.join(map(repr, folders)) or '(none)'}, label_map knows "
-            f"{', '.join(map(repr, label_map))}. Point the path at the folder that holds "
-            f"the class folders, or map these names.")
 
 
 def _matches(regex, text):

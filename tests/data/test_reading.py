@@ -653,14 +653,51 @@ def test_folders_spelt_another_way_get_the_label_map_that_reads_them(spark, fixt
         for i in range(11):  # 22 rejects: more than the 20 a message lists
             name = covid_images[i % len(covid_images)]
             shutil.copy(os.path.join(fixture_dir, "covid", name), tmp_path / folder / f"{i}-{name}")
+    # One folder the task knows: the others are rejects (with none, the layout's error).
+    os.makedirs(tmp_path / "pneumonia")
+    shutil.copy(os.path.join(fixture_dir, "covid", covid_images[0]), tmp_path / "pneumonia")
     with pytest.raises(IngestError) as error:
         read_images(spark, str(tmp_path), known_labels=("normal", "covid", "pneumonia"),
                     inspect_labels=("normal", "covid"))
     message = str(error.value)
-    assert "22 of 22" in message and "... and 2 more" in message
+    assert "22 of 23" in message and "... and 2 more" in message
     assert """label 'COVID' is not one of normal, covid, pneumonia (map it with label_map, e.g. \
 --label-map '{"COVID": "covid"}')""" in message
     assert """--label-map '{"Normal": "normal"}'""" in message
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_tree_whose_class_folders_are_one_level_down_is_named_before_any_read(
+        spark, fixture_dir, tmp_path, strict):
+    """A data set's root (ozturk/images/covid/..., its manifest beside images/): the error
+    says where the class folders are, and the manifest, not 'label images' per file."""
+    from covidspark.errors import InputError
+
+    root = tmp_path / "set"
+    for label in ("covid", "normal"):
+        shutil.copytree(os.path.join(fixture_dir, label), root / "images" / label)
+    (root / "manifest.csv").write_text("path,label\n")
+    os.makedirs(root / "COVID-19")
+    shutil.copy(next(iter((root / "images" / "covid").iterdir())), root / "COVID-19" / "x.png")
+    known = ("normal", "covid", "pneumonia")
+    with pytest.raises(InputError) as error:
+        read_images(spark, str(root), known_labels=known, strict=strict)
+    # Found from the listing: not the ingest pass's list of rejected files.
+    assert not isinstance(error.value, IngestError)
+    lines = str(error.value).splitlines()
+    assert lines[0].startswith(f"No class folder under {root} is one of the labels normal, "
+                               f"covid, pneumonia")
+    assert lines[1] == ("  'COVID-19' (1 images): label 'COVID-19' is not one of normal, covid, "
+                        """pneumonia (map it with label_map, e.g. --label-map '{"COVID-19": """
+                        """"covid"}')""")
+    assert lines[2] == (f"  'images' (12 images): the class folders are in it: point the path "
+                        f"at {root}/images")
+    assert "holds manifest.csv: a CSV with path and label columns is read as a manifest" in \
+        lines[3]
+    # There, they read.
+    images = read_images(spark, str(root / "images"), known_labels=known)
+    assert images.count() == 12
+    images.unpersist()
 
 
 def test_a_cut_list_of_rejects_shows_every_reason_it_can():

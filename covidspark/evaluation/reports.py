@@ -335,10 +335,10 @@ def comparison_markdown(comparison):
             out.append(f"Brackets: {int(ci['confidence'] * 100)} % bootstrap intervals over "
                        f"{resampled(ci, runs['counts']['test'])}.\n")
         if ranked:
-            out.append(f"Best: {runs['best']}, the most accurate on these test images. An "
-                       f"interval that holds 0 says they cannot tell it from that run; "
-                       f"one above 0, that it is ahead on them (chosen on the same images, "
-                       f"the best's lead is an optimistic estimate).\n")
+            out.append(f"Best: {runs['best']}, the most accurate on these test images. In "
+                       f"its column, an interval that holds 0 means these images cannot tell "
+                       f"the two apart; one above 0, that the best is ahead on them (picked "
+                       f"on the same images, its lead is an optimistic estimate).\n")
         out += [r["verdict"] + "\n" for r in runs["runs"] if r.get("verdict_warns")]
     out.append("Per-run reports, figures and models are in the task folders.\n")
     return "\n".join(out)

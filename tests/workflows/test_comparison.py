@@ -11,6 +11,9 @@ from conftest import run_command
 LABELS = {"binary": ("normal", "covid"), "3class": ("normal", "covid", "pneumonia")}
 
 
+# On Spark 3.5 its Spark path (features from the store, several fits on them) is
+# tests/ml/test_feature_store.py's featurize-then-train.
+@pytest.mark.spark35_covered
 def test_compare_grid_from_one_feature_store(fixture_dir, tmp_path):
     # Two backbones of other input sizes and preprocessing (ResNet50: 224 px, caffe;
     # SmallCNN: 96 px, tf). Not InceptionV3, whose features test_featurizer.py checks

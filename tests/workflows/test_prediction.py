@@ -12,6 +12,10 @@ from covidspark.runtime.filesystem import local_path
 from covidspark.runtime.remote import connect_address
 
 
+# On Spark 3.5 its parts run in other tests: the heat maps below and in tests/serving, a
+# saved pipeline's transform (tests/ml/test_featurizer.py), evaluate (test_seen_images.py),
+# lenient reads (tests/data/test_reading.py).
+@pytest.mark.spark35_covered
 def test_predict_and_evaluate_with_a_saved_model(spark, fixture_dir, trained_model, tmp_path):
     import pandas as pd
     from PIL import Image

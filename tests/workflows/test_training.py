@@ -100,6 +100,9 @@ def test_threshold_needs_the_binary_task():
         run_command(["train", "--task", "3class", "--threshold", "f1", "--weights", "random"])
 
 
+# What is Spark's own here (a checkpoint's release after a failed fit) tests/runtime/
+# test_lineage.py checks on Spark 3.5.
+@pytest.mark.same_spark_path
 def test_a_fit_that_raises_leaves_none_of_its_rows_kept(spark, fixture_dir, tmp_path,
                                                          monkeypatch):
     """The features a failed fit read are freed; a notebook's session goes on without them."""

@@ -334,7 +334,12 @@ def standalone_cluster(state, workers, cores, memory, **env):
 
 
 def persistent_rdds(spark):
-    """Ids of the RDDs Spark keeps (caches, local checkpoints) in this session."""
+    """Ids of the RDDs Spark keeps (caches, local checkpoints) in this session; None
+    under Spark Connect, whose client cannot list the server's RDDs."""
+    from covidspark.runtime.connect import is_connect
+
+    if is_connect(spark):
+        return None
     return set(spark.sparkContext._jsc.getPersistentRDDs().keySet())
 
 

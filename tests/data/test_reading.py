@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CONNECT_URL, classic_only, local_path, persistent_rdds, require_module
+from conftest import classic_only, local_path, persistent_rdds, require_module
 from conftest import gradient as _gradient
 from conftest import png_bytes as _png
 from covidspark.data.reading import IngestError, read_images
@@ -232,8 +232,7 @@ def test_strict_read_fails_naming_every_bad_file(spark, fixture_dir, tmp_path):
 
 def test_lenient_read_returns_rejects_and_loses_nothing(spark, fixture_dir, tmp_path):
     expected = _bad_tree(fixture_dir, tmp_path / "bad")
-    # What the session keeps before; a Connect client cannot list the server's RDDs.
-    kept_before = None if CONNECT_URL else persistent_rdds(spark)
+    kept_before = persistent_rdds(spark)  # None under Connect: nothing to compare
     result = read_images(spark, str(tmp_path / "bad"), label_map=LABELS, strict=False,
                          max_pixels=5_000_000)
     rejects = {r.path.rsplit("/", 1)[-1]: r.reason for r in result.rejects.collect()}
@@ -244,7 +243,7 @@ def test_lenient_read_returns_rejects_and_loses_nothing(spark, fixture_dir, tmp_
     assert result.accepted + result.rejected == result.total == 6 + len(expected)
     # The images are a filter over the ingest pass's table: the result frees that table.
     result.unpersist(blocking=True)
-    assert kept_before is None or persistent_rdds(spark) == kept_before
+    assert persistent_rdds(spark) == kept_before
 
 
 @classic_only("Connect has no accumulators for a progress line to poll")

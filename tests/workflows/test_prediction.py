@@ -25,8 +25,7 @@ def test_predict_and_evaluate_with_a_saved_model(spark, fixture_dir, trained_mod
     from covidspark.errors import InputError
 
     model = trained_model  # covidspark train ... --threshold 0.4
-    # What the session keeps before; a Connect client cannot list the server's RDDs.
-    kept_before = None if CONNECT_URL else persistent_rdds(spark)
+    kept_before = persistent_rdds(spark)  # None under Connect: nothing to compare
     images = tmp_path / "incoming"
     shutil.copytree(fixture_dir, images / "batch-1")
     (images / "batch-1" / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
@@ -51,7 +50,7 @@ def test_predict_and_evaluate_with_a_saved_model(spark, fixture_dir, trained_mod
     # Written by the driver through the filesystem layer, at the URIs the table gives.
     assert all(h.startswith(f"file:{tmp_path}/heat/") for h in predicted.heatmap)
     # The rejected read and the heat maps' cached predictions are freed when predict ends.
-    assert kept_before is None or persistent_rdds(spark) == kept_before
+    assert persistent_rdds(spark) == kept_before
     assert sorted(os.listdir(tmp_path / "heat")) == sorted(os.path.basename(h)
                                                            for h in predicted.heatmap)
     for image, heatmap in zip(predicted.path, predicted.heatmap):
@@ -97,7 +96,7 @@ def test_predict_and_evaluate_with_a_saved_model(spark, fixture_dir, trained_mod
     accuracy = (predicted.predicted_label[binary] == truth[binary]).mean()
     assert run["metrics"]["accuracy"] == pytest.approx(accuracy)
     assert (tmp_path / "eval" / "report.md").exists()
-    assert kept_before is None or persistent_rdds(spark) == kept_before
+    assert persistent_rdds(spark) == kept_before
     assert run["metrics"]["confidence_intervals"]["resampled"] == "images"
     # --patients: evaluate's bootstrap draws a patient's images together (two per
     # patient here: 6 of the 12), and predict writes each image's patient.
